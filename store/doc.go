@@ -1,0 +1,11 @@
+// Package store is loopgate's memory: a SQLite database (mattn/go-sqlite3,
+// WAL, file mode 0600) holding sessions, with schema migrations applied at
+// Open.
+//
+// A session row is written (and synced) when a session starts, before the
+// daemon forwards anything, and updated when it ends: "no record, no
+// forward". DB is safe for concurrent use; Close is idempotent.
+//
+// The event vocabulary lives in the leaf package store/event so protocol
+// handlers can record without importing this package or cgo.
+package store

@@ -1,0 +1,53 @@
+// Package event is loopgate's recording vocabulary: the values protocol
+// handlers hand to a recorder. It is a leaf: no SQL, no cgo, nothing of
+// loopgate's imported, so l7 packages can record without linking SQLite.
+package event
+
+import "time"
+
+// Outcome is how a session ended.
+type Outcome string
+
+// Outcomes. A session is "open" until it ends; a daemon that finds open
+// sessions at start (it crashed, or was killed) marks them "interrupted".
+const (
+	OutcomeOpen          Outcome = "open"
+	OutcomeClosed        Outcome = "closed"
+	OutcomeRefused       Outcome = "refused"
+	OutcomeError         Outcome = "error"
+	OutcomeInternalError Outcome = "internal_error"
+	OutcomeShutdown      Outcome = "shutdown"
+	OutcomeInterrupted   Outcome = "interrupted"
+)
+
+// Session is a session as it starts: who connected, to what, from where.
+type Session struct {
+	ID       string
+	Workload string
+	Target   string
+	Protocol string
+	// OrigDst is the address the client dialled, as host:port.
+	OrigDst string
+	// Client is the client's socket address as the daemon saw it.
+	Client     string
+	PID        int
+	TID        int
+	UID        uint32
+	GID        uint32
+	CgroupID   uint64
+	CgroupPath string
+	Exe        string
+	Comm       string
+	// ProcessStart is the start time of the process; with PID it names it.
+	ProcessStart time.Time
+	Started      time.Time
+}
+
+// End is how a session finished.
+type End struct {
+	Ended     time.Time
+	BytesUp   int64 // client to target
+	BytesDown int64 // target to client
+	Outcome   Outcome
+	Error     string
+}

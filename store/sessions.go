@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// Session is a recorded session row.
+type Session struct {
+	event.Session
+	event.End
+}
+
+// OpenSession records a session's start. It returns only once the row is
+// durable, so a caller may forward traffic after it returns.
+func (s *DB) OpenSession(ctx context.Context, e event.Session) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions
+		(id, workload, target, protocol, orig_dst, client, pid, tid, process_start, uid, gid,
+		 cgroup_id, cgroup_path, exe, comm, started, outcome)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.ID, e.Workload, e.Target, e.Protocol, e.OrigDst, e.Client, e.PID, e.TID,
+		fmtTime(e.ProcessStart), e.UID, e.GID, int64(e.CgroupID), e.CgroupPath, e.Exe, e.Comm,
+		fmtTime(e.Started), string(event.OutcomeOpen))
+	if err != nil {
+		return fmt.Errorf("record session %s: %w", e.ID, err)
+	}
+	return nil
+}
+
+// CloseSession records how session id ended.
+func (s *DB) CloseSession(ctx context.Context, id string, e event.End) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET ended = ?, bytes_up = ?, bytes_down = ?,
+		outcome = ?, error = ? WHERE id = ?`,
+		fmtTime(e.Ended), e.BytesUp, e.BytesDown, string(e.Outcome), e.Error, id)
+	if err != nil {
+		return fmt.Errorf("record end of session %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("record end of session %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// InterruptOpenSessions marks sessions still open (left by a daemon that
+// died) as interrupted, and returns how many there were.
+func (s *DB) InterruptOpenSessions(ctx context.Context, now time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET outcome = ?, ended = ?,
+		error = 'daemon stopped while the session was open' WHERE outcome = ?`,
+		string(event.OutcomeInterrupted), fmtTime(now), string(event.OutcomeOpen))
+	if err != nil {
+		return 0, fmt.Errorf("close interrupted sessions: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// Filter selects sessions. Zero fields match everything.
+type Filter struct {
+	Workload string
+	Target   string
+	Outcome  string
+	Since    time.Time
+	Until    time.Time
+	// Limit caps the number of rows; 0 means no limit.
+	Limit int
+}
+
+const sessionColumns = `id, workload, target, protocol, orig_dst, client, pid, tid, process_start,
+	uid, gid, cgroup_id, cgroup_path, exe, comm, started, COALESCE(ended, ''), bytes_up, bytes_down,
+	outcome, error`
+
+// Sessions calls fn for each session matching f, oldest first, streaming
+// rows so memory stays constant. fn's error stops the walk and is returned.
+func (s *DB) Sessions(ctx context.Context, f Filter, fn func(*Session) error) error {
+	var where []string
+	var args []any
+	add := func(cond string, v any) { where = append(where, cond); args = append(args, v) }
+	if f.Workload != "" {
+		add("workload = ?", f.Workload)
+	}
+	if f.Target != "" {
+		add("target = ?", f.Target)
+	}
+	if f.Outcome != "" {
+		add("outcome = ?", f.Outcome)
+	}
+	if !f.Since.IsZero() {
+		add("started >= ?", fmtTime(f.Since))
+	}
+	if !f.Until.IsZero() {
+		add("started < ?", fmtTime(f.Until))
+	}
+	q := "SELECT " + sessionColumns + " FROM sessions"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY started, id"
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		sess, err := scanSession(rows)
+		if err != nil {
+			return err
+		}
+		if err := fn(sess); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list sessions: %w", err)
+	}
+	return nil
+}
+
+// Session returns one session by id.
+func (s *DB) Session(ctx context.Context, id string) (*Session, error) {
+	row := s.db.QueryRowContext(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE id = ?", id)
+	sess, err := scanSession(row)
+	if err == sql.ErrNoRows {
+		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	return sess, err
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanSession(r scanner) (*Session, error) {
+	var (
+		x                              Session
+		procStart, started, ended, out string
+		cgid                           int64
+	)
+	err := r.Scan(&x.ID, &x.Workload, &x.Target, &x.Protocol, &x.OrigDst, &x.Client, &x.PID, &x.TID,
+		&procStart, &x.UID, &x.GID, &cgid, &x.CgroupPath, &x.Exe, &x.Comm, &started, &ended,
+		&x.BytesUp, &x.BytesDown, &out, &x.Error)
+	if err == sql.ErrNoRows {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read session: %w", err)
+	}
+	x.CgroupID = uint64(cgid)
+	x.Outcome = event.Outcome(out)
+	for _, p := range []struct {
+		s   string
+		dst *time.Time
+	}{{procStart, &x.ProcessStart}, {started, &x.Started}, {ended, &x.Ended}} {
+		t, err := parseTime(p.s)
+		if err != nil {
+			return nil, fmt.Errorf("read session %s: bad time %q: %w", x.ID, p.s, err)
+		}
+		*p.dst = t
+	}
+	return &x, nil
+}

@@ -1,0 +1,147 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+)
+
+// DB is an open loopgate store. It is safe for concurrent use.
+type DB struct {
+	db        *sql.DB
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (creating if needed) the database at path and applies pending
+// migrations. The file and its directory are private to the owner.
+func Open(ctx context.Context, path string) (*DB, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create store dir: %w", err)
+		}
+	}
+	// Create the file ourselves so it is 0600 from the first byte; SQLite
+	// gives the -wal and -shm files the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	f.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, fmt.Errorf("chmod store %s: %w", path, err)
+	}
+	dsn := "file:" + path + "?_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_foreign_keys=on&_txlock=immediate"
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &DB{db: db}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the database. It is idempotent.
+func (s *DB) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.db.Close() })
+	return s.closeErr
+}
+
+// migrations are applied in order, each once, each in its own transaction.
+// Never edit a released migration: append a new one.
+var migrations = []string{
+	// 1: sessions.
+	`CREATE TABLE sessions (
+		id            TEXT PRIMARY KEY,
+		workload      TEXT NOT NULL,
+		target        TEXT NOT NULL,
+		protocol      TEXT NOT NULL,
+		orig_dst      TEXT NOT NULL,
+		client        TEXT NOT NULL,
+		pid           INTEGER NOT NULL,
+		tid           INTEGER NOT NULL,
+		process_start TEXT NOT NULL,
+		uid           INTEGER NOT NULL,
+		gid           INTEGER NOT NULL,
+		cgroup_id     INTEGER NOT NULL,
+		cgroup_path   TEXT NOT NULL,
+		exe           TEXT NOT NULL,
+		comm          TEXT NOT NULL,
+		started       TEXT NOT NULL,
+		ended         TEXT,
+		bytes_up      INTEGER NOT NULL DEFAULT 0,
+		bytes_down    INTEGER NOT NULL DEFAULT 0,
+		outcome       TEXT NOT NULL,
+		error         TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX sessions_started ON sessions(started);
+	CREATE INDEX sessions_workload ON sessions(workload, started);`,
+}
+
+func (s *DB) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, applied TEXT NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var have int
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("migrate: database schema version %d is newer than this build (%d)", have, len(migrations))
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied) VALUES (?, ?)`, v, fmtTime(time.Now())); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion reports the applied migration version.
+func (s *DB) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
+	return v, err
+}
+
+const timeLayout = time.RFC3339Nano
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(timeLayout)
+}
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(timeLayout, s)
+}
+
+// ErrNotFound is returned when a looked-up row does not exist.
+var ErrNotFound = errors.New("not found")
