@@ -5,8 +5,16 @@ go 1.26.8
 require (
 	github.com/cilium/ebpf v0.22.0
 	github.com/mattn/go-sqlite3 v1.14.53
+	github.com/urfave/cli/v2 v2.27.7
 	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/sys v0.50.0
+	golang.org/x/term v0.48.0
+)
+
+require (
+	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
+	github.com/russross/blackfriday/v2 v2.1.0 // indirect
+	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
 )
 
 tool github.com/cilium/ebpf/cmd/bpf2go

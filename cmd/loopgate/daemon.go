@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/loopgate/loopgate/intercept"
+	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/l7/tcp"
+	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/store"
+)
+
+func daemonCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "daemon",
+		Usage: "run the daemon: attach the redirect, accept, relay and record",
+		Description: `Loads the config, attaches the eBPF programs to every workload cgroup (pinned
+under bpffs so redirection survives a restart and fails closed while the daemon
+is down), listens for redirected connections and records each session.
+
+Signals: SIGTERM/SIGINT stop accepting, drain open sessions (--drain), close the
+store; the pinned programs stay. SIGHUP reloads the config; a bad file keeps
+the old one.`,
+		Flags: []cli.Flag{
+			configFlag, logLevelFlag, logFormatFlag,
+			&cli.DurationFlag{Name: "drain", Value: 10 * time.Second, Usage: "how long to let open sessions finish at shutdown"},
+			&cli.DurationFlag{Name: "dns-refresh", Value: 30 * time.Second, Usage: "how often to re-resolve target host names"},
+		},
+		Action: runDaemon,
+	}
+}
+
+func runDaemon(c *cli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d := &daemon{log: log, configPath: c.String("config"), drain: c.Duration("drain")}
+	d.cfg.Store(cfg)
+	return d.run(ctx, c.Duration("dns-refresh"))
+}
+
+// daemon holds the running daemon's parts. cfg is swapped on reload.
+type daemon struct {
+	log        *slog.Logger
+	configPath string
+	drain      time.Duration
+	cfg        atomic.Pointer[policy.Config]
+	kernel     *intercept.Kernel
+	daemonCG   uint64
+}
+
+func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
+	cfg := d.cfg.Load()
+	db, err := store.Open(ctx, cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if n, err := db.InterruptOpenSessions(ctx, time.Now()); err != nil {
+		return err
+	} else if n > 0 {
+		d.log.Warn("sessions left open by a previous daemon marked interrupted", "count", n)
+	}
+
+	mount, err := intercept.Cgroup2Mount()
+	if err != nil {
+		return err
+	}
+	dcg, id, err := intercept.EnsureCgroup(mount, cfg.DaemonCgroup)
+	if err != nil {
+		return err
+	}
+	// Our own upstream dials must never be redirected: run outside every
+	// workload cgroup (the programs also exempt this cgroup by id).
+	if err := intercept.JoinCgroup(dcg); err != nil {
+		return err
+	}
+	d.daemonCG = id
+
+	k, err := intercept.Open(cfg.BPFFSDir, d.log)
+	if err != nil {
+		return err
+	}
+	d.kernel = k
+	defer k.Close() // pins stay: workloads stay redirected, fail closed
+
+	var accepters []l7.Accepter
+	ln4, err := k.Listen(cfg.Listen, workloadCgroups(cfg))
+	if err != nil {
+		return err
+	}
+	accepters = append(accepters, d.accepter(ln4))
+	listen6 := netip.AddrPortFrom(netip.IPv6Loopback(), cfg.Listen.Port())
+	ln6, err := k.Listen(listen6, workloadCgroups(cfg))
+	if err != nil {
+		d.log.Warn("no IPv6 listener; IPv6-only sockets to targets will fail closed", "addr", listen6, "err", err)
+	} else {
+		accepters = append(accepters, d.accepter(ln6))
+	}
+	if err := k.Apply(ctx, d.spec(cfg, ln6 != nil)); err != nil {
+		for _, a := range accepters {
+			a.Close()
+		}
+		return err
+	}
+	d.log.Info("daemon ready", "listen", cfg.Listen, "ipv6", ln6 != nil, "store", cfg.Store,
+		"workloads", len(cfg.Workloads), "targets", len(cfg.Targets), "version", version)
+
+	srv := &l7.Server{
+		Accepters: accepters,
+		Handlers:  map[string]l7.Handler{policy.ProtocolTCP: &tcp.Handler{}},
+		Recorder:  db,
+		Log:       d.log,
+		Drain:     d.drain,
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	bgCtx, cancelBG := context.WithCancel(ctx)
+	defer cancelBG()
+	var bg sync.WaitGroup
+	bg.Go(func() { d.background(bgCtx, hup, dnsRefresh, ln6 != nil) })
+
+	err = srv.Run(ctx)
+	cancelBG()
+	bg.Wait()
+	d.log.Info("daemon stopped; redirection stays pinned (fail closed)")
+	return err
+}
+
+// background reloads on SIGHUP and re-resolves target names periodically.
+func (d *daemon) background(ctx context.Context, hup <-chan os.Signal, dnsRefresh time.Duration, listen6 bool) {
+	tick := time.NewTicker(dnsRefresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			d.reload(ctx, listen6)
+		case <-tick.C:
+			if err := d.kernel.Refresh(ctx); err != nil {
+				d.log.Warn("target refresh failed", "err", err)
+			}
+		}
+	}
+}
+
+func (d *daemon) reload(ctx context.Context, listen6 bool) {
+	old := d.cfg.Load()
+	cfg, err := policy.Load(d.configPath)
+	if err != nil {
+		d.log.Error("reload refused; keeping the running config", "err", err)
+		return
+	}
+	if cfg.Listen != old.Listen || cfg.Store != old.Store || cfg.BPFFSDir != old.BPFFSDir || cfg.DaemonCgroup != old.DaemonCgroup {
+		d.log.Error("reload refused: listen, store, bpffs and daemon_cgroup need a restart")
+		return
+	}
+	if err := d.kernel.Apply(ctx, d.spec(cfg, listen6)); err != nil {
+		d.log.Error("reload failed to apply; kernel may hold a mix, keeping the running config", "err", err)
+		return
+	}
+	d.cfg.Store(cfg)
+	d.log.Info("config reloaded", "workloads", len(cfg.Workloads), "targets", len(cfg.Targets))
+}
+
+func (d *daemon) spec(cfg *policy.Config, listen6 bool) intercept.Spec {
+	s := intercept.Spec{Listen: cfg.Listen, Listen6: listen6, DaemonCgroupID: d.daemonCG}
+	for _, t := range cfg.Targets {
+		s.Targets = append(s.Targets, intercept.TargetSpec{ID: t.ID, Addresses: t.Addresses})
+	}
+	for _, w := range cfg.Workloads {
+		s.Workloads = append(s.Workloads, intercept.WorkloadSpec{ID: w.ID, Cgroup: w.Cgroup, DefaultDeny: w.DefaultDeny, Allow: w.Allow})
+	}
+	return s
+}
+
+func workloadCgroups(cfg *policy.Config) []string {
+	var out []string
+	for _, w := range cfg.Workloads {
+		out = append(out, w.Cgroup)
+	}
+	return out
+}
+
+// accepter adapts an intercept.Listener to l7: it turns each Origin into a
+// policy.Subject under the config current at accept time.
+func (d *daemon) accepter(ln *intercept.Listener) l7.Accepter {
+	return &originAccepter{ln: ln, d: d}
+}
+
+type originAccepter struct {
+	ln *intercept.Listener
+	d  *daemon
+}
+
+func (a *originAccepter) Close() error { return a.ln.Close() }
+
+func (a *originAccepter) Accept() (l7.Accepted, error) {
+	conn, o, err := a.ln.Accept()
+	if conn == nil {
+		return l7.Accepted{}, err
+	}
+	if err != nil {
+		return l7.Accepted{Conn: conn, Err: err}, nil
+	}
+	facts := policy.KernelFacts{
+		TargetID: o.TargetID, WorkloadID: o.WorkloadID,
+		OrigDst: o.OrigDst, Client: o.Client,
+		PID: o.PID, TID: o.TID, UID: o.UID, GID: o.GID,
+		CgroupID: o.CgroupID, CgroupPath: o.CgroupPath, Comm: o.Comm,
+		Exe: o.Process.Exe, ProcessStart: o.Process.Start,
+		NetnsCookie: o.NetnsCookie, SocketCookie: o.SocketCookie,
+	}
+	sub, err := a.d.cfg.Load().Subject(facts)
+	if err == nil && sub.Workload == "" {
+		err = fmt.Errorf("process %d is in no configured workload", o.PID)
+	}
+	return l7.Accepted{Conn: conn, Subject: sub, Err: err}, nil
+}

@@ -1,0 +1,102 @@
+// Command loopgate is the loopgate daemon and its command-line tools. main
+// only wires packages together: policy (config), intercept (kernel), l7
+// (sessions), store (records).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/loopgate/loopgate/policy"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := newApp().Run(os.Args); err != nil {
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) {
+			if msg := err.Error(); msg != "" {
+				fmt.Fprintln(os.Stderr, "loopgate:", msg)
+			}
+			os.Exit(ec.ExitCode())
+		}
+		fmt.Fprintln(os.Stderr, "loopgate:", err)
+		os.Exit(1)
+	}
+}
+
+var configFlag = &cli.StringFlag{
+	Name:    "config",
+	Aliases: []string{"c"},
+	Usage:   "config `FILE`",
+	Value:   policy.DefaultConfigPath,
+	EnvVars: []string{"LOOPGATE_CONFIG"},
+}
+
+var logLevelFlag = &cli.StringFlag{
+	Name:  "log-level",
+	Usage: "debug, info, warn or error",
+	Value: "info",
+}
+
+var logFormatFlag = &cli.StringFlag{
+	Name:  "log-format",
+	Usage: "text or json",
+	Value: "text",
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:    "loopgate",
+		Usage:   "privileged-access gateway for unmodified agent loops, enforced in the kernel",
+		Version: version,
+		Description: `loopgate redirects a workload's connections to protected targets into a local
+proxy (eBPF on the workload's cgroup), identifies the process from kernel facts,
+relays to the real target and records every session in SQLite.
+
+Start the daemon, then run agents inside a workload:
+  loopgate daemon --config /etc/loopgate/loopgate.yaml
+  loopgate run --workload ci-bot -- ./agent.sh
+  loopgate sessions list`,
+		Flags:                []cli.Flag{configFlag},
+		EnableBashCompletion: true,
+		Commands: []*cli.Command{
+			daemonCommand(),
+			runCommand(),
+			sessionsCommand(),
+			teardownCommand(),
+			policyCommand(),
+		},
+	}
+}
+
+func newLogger(c *cli.Context) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(c.String("log-format")) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format: want text or json, got %q", c.String("log-format"))
+	}
+}
+
+func loadConfig(c *cli.Context) (*policy.Config, error) {
+	cfg, err := policy.Load(c.String("config"))
+	if err != nil {
+		return nil, cli.Exit(err.Error(), 2)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/loopgate/loopgate/intercept"
+)
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "run a command, unmodified, inside a workload cgroup",
+		ArgsUsage: "-- CMD [ARGS...]",
+		Description: `Starts CMD directly inside the workload's cgroup (clone3 CLONE_INTO_CGROUP, so
+no socket predates the move), passes stdio, signals and the exit status through.
+Refuses to start anything unless the daemon has the workload's redirect attached.
+
+Use --user to drop to an unprivileged user: a root process could leave its
+cgroup or open raw sockets.`,
+		Flags: []cli.Flag{
+			configFlag,
+			&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Usage: "workload `NAME` from the config", Required: true},
+			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "run as `USER` (name or uid)"},
+		},
+		Action: runWorkload,
+	}
+}
+
+func runWorkload(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return cli.Exit("run: no command given (loopgate run --workload NAME -- CMD [ARGS])", 2)
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	w, ok := cfg.WorkloadByName(c.String("workload"))
+	if !ok {
+		return cli.Exit(fmt.Sprintf("run: no workload %q in %s", c.String("workload"), cfg.Path), 2)
+	}
+	mount, err := intercept.Cgroup2Mount()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(mount, w.Cgroup)
+	if err := intercept.Enforced(cfg.BPFFSDir, dir); err != nil {
+		return cli.Exit(fmt.Sprintf("run: workload %q is not enforced (start the daemon first): %v", w.Name, err), 2)
+	}
+	args := c.Args().Slice()
+	path, err := exec.LookPath(args[0])
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("run: %v", err), 127)
+	}
+	cmd := exec.Command(path, args[1:]...)
+	cmd.Args[0] = args[0]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if name := c.String("user"); name != "" {
+		if err := dropTo(cmd, name); err != nil {
+			return cli.Exit(fmt.Sprintf("run: --user: %v", err), 2)
+		}
+	}
+
+	// Catch signals before the child exists so none is lost, then pass them
+	// on. The terminal already sends SIGINT/SIGQUIT to the whole foreground
+	// group (the child too), so those are forwarded only without a terminal.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT)
+	defer signal.Stop(sigs)
+	if err := intercept.StartIn(cmd, dir); err != nil {
+		return cli.Exit(err.Error(), 126)
+	}
+	tty := term.IsTerminal(int(os.Stdin.Fd()))
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				if tty && (s == syscall.SIGINT || s == syscall.SIGQUIT) {
+					continue
+				}
+				cmd.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	err = cmd.Wait()
+	close(done)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return cli.Exit("", 128+int(ws.Signal()))
+		}
+		return cli.Exit("", ee.ExitCode())
+	}
+	return err
+}
+
+// dropTo makes cmd run as the named user (or numeric uid) with its groups.
+func dropTo(cmd *exec.Cmd, name string) error {
+	u, err := user.Lookup(name)
+	if err != nil {
+		if _, nerr := strconv.Atoi(name); nerr != nil {
+			return err
+		}
+		if u, err = user.LookupId(name); err != nil {
+			u = &user.User{Uid: name, Gid: name, Username: name, HomeDir: "/"}
+		}
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return fmt.Errorf("uid %q: %w", u.Uid, err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return fmt.Errorf("gid %q: %w", u.Gid, err)
+	}
+	var groups []uint32
+	if ids, err := u.GroupIds(); err == nil {
+		for _, g := range ids {
+			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+				groups = append(groups, uint32(n))
+			}
+		}
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}}
+	cmd.Env = append(os.Environ(), "USER="+u.Username, "LOGNAME="+u.Username, "HOME="+u.HomeDir)
+	return nil
+}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/loopgate/loopgate/store"
+)
+
+func sessionsCommand() *cli.Command {
+	filterFlags := []cli.Flag{
+		configFlag,
+		&cli.StringFlag{Name: "db", Usage: "store `FILE` (default: the config's store)"},
+		&cli.StringFlag{Name: "workload", Usage: "only this workload"},
+		&cli.StringFlag{Name: "target", Usage: "only this target"},
+		&cli.StringFlag{Name: "outcome", Usage: "only this outcome (open, closed, refused, error, ...)"},
+		&cli.TimestampFlag{Name: "since", Layout: time.RFC3339, Usage: "started at or after (RFC 3339)"},
+		&cli.TimestampFlag{Name: "until", Layout: time.RFC3339, Usage: "started before (RFC 3339)"},
+		&cli.IntFlag{Name: "limit", Usage: "at most N sessions"},
+	}
+	return &cli.Command{
+		Name:  "sessions",
+		Usage: "list and inspect recorded sessions",
+		Subcommands: []*cli.Command{
+			{
+				Name:   "list",
+				Usage:  "list sessions, oldest first",
+				Flags:  append(filterFlags, &cli.BoolFlag{Name: "json", Usage: "one JSON object a line"}),
+				Action: listSessions,
+			},
+			{
+				Name:      "show",
+				Usage:     "show one session as JSON",
+				ArgsUsage: "ID",
+				Flags:     filterFlags[:2],
+				Action:    showSession,
+			},
+		},
+	}
+}
+
+func openStore(c *cli.Context) (*store.DB, error) {
+	path := c.String("db")
+	if path == "" {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return nil, err
+		}
+		path = cfg.Store
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, cli.Exit(fmt.Sprintf("store %s: %v", path, err), 1)
+	}
+	return store.Open(c.Context, path)
+}
+
+// sessionJSON is the stable JSON shape of a session.
+type sessionJSON struct {
+	ID           string `json:"id"`
+	Workload     string `json:"workload"`
+	Target       string `json:"target"`
+	Protocol     string `json:"protocol"`
+	OrigDst      string `json:"orig_dst"`
+	Client       string `json:"client"`
+	PID          int    `json:"pid"`
+	TID          int    `json:"tid"`
+	ProcessStart string `json:"process_start,omitempty"`
+	UID          uint32 `json:"uid"`
+	GID          uint32 `json:"gid"`
+	CgroupID     uint64 `json:"cgroup_id"`
+	CgroupPath   string `json:"cgroup_path"`
+	Exe          string `json:"exe"`
+	Comm         string `json:"comm"`
+	Started      string `json:"started"`
+	Ended        string `json:"ended,omitempty"`
+	BytesUp      int64  `json:"bytes_up"`
+	BytesDown    int64  `json:"bytes_down"`
+	Outcome      string `json:"outcome"`
+	Error        string `json:"error,omitempty"`
+}
+
+func toJSON(s *store.Session) sessionJSON {
+	ts := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	return sessionJSON{
+		ID: s.ID, Workload: s.Workload, Target: s.Target, Protocol: s.Protocol,
+		OrigDst: s.OrigDst, Client: s.Client, PID: s.PID, TID: s.TID,
+		ProcessStart: ts(s.ProcessStart), UID: s.UID, GID: s.GID,
+		CgroupID: s.CgroupID, CgroupPath: s.CgroupPath, Exe: s.Exe, Comm: s.Comm,
+		Started: ts(s.Started), Ended: ts(s.Ended), BytesUp: s.BytesUp, BytesDown: s.BytesDown,
+		Outcome: string(s.Outcome), Error: s.Error,
+	}
+}
+
+func listSessions(c *cli.Context) error {
+	db, err := openStore(c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	f := store.Filter{Workload: c.String("workload"), Target: c.String("target"), Outcome: c.String("outcome"), Limit: c.Int("limit")}
+	if t := c.Timestamp("since"); t != nil {
+		f.Since = *t
+	}
+	if t := c.Timestamp("until"); t != nil {
+		f.Until = *t
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(os.Stdout)
+		return db.Sessions(c.Context, f, func(s *store.Session) error { return enc.Encode(toJSON(s)) })
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTARTED\tWORKLOAD\tTARGET\tORIG DST\tPID\tUID\tEXE\tUP\tDOWN\tOUTCOME\tERROR")
+	err = db.Sessions(c.Context, f, func(s *store.Session) error {
+		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\t%s\t%s\n",
+			s.ID, s.Started.Local().Format("2006-01-02 15:04:05"), dash(s.Workload), dash(s.Target), dash(s.OrigDst),
+			s.PID, s.UID, dash(s.Exe), s.BytesUp, s.BytesDown, s.Outcome, s.Error)
+		return err
+	})
+	if ferr := tw.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func showSession(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("sessions show: want exactly one session ID", 2)
+	}
+	db, err := openStore(c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	s, err := db.Session(c.Context, c.Args().First())
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(toJSON(s))
+}
