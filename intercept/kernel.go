@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -507,8 +508,16 @@ func Teardown(pinDir string, cgroups []string) (removed []string, err error) {
 		if err != nil {
 			return removed, err
 		}
-		if ok {
-			removed = append(removed, c)
+		if !ok {
+			continue
+		}
+		removed = append(removed, c)
+		// Parents loopgate created (named loopgate*) go too once empty.
+		for p := filepath.Dir(filepath.Clean("/" + c)); p != "/" && strings.HasPrefix(filepath.Base(p), "loopgate"); p = filepath.Dir(p) {
+			if ok, _ := RemoveCgroup(filepath.Join(mount, p)); !ok {
+				break
+			}
+			removed = append(removed, strings.TrimPrefix(p, "/"))
 		}
 	}
 	return removed, nil

@@ -1,6 +1,3 @@
-// Package tests holds loopgate's end-to-end tests: the real daemon binary,
-// eBPF programs loaded into the running kernel, real targets on loopback and
-// unmodified client programs started in workload cgroups with `loopgate run`.
 package tests
 
 import (
@@ -70,7 +67,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 
 // client runs the client binary in a workload and decodes its JSON answer
 // into out.
-func client(t *testing.T, cfg, workload, user string, out any, mode string, args ...string) {
+func client(t testing.TB, cfg, workload, user string, out any, mode string, args ...string) {
 	t.Helper()
 	var extra []string
 	if user != "" {
@@ -96,18 +93,18 @@ func client(t *testing.T, cfg, workload, user string, out any, mode string, args
 
 // setup is one daemon with targets and workloads shared by a test's subtests.
 type setup struct {
-	cfg        string
-	daemon     *lgtest.Daemon
-	echo4      *lgtest.Echo // target "echo4" on 127.0.0.2
-	echo6      *lgtest.Echo // target "echo6" on [::1]
-	other      *lgtest.Echo // not a target: 127.0.0.3
-	allowed    *lgtest.Echo // not a target, in deny-workload's allow list: 127.0.0.4
-	listen     string
-	allowCg    string
-	denyCg     string
+	cfg     string
+	daemon  *lgtest.Daemon
+	echo4   *lgtest.Echo // target "echo4" on 127.0.0.2
+	echo6   *lgtest.Echo // target "echo6" on [::1]
+	other   *lgtest.Echo // not a target: 127.0.0.3
+	allowed *lgtest.Echo // not a target, in deny-workload's allow list: 127.0.0.4
+	listen  string
+	allowCg string
+	denyCg  string
 }
 
-func newSetup(t *testing.T) *setup {
+func newSetup(t testing.TB) *setup {
 	t.Helper()
 	lgtest.RequireRoot(t)
 	s := &setup{

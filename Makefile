@@ -1,0 +1,39 @@
+# loopgate. Every target that needs Debian packages or Go modules installs
+# them first (scripts/deps.sh); run as root on Debian 12.
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: all build generate test bench demo fuzz deps clean
+
+all: build
+
+deps:
+	@sh scripts/deps.sh
+
+build: deps
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/loopgate ./cmd/loopgate
+
+# Rebuild the committed eBPF objects and Go bindings with clang.
+generate: deps
+	$(GO) generate ./bpf
+
+# The whole suite: unit tests, fuzz seed corpora, real-kernel end-to-end tests.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 12m ./...
+
+# Proxy vs direct in the same run; see README "Performance".
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./tests/
+
+# Short fuzzing of every parser of untrusted bytes (seeds live in testdata/fuzz).
+fuzz: deps
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./policy/
+
+demo: build
+	@bash scripts/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,86 @@
+package bpf
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestGeneratedUpToDate rebuilds redirect.c with the same bpf2go command as
+// the go:generate line and checks the committed object and bindings match.
+// It needs clang; without it, it skips (locally) or fails (CI=true), since
+// `make test` installs clang.
+func TestGeneratedUpToDate(t *testing.T) {
+	if _, err := exec.LookPath("clang"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("clang not found under CI=true")
+		}
+		t.Skip("clang not installed")
+	}
+	src, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, line := range strings.Split(string(src), "\n") {
+		if rest, ok := strings.CutPrefix(line, "//go:generate go tool bpf2go "); ok {
+			args = splitArgs(rest)
+		}
+	}
+	if args == nil {
+		t.Fatal("no go:generate line in doc.go")
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"redirect.c"} {
+		b, _ := os.ReadFile(f)
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	cmd := exec.Command("go", append([]string{"tool", "bpf2go", "-go-package", "bpf", "-output-dir", dir}, args...)...)
+	cmd.Env = append(os.Environ(), "GOPACKAGE=bpf")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("bpf2go: %v\n%s", err, out)
+	}
+	for _, f := range []string{"redirect_bpfel.o", "redirect_bpfel.go"} {
+		want, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s is stale: run `make generate` and commit the result", f)
+		}
+	}
+}
+
+// splitArgs splits a go:generate argument string, honouring double quotes.
+func splitArgs(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, started := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQuote = !inQuote
+			started = true
+		case r == ' ' && !inQuote:
+			if started {
+				out = append(out, cur.String())
+				cur.Reset()
+				started = false
+			}
+		default:
+			cur.WriteRune(r)
+			started = true
+		}
+	}
+	if started {
+		out = append(out, cur.String())
+	}
+	return out
+}

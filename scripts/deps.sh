@@ -1,0 +1,33 @@
+#!/bin/sh
+# Installs what loopgate's build, demo and tests need on Debian 12, as root.
+# Idempotent: apt-get runs only when something is missing.
+set -eu
+
+need=""
+have() { command -v "$1" >/dev/null 2>&1; }
+pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+for p in clang llvm libbpf-dev iproute2 curl util-linux procps ca-certificates gcc libc6-dev; do
+	pkg "$p" || need="$need $p"
+done
+
+if [ -n "$need" ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: missing Debian packages:$need (run as root to install them)" >&2
+		exit 1
+	fi
+	echo "deps: installing$need" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends $need >/dev/null
+fi
+
+if ! have go; then
+	if [ -x /usr/local/go/bin/go ]; then
+		echo "deps: go is at /usr/local/go/bin; add it to PATH" >&2
+	else
+		echo "deps: Go $(sed -n 's/^go //p' "$(dirname "$0")/../go.mod") or newer is required (https://go.dev/doc/install)" >&2
+	fi
+	exit 1
+fi
+go mod download

@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/loopgate/loopgate/store/event"
+)
+
+func openTemp(t *testing.T) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sub", "loopgate.db")
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, path
+}
+
+func TestOpenPermissionsAndMigrations(t *testing.T) {
+	t.Parallel()
+	db, path := openTemp(t)
+	for _, p := range []string{path, path + "-wal"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode = %v, want 0600", p, st.Mode().Perm())
+		}
+	}
+	if st, _ := os.Stat(filepath.Dir(path)); st.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode = %v", st.Mode().Perm())
+	}
+	v, err := db.SchemaVersion(context.Background())
+	if err != nil || v != len(migrations) {
+		t.Fatalf("version = %d, %v", v, err)
+	}
+	db.Close()
+	if err := db.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	// Reopening applies nothing twice.
+	db2, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db2.Close()
+}
+
+func TestSessionRoundTrip(t *testing.T) {
+	t.Parallel()
+	db, _ := openTemp(t)
+	ctx := context.Background()
+	start := time.Date(2026, 11, 25, 10, 0, 0, 123, time.UTC)
+	s := event.Session{
+		ID: "a1", Workload: "demo", Target: "echo", Protocol: "tcp", OrigDst: "127.0.0.2:7000",
+		Client: "127.0.0.1:5555", PID: 42, TID: 43, UID: 1000, GID: 1000, CgroupID: 1 << 40,
+		CgroupPath: "loopgate/demo", Exe: "/usr/bin/bash", Comm: "bash",
+		ProcessStart: start.Add(-time.Second), Started: start,
+	}
+	if err := db.OpenSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Session(ctx, "a1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Outcome != event.OutcomeOpen {
+		t.Errorf("outcome = %q", got.Outcome)
+	}
+	end := event.End{Ended: start.Add(time.Minute), BytesUp: 10, BytesDown: 20, Outcome: event.OutcomeClosed}
+	if err := db.CloseSession(ctx, "a1", end); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = db.Session(ctx, "a1")
+	if diff := cmp.Diff(Session{Session: s, End: end}, *got); diff != "" {
+		t.Errorf("session (-want +got):\n%s", diff)
+	}
+	if err := db.CloseSession(ctx, "nope", end); err == nil {
+		t.Error("closing an unknown session succeeded")
+	}
+}
+
+func TestInterruptAndFilter(t *testing.T) {
+	t.Parallel()
+	db, _ := openTemp(t)
+	ctx := context.Background()
+	base := time.Now().Add(-time.Hour)
+	for i, w := range []string{"a", "b", "a"} {
+		s := event.Session{ID: string(rune('x' + i)), Workload: w, Target: "t", Started: base.Add(time.Duration(i) * time.Minute)}
+		if err := db.OpenSession(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.CloseSession(ctx, "x", event.End{Ended: time.Now(), Outcome: event.OutcomeClosed})
+	n, err := db.InterruptOpenSessions(ctx, time.Now())
+	if err != nil || n != 2 {
+		t.Fatalf("interrupted %d, %v", n, err)
+	}
+	tests := []struct {
+		name string
+		f    Filter
+		want []string
+	}{
+		{"all", Filter{}, []string{"x", "y", "z"}},
+		{"workload", Filter{Workload: "a"}, []string{"x", "z"}},
+		{"outcome", Filter{Outcome: string(event.OutcomeInterrupted)}, []string{"y", "z"}},
+		{"since", Filter{Since: base.Add(30 * time.Second)}, []string{"y", "z"}},
+		{"until", Filter{Until: base.Add(30 * time.Second)}, []string{"x"}},
+		{"limit", Filter{Limit: 1}, []string{"x"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var ids []string
+			err := db.Sessions(ctx, tc.f, func(s *Session) error { ids = append(ids, s.ID); return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, ids); diff != "" {
+				t.Errorf("ids (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
