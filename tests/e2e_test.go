@@ -455,3 +455,67 @@ func TestBadConfig(t *testing.T) {
 		t.Errorf("output %q does not contain %q", out, want)
 	}
 }
+
+func TestReloadAndHostNames(t *testing.T) {
+	s := newSetup(t)
+	// A target named by host, with an A and an AAAA record; both must be
+	// protected. The name lives in /etc/hosts for the length of the test.
+	host := lgtest.HostsEntry(t, "127.0.0.1", "::1")
+	named4 := lgtest.StartEcho(t, "127.0.0.1:0")
+	port := named4.Addr().Port
+	named6 := lgtest.StartEcho(t, fmt.Sprintf("[::1]:%d", port))
+
+	// Before the reload, 127.0.0.1:port is just another destination.
+	var r clientResult
+	client(t, s.cfg, "open", "", &r, "dial", "4", named4.Addr().String())
+	assertDirect(t, r)
+
+	text, err := os.ReadFile(s.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	added := strings.Replace(string(text), "workloads:\n", fmt.Sprintf("  - name: named\n    protocol: tcp\n    address: %s:%d\nworkloads:\n", host, port), 1)
+	if err := os.WriteFile(s.cfg, []byte(added), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.daemon.Signal(syscall.SIGHUP)
+	lgtest.Eventually(t, 10*time.Second, "reload", func() bool { return strings.Contains(s.daemon.Log(), "config reloaded") })
+
+	client(t, s.cfg, "open", "", &r, "dial", "4", named4.Addr().String())
+	assertRedirected(t, r)
+	if x := s.findSession(t, r.PID); x.Target != "named" {
+		t.Errorf("session = %+v", x)
+	}
+	client(t, s.cfg, "open", "", &r, "dial", "6", named6.Addr().String())
+	assertRedirected(t, r)
+
+	// A bad file is refused and the running config stays.
+	if err := os.WriteFile(s.cfg, []byte(added+"bogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.daemon.Signal(syscall.SIGHUP)
+	lgtest.Eventually(t, 10*time.Second, "refused reload", func() bool {
+		return strings.Contains(s.daemon.Log(), "reload refused") && strings.Contains(s.daemon.Log(), `unknown key \"bogus\"`)
+	})
+	// Restore the file without a reload: still redirected, so the
+	// running config survived the bad one.
+	if err := os.WriteFile(s.cfg, []byte(added), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	client(t, s.cfg, "open", "", &r, "dial", "4", named4.Addr().String())
+	assertRedirected(t, r)
+}
+
+func TestRunRefusesUnenforcedWorkload(t *testing.T) {
+	lgtest.RequireRoot(t)
+	cg := lgtest.CgroupName(t)
+	cfg := lgtest.WriteConfig(t, fmt.Sprintf("bpffs: %s\nworkloads:\n  - {name: w, cgroup: %s}\n", lgtest.PinDir(t), cg))
+	// Even with the cgroup present, nothing may start without the redirect.
+	if err := os.MkdirAll(filepath.Join(lgtest.Cgroup2Mount(t), cg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := lgtest.Run(t, cfg, "w", nil, nil, "echo", "ran")
+	if code == 0 || strings.Contains(out, "ran") || !strings.Contains(stderr, "not enforced") {
+		t.Errorf("code %d out %q stderr %q", code, out, stderr)
+	}
+}

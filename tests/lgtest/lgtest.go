@@ -205,3 +205,28 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// HostsEntry adds a host name unique to t to /etc/hosts with the given
+// addresses and returns it; the file is restored when t ends.
+func HostsEntry(t testing.TB, addrs ...string) string {
+	t.Helper()
+	const path = "/etc/hosts"
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		Unavailable(t, "read %s: %v", path, err)
+	}
+	name := fmt.Sprintf("lgtest-%d.test", time.Now().UnixNano()%1e9)
+	var b strings.Builder
+	b.Write(orig)
+	if len(orig) > 0 && orig[len(orig)-1] != '\n' {
+		b.WriteByte('\n')
+	}
+	for _, a := range addrs {
+		fmt.Fprintf(&b, "%s %s\n", a, name)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		Unavailable(t, "write %s: %v", path, err)
+	}
+	t.Cleanup(func() { os.WriteFile(path, orig, 0o644) })
+	return name
+}
