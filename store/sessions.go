@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -16,10 +17,22 @@ type Session struct {
 	event.End
 }
 
-// OpenSession records a session's start. It returns only once the row is
-// durable, so a caller may forward traffic after it returns.
+// OpenSession records a session's start: the sessions row and a chained
+// session_open event carrying it. It returns only once both are durable, so a
+// caller may forward traffic after it returns.
 func (s *DB) OpenSession(ctx context.Context, e event.Session) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions
+	snap, err := json.Marshal(openSnapshot(e))
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, &op{
+		apply:  func(ctx context.Context, tx *sql.Tx) error { return insertSession(ctx, tx, e) },
+		events: []event.Event{{SessionID: e.ID, Time: e.Started, Kind: event.KindSessionOpen, Params: string(snap)}},
+	})
+}
+
+func insertSession(ctx context.Context, tx *sql.Tx, e event.Session) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO sessions
 		(id, workload, target, protocol, orig_dst, client, pid, tid, process_start, uid, gid,
 		 cgroup_id, cgroup_path, exe, comm, started, outcome)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -32,9 +45,21 @@ func (s *DB) OpenSession(ctx context.Context, e event.Session) error {
 	return nil
 }
 
-// CloseSession records how session id ended.
+// CloseSession records how session id ended, with a chained session_close
+// event carrying the end.
 func (s *DB) CloseSession(ctx context.Context, id string, e event.End) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET ended = ?, bytes_up = ?, bytes_down = ?,
+	snap, err := json.Marshal(closeSnapshot(e))
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, &op{
+		apply:  func(ctx context.Context, tx *sql.Tx) error { return updateSessionEnd(ctx, tx, id, e) },
+		events: []event.Event{{SessionID: id, Time: e.Ended, Kind: event.KindSessionClose, Params: string(snap), Error: e.Error, Bytes: e.BytesUp + e.BytesDown}},
+	})
+}
+
+func updateSessionEnd(ctx context.Context, tx *sql.Tx, id string, e event.End) error {
+	res, err := tx.ExecContext(ctx, `UPDATE sessions SET ended = ?, bytes_up = ?, bytes_down = ?,
 		outcome = ?, error = ? WHERE id = ?`,
 		fmtTime(e.Ended), e.BytesUp, e.BytesDown, string(e.Outcome), e.Error, id)
 	if err != nil {
@@ -46,16 +71,25 @@ func (s *DB) CloseSession(ctx context.Context, id string, e event.End) error {
 	return nil
 }
 
-// InterruptOpenSessions marks sessions still open (left by a daemon that
-// died) as interrupted, and returns how many there were.
+// InterruptOpenSessions closes sessions still open (left by a daemon that
+// died) as interrupted, each with its session_close event, and returns how
+// many there were.
 func (s *DB) InterruptOpenSessions(ctx context.Context, now time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET outcome = ?, ended = ?,
-		error = 'daemon stopped while the session was open' WHERE outcome = ?`,
-		string(event.OutcomeInterrupted), fmtTime(now), string(event.OutcomeOpen))
+	var ids []string
+	err := s.Sessions(ctx, Filter{Outcome: string(event.OutcomeOpen)}, func(x *Session) error {
+		ids = append(ids, x.ID)
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("close interrupted sessions: %w", err)
 	}
-	return res.RowsAffected()
+	for _, id := range ids {
+		end := event.End{Ended: now, Outcome: event.OutcomeInterrupted, Error: "daemon stopped while the session was open"}
+		if err := s.CloseSession(ctx, id, end); err != nil {
+			return 0, fmt.Errorf("close interrupted sessions: %w", err)
+		}
+	}
+	return int64(len(ids)), nil
 }
 
 // Filter selects sessions. Zero fields match everything.
@@ -69,16 +103,11 @@ type Filter struct {
 	Limit int
 }
 
-const sessionColumns = `id, workload, target, protocol, orig_dst, client, pid, tid, process_start,
-	uid, gid, cgroup_id, cgroup_path, exe, comm, started, COALESCE(ended, ''), bytes_up, bytes_down,
-	outcome, error`
-
-// Sessions calls fn for each session matching f, oldest first, streaming
-// rows so memory stays constant. fn's error stops the walk and is returned.
-func (s *DB) Sessions(ctx context.Context, f Filter, fn func(*Session) error) error {
+// where returns SQL conditions (columns prefixed with p) and their args.
+func (f Filter) where(p string) ([]string, []any) {
 	var where []string
 	var args []any
-	add := func(cond string, v any) { where = append(where, cond); args = append(args, v) }
+	add := func(cond string, v any) { where = append(where, p+cond); args = append(args, v) }
 	if f.Workload != "" {
 		add("workload = ?", f.Workload)
 	}
@@ -94,6 +123,17 @@ func (s *DB) Sessions(ctx context.Context, f Filter, fn func(*Session) error) er
 	if !f.Until.IsZero() {
 		add("started < ?", fmtTime(f.Until))
 	}
+	return where, args
+}
+
+const sessionColumns = `id, workload, target, protocol, orig_dst, client, pid, tid, process_start,
+	uid, gid, cgroup_id, cgroup_path, exe, comm, started, COALESCE(ended, ''), bytes_up, bytes_down,
+	outcome, error`
+
+// Sessions calls fn for each session matching f, oldest first, streaming
+// rows so memory stays constant. fn's error stops the walk and is returned.
+func (s *DB) Sessions(ctx context.Context, f Filter, fn func(*Session) error) error {
+	where, args := f.where("")
 	q := "SELECT " + sessionColumns + " FROM sessions"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
@@ -162,4 +202,47 @@ func scanSession(r scanner) (*Session, error) {
 		*p.dst = t
 	}
 	return &x, nil
+}
+
+// sessionSnapshot is the canonical JSON of a session row that its
+// session_open and session_close events carry; audit verify compares the
+// sessions table against it.
+type sessionSnapshot struct {
+	ID           string `json:"id"`
+	Workload     string `json:"workload"`
+	Target       string `json:"target"`
+	Protocol     string `json:"protocol"`
+	OrigDst      string `json:"orig_dst"`
+	Client       string `json:"client"`
+	PID          int    `json:"pid"`
+	TID          int    `json:"tid"`
+	ProcessStart string `json:"process_start"`
+	UID          uint32 `json:"uid"`
+	GID          uint32 `json:"gid"`
+	CgroupID     uint64 `json:"cgroup_id"`
+	CgroupPath   string `json:"cgroup_path"`
+	Exe          string `json:"exe"`
+	Comm         string `json:"comm"`
+	Started      string `json:"started"`
+}
+
+type endSnapshot struct {
+	Ended     string `json:"ended"`
+	BytesUp   int64  `json:"bytes_up"`
+	BytesDown int64  `json:"bytes_down"`
+	Outcome   string `json:"outcome"`
+	Error     string `json:"error"`
+}
+
+func openSnapshot(e event.Session) sessionSnapshot {
+	return sessionSnapshot{
+		ID: e.ID, Workload: e.Workload, Target: e.Target, Protocol: e.Protocol, OrigDst: e.OrigDst,
+		Client: e.Client, PID: e.PID, TID: e.TID, ProcessStart: fmtTime(e.ProcessStart), UID: e.UID,
+		GID: e.GID, CgroupID: e.CgroupID, CgroupPath: e.CgroupPath, Exe: e.Exe, Comm: e.Comm,
+		Started: fmtTime(e.Started),
+	}
+}
+
+func closeSnapshot(e event.End) endSnapshot {
+	return endSnapshot{Ended: fmtTime(e.Ended), BytesUp: e.BytesUp, BytesDown: e.BytesDown, Outcome: string(e.Outcome), Error: e.Error}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -16,8 +17,18 @@ import (
 // DB is an open loopgate store. It is safe for concurrent use.
 type DB struct {
 	db        *sql.DB
+	path      string
 	closeOnce sync.Once
 	closeErr  error
+
+	// wmu guards the group-commit queue and the chain head. Lock order:
+	// wmu, then SQLite's own lock (inside commit, wmu is not held).
+	wmu        sync.Mutex
+	pending    []*op
+	committing bool
+	head       chainState // owned by the committing goroutine
+	signer     ed25519.PrivateKey
+	lastSig    string
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -43,8 +54,12 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &DB{db: db}
+	s := &DB{db: db, path: path}
 	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.loadHead(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -86,6 +101,48 @@ var migrations = []string{
 	);
 	CREATE INDEX sessions_started ON sessions(started);
 	CREATE INDEX sessions_workload ON sessions(workload, started);`,
+	// 2: the hash-chained event log, signed checkpoints, approvals.
+	`CREATE TABLE events (
+		seq         INTEGER PRIMARY KEY,
+		session_id  TEXT NOT NULL,
+		time        TEXT NOT NULL,
+		kind        TEXT NOT NULL,
+		text        TEXT NOT NULL,
+		params      TEXT NOT NULL,
+		decision    TEXT NOT NULL,
+		rule_id     TEXT NOT NULL,
+		approval_id TEXT NOT NULL,
+		duration_ns INTEGER NOT NULL,
+		rows        INTEGER NOT NULL,
+		bytes       INTEGER NOT NULL,
+		error       TEXT NOT NULL,
+		prev_hash   TEXT NOT NULL,
+		hash        TEXT NOT NULL
+	);
+	CREATE INDEX events_session ON events(session_id, seq);
+	CREATE TABLE checkpoints (
+		id        INTEGER PRIMARY KEY,
+		event_seq INTEGER NOT NULL,
+		hash      TEXT NOT NULL,
+		time      TEXT NOT NULL,
+		prev_sig  TEXT NOT NULL,
+		sig       TEXT NOT NULL
+	);
+	CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+	CREATE TABLE approvals (
+		id          TEXT PRIMARY KEY,
+		session_id  TEXT NOT NULL,
+		rule_id     TEXT NOT NULL,
+		command     TEXT NOT NULL,
+		params_hash TEXT NOT NULL,
+		requested   TEXT NOT NULL,
+		expires     TEXT NOT NULL,
+		state       TEXT NOT NULL,
+		decided     TEXT,
+		decided_by  TEXT NOT NULL DEFAULT '',
+		reason      TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX approvals_state ON approvals(state, requested);`,
 }
 
 func (s *DB) migrate(ctx context.Context) error {

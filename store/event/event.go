@@ -51,3 +51,37 @@ type End struct {
 	Outcome   Outcome
 	Error     string
 }
+
+// Kind is what an event records.
+type Kind string
+
+// Event kinds. Every session has a session_open and (unless the daemon died)
+// a session_close event; they carry the session row so edits to the sessions
+// table are caught by audit verify.
+const (
+	KindSessionOpen  Kind = "session_open"
+	KindSessionClose Kind = "session_close"
+	KindDecision     Kind = "decision"
+	KindCommand      Kind = "command"
+	KindRevoked      Kind = "revoked"
+	KindNote         Kind = "note"
+)
+
+// Event is one thing that happened in a session: a command, a decision, the
+// session's start or end.
+type Event struct {
+	SessionID string
+	Time      time.Time
+	Kind      Kind
+	// Text is the command text (masked), or a description.
+	Text string
+	// Params are the command's parameters (masked), JSON.
+	Params     string
+	Decision   string
+	RuleID     string
+	ApprovalID string
+	Duration   time.Duration
+	Rows       int64
+	Bytes      int64
+	Error      string
+}

@@ -1,0 +1,216 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// Problem is the first thing audit verify found wrong.
+type Problem struct {
+	// Kind is edited, deleted, reordered, checkpoint or session.
+	Kind string `json:"kind"`
+	// Seq is the event concerned (0 if none).
+	Seq    int64  `json:"seq,omitempty"`
+	Detail string `json:"detail"`
+}
+
+func (p *Problem) Error() string {
+	if p.Seq > 0 {
+		return fmt.Sprintf("event %d: %s: %s", p.Seq, p.Kind, p.Detail)
+	}
+	return fmt.Sprintf("%s: %s", p.Kind, p.Detail)
+}
+
+// VerifyReport sums up a verification.
+type VerifyReport struct {
+	Events      int64    `json:"events"`
+	Checkpoints int      `json:"checkpoints"`
+	Sessions    int64    `json:"sessions"`
+	Problem     *Problem `json:"problem,omitempty"`
+}
+
+// Verify walks the event chain and checks every hash, every link, every
+// signed checkpoint (with pub; nil uses the key recorded in the store, which
+// an attacker could replace: pass the daemon's key file's key when you have
+// it), the checkpoint file beside the database, and that every sessions row
+// matches the events that recorded it. It stops at the first problem. An
+// error is returned only when verification could not run.
+func (s *DB) Verify(ctx context.Context, pub ed25519.PublicKey) (VerifyReport, error) {
+	var rep VerifyReport
+	if pub == nil {
+		var hexPub string
+		err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'checkpoint_pubkey'`).Scan(&hexPub)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return rep, err
+		}
+		if b, err := unhex(hexPub); err == nil && len(b) == ed25519.PublicKeySize {
+			pub = b
+		}
+	}
+	cps, err := s.checkpoints(ctx)
+	if err != nil {
+		return rep, err
+	}
+	rep.Checkpoints = len(cps)
+	bySeq := map[int64]*Checkpoint{}
+	prevSig := ""
+	for _, cp := range cps {
+		switch {
+		case cp.PrevSig != prevSig:
+			rep.Problem = &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d does not follow the previous one (deleted or reordered checkpoint)", cp.ID)}
+		case pub == nil:
+			rep.Problem = &Problem{Kind: "checkpoint", Detail: "checkpoints present but no public key to check them"}
+		case !cp.Verify(pub):
+			rep.Problem = &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d: bad signature", cp.ID)}
+		}
+		if rep.Problem != nil {
+			return rep, nil
+		}
+		prevSig = cp.Sig
+		bySeq[cp.EventSeq] = cp
+	}
+	if p := s.checkFile(cps); p != nil {
+		rep.Problem = p
+		return rep, nil
+	}
+
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, session_id, time, kind, text, params, decision, rule_id,
+		approval_id, duration_ns, rows, bytes, error, prev_hash, hash FROM events ORDER BY seq`)
+	if err != nil {
+		return rep, fmt.Errorf("read events: %w", err)
+	}
+	defer rows.Close()
+	prev := genesis
+	var last int64
+	for rows.Next() {
+		var (
+			seq           int64
+			c             canonicalEvent
+			prevHex, hHex string
+		)
+		if err := rows.Scan(&seq, &c.Session, &c.Time, &c.Kind, &c.Text, &c.Params, &c.Decision, &c.Rule,
+			&c.Approval, &c.DurationNS, &c.Rows, &c.Bytes, &c.Error, &prevHex, &hHex); err != nil {
+			return rep, fmt.Errorf("read events: %w", err)
+		}
+		stored, _ := unhex(hHex)
+		storedPrev, _ := unhex(prevHex)
+		switch {
+		case seq != last+1:
+			rep.Problem = &Problem{Kind: "deleted", Seq: last + 1, Detail: fmt.Sprintf("events %d to %d are missing", last+1, seq-1)}
+		case !bytes.Equal(chainHash(storedPrev, c), stored):
+			rep.Problem = &Problem{Kind: "edited", Seq: seq, Detail: "content does not match its hash"}
+		case !bytes.Equal(storedPrev, prev):
+			rep.Problem = &Problem{Kind: "reordered", Seq: seq, Detail: fmt.Sprintf("does not follow event %d (moved, or events between were removed)", seq-1)}
+		}
+		if cp, ok := bySeq[seq]; ok && rep.Problem == nil && cp.Hash != hHex {
+			rep.Problem = &Problem{Kind: "checkpoint", Seq: seq, Detail: fmt.Sprintf("checkpoint %d signed a different hash for this event", cp.ID)}
+		}
+		if rep.Problem != nil {
+			return rep, nil
+		}
+		if c.Kind == string(event.KindSessionOpen) || c.Kind == string(event.KindSessionClose) {
+			if p := s.checkSessionRow(ctx, seq, c); p != nil {
+				rep.Problem = p
+				return rep, nil
+			}
+		}
+		prev, last = stored, seq
+		rep.Events++
+	}
+	if err := rows.Err(); err != nil {
+		return rep, fmt.Errorf("read events: %w", err)
+	}
+	if n := len(cps); n > 0 && cps[n-1].EventSeq > last {
+		rep.Problem = &Problem{Kind: "checkpoint", Seq: last + 1, Detail: fmt.Sprintf("checkpoint %d covers event %d but the log ends at %d: the tail was deleted", cps[n-1].ID, cps[n-1].EventSeq, last)}
+		return rep, nil
+	}
+	// Every session row must have been recorded by an event.
+	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sessions`).Scan(&rep.Sessions)
+	if err != nil {
+		return rep, err
+	}
+	var orphan string
+	err = s.db.QueryRowContext(ctx, `SELECT id FROM sessions s WHERE NOT EXISTS
+		(SELECT 1 FROM events e WHERE e.session_id = s.id AND e.kind = ?) LIMIT 1`, string(event.KindSessionOpen)).Scan(&orphan)
+	if err == nil {
+		rep.Problem = &Problem{Kind: "session", Detail: fmt.Sprintf("session %s has no session_open event (inserted behind the daemon's back)", orphan)}
+	}
+	return rep, nil
+}
+
+// checkSessionRow compares a session row with the snapshot its event holds.
+func (s *DB) checkSessionRow(ctx context.Context, seq int64, c canonicalEvent) *Problem {
+	sess, err := s.Session(ctx, c.Session)
+	if errors.Is(err, ErrNotFound) {
+		return &Problem{Kind: "session", Seq: seq, Detail: fmt.Sprintf("session %s was deleted from the sessions table", c.Session)}
+	}
+	if err != nil {
+		return &Problem{Kind: "session", Seq: seq, Detail: err.Error()}
+	}
+	var got, want []byte
+	if c.Kind == string(event.KindSessionOpen) {
+		got, _ = json.Marshal(openSnapshot(sess.Session))
+	} else {
+		got, _ = json.Marshal(closeSnapshot(sess.End))
+	}
+	want = []byte(c.Params)
+	if c.Kind == string(event.KindSessionOpen) || sess.Outcome != event.OutcomeOpen {
+		if !bytes.Equal(got, want) {
+			return &Problem{Kind: "session", Seq: seq, Detail: fmt.Sprintf("session %s row differs from what was recorded: row %s, recorded %s", c.Session, got, want)}
+		}
+	}
+	return nil
+}
+
+func (s *DB) checkpoints(ctx context.Context) ([]*Checkpoint, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, event_seq, hash, time, prev_sig, sig FROM checkpoints ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []*Checkpoint
+	for rows.Next() {
+		cp := &Checkpoint{}
+		if err := rows.Scan(&cp.ID, &cp.EventSeq, &cp.Hash, &cp.Time, &cp.PrevSig, &cp.Sig); err != nil {
+			return nil, err
+		}
+		out = append(out, cp)
+	}
+	return out, rows.Err()
+}
+
+// checkFile compares the checkpoint file beside the database with the table.
+func (s *DB) checkFile(cps []*Checkpoint) *Problem {
+	b, err := os.ReadFile(s.path + ".checkpoint")
+	if errors.Is(err, fs.ErrNotExist) {
+		if len(cps) > 0 {
+			return &Problem{Kind: "checkpoint", Detail: "checkpoint file " + s.path + ".checkpoint is missing"}
+		}
+		return nil
+	}
+	if err != nil {
+		return &Problem{Kind: "checkpoint", Detail: err.Error()}
+	}
+	var f Checkpoint
+	if err := json.Unmarshal(b, &f); err != nil {
+		return &Problem{Kind: "checkpoint", Detail: "checkpoint file unreadable: " + err.Error()}
+	}
+	for _, cp := range cps {
+		if cp.ID == f.ID {
+			if *cp != f {
+				return &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d differs from the checkpoint file", cp.ID)}
+			}
+			return nil
+		}
+	}
+	return &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d (event %d) from the checkpoint file is not in the store: checkpoints and events were deleted", f.ID, f.EventSeq)}
+}

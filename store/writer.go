@@ -1,0 +1,179 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// op is one caller's write: optional row changes plus events to append, all
+// or nothing. Ops are committed in groups (group commit): the first caller to
+// find no commit in progress commits every op queued meanwhile in one
+// transaction, so concurrent sessions share one fsync.
+type op struct {
+	apply  func(ctx context.Context, tx *sql.Tx) error
+	events []event.Event
+	// checkpoint asks for a signed checkpoint at the end of the batch.
+	checkpoint bool
+	done       chan error
+}
+
+// checkpointEvery is how many events may follow the last signed checkpoint
+// before the next is written (one is also written by Checkpoint at shutdown).
+const checkpointEvery = 512
+
+// write queues o and returns once it is durable (or failed).
+func (s *DB) write(ctx context.Context, o *op) error {
+	o.done = make(chan error, 1)
+	s.wmu.Lock()
+	s.pending = append(s.pending, o)
+	if s.committing {
+		s.wmu.Unlock()
+		select {
+		case err := <-o.done:
+			return err
+		case <-ctx.Done():
+			// The op may still commit; the caller must treat it as unknown.
+			return ctx.Err()
+		}
+	}
+	s.committing = true
+	for len(s.pending) > 0 {
+		batch := s.pending
+		s.pending = nil
+		s.wmu.Unlock()
+		s.commit(context.WithoutCancel(ctx), batch)
+		s.wmu.Lock()
+	}
+	s.committing = false
+	s.wmu.Unlock()
+	return <-o.done
+}
+
+// commit applies a batch in one transaction. Each op runs inside a savepoint
+// so one failing op fails alone.
+func (s *DB) commit(ctx context.Context, batch []*op) {
+	errs := make([]error, len(batch))
+	fail := func(err error) {
+		for _, o := range batch {
+			o.done <- err
+		}
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("begin: %w", err))
+		return
+	}
+	head := s.head // tentative; becomes s.head only after commit
+	for i, o := range batch {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+		saved := head
+		err := func() error {
+			if o.apply != nil {
+				if err := o.apply(ctx, tx); err != nil {
+					return err
+				}
+			}
+			for _, e := range o.events {
+				if err := appendEvent(ctx, tx, &head, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			head = saved
+			errs[i] = err
+			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO op"); rerr != nil {
+				tx.Rollback()
+				fail(rerr)
+				return
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE op"); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+	}
+	want := head.sinceCheckpoint >= checkpointEvery
+	for _, o := range batch {
+		want = want || o.checkpoint && head.sinceCheckpoint > 0
+	}
+	var cp *Checkpoint
+	if s.signer != nil && want {
+		if cp, err = s.writeCheckpoint(ctx, tx, &head); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		fail(fmt.Errorf("commit: %w", err))
+		return
+	}
+	s.head = head
+	if cp != nil {
+		s.writeCheckpointFile(cp)
+	}
+	for i, o := range batch {
+		o.done <- errs[i]
+	}
+}
+
+func appendEvent(ctx context.Context, tx *sql.Tx, head *chainState, e event.Event) error {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	c := canonical(e)
+	h := chainHash(head.hash, c)
+	res, err := tx.ExecContext(ctx, `INSERT INTO events (seq, session_id, time, kind, text, params,
+		decision, rule_id, approval_id, duration_ns, rows, bytes, error, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		head.seq+1, c.Session, c.Time, c.Kind, c.Text, c.Params, c.Decision, c.Rule, c.Approval,
+		c.DurationNS, c.Rows, c.Bytes, c.Error, hexs(head.hash), hexs(h))
+	if err != nil {
+		return fmt.Errorf("append event: %w", err)
+	}
+	if _, err := res.RowsAffected(); err != nil {
+		return err
+	}
+	head.seq++
+	head.hash = h
+	head.sinceCheckpoint++
+	return nil
+}
+
+// AppendEvents appends events durably, in order, to the chain.
+func (s *DB) AppendEvents(ctx context.Context, events ...event.Event) error {
+	return s.write(ctx, &op{events: events})
+}
+
+// loadHead reads the chain head at open.
+func (s *DB) loadHead(ctx context.Context) error {
+	var seq sql.NullInt64
+	var hash sql.NullString
+	err := s.db.QueryRowContext(ctx, `SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash)
+	if err == sql.ErrNoRows {
+		s.head = chainState{hash: genesis}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read chain head: %w", err)
+	}
+	h, err := unhex(hash.String)
+	if err != nil {
+		return fmt.Errorf("read chain head: %w", err)
+	}
+	var cpSeq int64
+	s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(event_seq), 0) FROM checkpoints`).Scan(&cpSeq)
+	s.head = chainState{seq: seq.Int64, hash: h, sinceCheckpoint: int(seq.Int64 - cpSeq)}
+	return nil
+}
