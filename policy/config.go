@@ -30,16 +30,16 @@ const (
 
 // Protocols a target may name. Each has a session handler in l7.
 const (
-	ProtocolTCP = "tcp"
+	ProtocolTCP      = "tcp"
+	ProtocolPostgres = "postgres"
+	ProtocolSSH      = "ssh"
+	ProtocolHTTP     = "http"
 )
 
-// knownProtocols are the protocols the design names; supportedProtocols are
-// those this build can proxy. A known but unsupported protocol is rejected
-// with a message that says so, rather than accepted and failed at runtime.
-var (
-	knownProtocols     = []string{"tcp", "postgres", "ssh", "http"}
-	supportedProtocols = []string{ProtocolTCP}
-)
+// knownProtocols are the protocols a target may name. A protocol whose
+// handler this build lacks is accepted here and refused per session (fail
+// closed, recorded), so one config serves a fleet of mixed versions.
+var knownProtocols = []string{ProtocolTCP, ProtocolPostgres, ProtocolSSH, ProtocolHTTP}
 
 // Config is a parsed, validated loopgate.yaml. It is immutable after Load and
 // safe for concurrent use.
@@ -55,8 +55,17 @@ type Config struct {
 	BPFFSDir string
 	// DaemonCgroup is the daemon's own cgroup, relative to the cgroup2 mount.
 	DaemonCgroup string
-	Targets      []Target
-	Workloads    []Workload
+	// AuditKey is the ed25519 key that signs the store's checkpoints
+	// (default: audit.key beside the store).
+	AuditKey  string
+	OIDC      []Issuer
+	Targets   []Target
+	Workloads []Workload
+	Masks     []Mask
+	Approvers []Approver
+	// Rules are tried in order; the first that names the subject's
+	// workload and target decides. No match: deny.
+	Rules []Rule
 }
 
 // Target is a protected destination.
@@ -66,6 +75,8 @@ type Target struct {
 	// Addresses are host:port strings; hosts may be names, resolved (A and
 	// AAAA) by intercept and refreshed.
 	Addresses []string
+	// Credentials are what the daemon logs in upstream with.
+	Credentials Credentials
 	// ID is a stable 32-bit identifier derived from Name, carried through
 	// the kernel's maps so a reload cannot misattribute a connection.
 	ID   uint32
@@ -84,6 +95,12 @@ type Workload struct {
 	// Allow lists destinations ("ip", "ip:port", "host:port") a
 	// default-deny workload may reach directly.
 	Allow []string
+	// UIDs, if set, further restrict the workload to these users.
+	UIDs []uint32
+	// Exes, if set, restrict it to these executables (path.Match globs).
+	Exes []string
+	// Token, if set, is an OIDC token the workload must present.
+	Token *TokenRequirement
 	ID    uint32
 	Line  int
 }
@@ -306,7 +323,13 @@ func (d *decoder) config(root *yaml.Node, cfg *Config) {
 	cfg.BPFFSDir = DefaultBPFFSDir
 	cfg.DaemonCgroup = DefaultDaemonCgroup
 	var dcgNode *yaml.Node
+	var ruleNodes []*yaml.Node
 	d.mapping(root, "config", map[string]func(*yaml.Node){
+		"audit_key":     func(n *yaml.Node) { d.str(n, "audit_key", &cfg.AuditKey) },
+		"oidc":          func(n *yaml.Node) { d.seq(n, "oidc", func(e *yaml.Node) { d.issuer(e, cfg) }) },
+		"masks":         func(n *yaml.Node) { d.seq(n, "masks", func(e *yaml.Node) { d.mask(e, cfg) }) },
+		"approvers":     func(n *yaml.Node) { d.seq(n, "approvers", func(e *yaml.Node) { d.approver(e, cfg) }) },
+		"rules":         func(n *yaml.Node) { d.seq(n, "rules", func(e *yaml.Node) { ruleNodes = append(ruleNodes, e) }) },
 		"listen":        func(n *yaml.Node) { listenNode = n; d.str(n, "listen", &listen) },
 		"store":         func(n *yaml.Node) { d.str(n, "store", &cfg.Store) },
 		"bpffs":         func(n *yaml.Node) { d.str(n, "bpffs", &cfg.BPFFSDir) },
@@ -316,6 +339,21 @@ func (d *decoder) config(root *yaml.Node, cfg *Config) {
 	})
 	if root.Kind != yaml.MappingNode {
 		return
+	}
+	// Rules and token requirements refer to other sections, which may come
+	// later in the file: check them once everything is read.
+	for _, w := range cfg.Workloads {
+		if w.Token != nil {
+			if _, ok := cfg.Issuer(w.Token.Issuer); !ok {
+				d.errorf(root, "workload %q: token issuer %q is not in oidc:", w.Name, w.Token.Issuer)
+			}
+		}
+	}
+	for _, n := range ruleNodes {
+		d.rule(n, cfg)
+	}
+	if cfg.AuditKey == "" {
+		cfg.AuditKey = path.Join(path.Dir(cfg.Store), "audit.key")
 	}
 	ap, err := netip.ParseAddrPort(listen)
 	switch {
@@ -355,10 +393,11 @@ func (d *decoder) target(n *yaml.Node, cfg *Config) {
 	var addr string
 	var protoNode *yaml.Node
 	d.mapping(n, "target", map[string]func(*yaml.Node){
-		"name":      func(v *yaml.Node) { d.str(v, "target name", &t.Name) },
-		"protocol":  func(v *yaml.Node) { protoNode = v; d.str(v, "protocol", &t.Protocol) },
-		"address":   func(v *yaml.Node) { d.str(v, "address", &addr) },
-		"addresses": func(v *yaml.Node) { d.strList(v, "addresses", &t.Addresses) },
+		"name":        func(v *yaml.Node) { d.str(v, "target name", &t.Name) },
+		"protocol":    func(v *yaml.Node) { protoNode = v; d.str(v, "protocol", &t.Protocol) },
+		"address":     func(v *yaml.Node) { d.str(v, "address", &addr) },
+		"addresses":   func(v *yaml.Node) { d.strList(v, "addresses", &t.Addresses) },
+		"credentials": func(v *yaml.Node) { d.credentials(v, &t.Credentials) },
 	})
 	if n.Kind != yaml.MappingNode {
 		return
@@ -377,8 +416,6 @@ func (d *decoder) target(n *yaml.Node, cfg *Config) {
 		d.errorf(n, "target %q: protocol is required (one of %s)", t.Name, strings.Join(knownProtocols, ", "))
 	case !slices.Contains(knownProtocols, t.Protocol):
 		d.errorf(protoNode, "target %q: unknown protocol %q (one of %s)", t.Name, t.Protocol, strings.Join(knownProtocols, ", "))
-	case !slices.Contains(supportedProtocols, t.Protocol):
-		d.errorf(protoNode, "target %q: protocol %q is not supported by this build yet (supported: %s)", t.Name, t.Protocol, strings.Join(supportedProtocols, ", "))
 	}
 	if len(t.Addresses) == 0 {
 		d.errorf(n, "target %q: address or addresses is required", t.Name)
@@ -406,6 +443,9 @@ func (d *decoder) workload(n *yaml.Node, cfg *Config) {
 		"cgroup":  func(v *yaml.Node) { cgNode = v; d.str(v, "cgroup", &w.Cgroup) },
 		"default": func(v *yaml.Node) { defNode = v; d.str(v, "default", &def) },
 		"allow":   func(v *yaml.Node) { d.strList(v, "allow", &w.Allow) },
+		"uid":     func(v *yaml.Node) { d.uids(v, &w.UIDs) },
+		"exe":     func(v *yaml.Node) { d.strOrList(v, "exe", &w.Exes) },
+		"token":   func(v *yaml.Node) { w.Token = d.tokenRequirement(v) },
 	})
 	if n.Kind != yaml.MappingNode {
 		return

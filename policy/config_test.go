@@ -68,7 +68,6 @@ func TestParseErrors(t *testing.T) {
 		{"unknown target key", "targets:\n  - name: x\n    protocol: tcp\n    adress: 1.2.3.4:5\n", `f.yaml:4:5: target: unknown key "adress"`},
 		{"duplicate key", "store: a\nstore: b\n", `f.yaml:2:1: config: duplicate key "store"`},
 		{"duplicate target", "targets:\n  - {name: x, protocol: tcp, address: 1.1.1.1:1}\n  - {name: x, protocol: tcp, address: 1.1.1.1:2}\n", `f.yaml:3:5: target: duplicate name "x"`},
-		{"unsupported protocol", "targets:\n  - name: db\n    protocol: postgres\n    address: 1.1.1.1:5432\n", `f.yaml:3:15: target "db": protocol "postgres" is not supported by this build yet`},
 		{"unknown protocol", "targets:\n  - name: db\n    protocol: ftp\n    address: 1.1.1.1:21\n", `f.yaml:3:15: target "db": unknown protocol "ftp"`},
 		{"no port", "targets:\n  - name: db\n    protocol: tcp\n    address: 1.1.1.1\n", `f.yaml:2:5: target "db": address "1.1.1.1": want host:port`},
 		{"bad port", "targets:\n  - name: db\n    protocol: tcp\n    address: 1.1.1.1:99999\n", `bad port "99999"`},

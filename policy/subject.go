@@ -1,8 +1,11 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"path"
+	"slices"
 	"time"
 )
 
@@ -38,6 +41,45 @@ type Subject struct {
 	Workload string
 	Target   *Target
 	KernelFacts
+	// Claims are the verified claims of the OIDC token the workload
+	// presented in the protocol (nil if none).
+	Claims *Claims
+}
+
+// Authenticate verifies a token the subject presented and binds its claims,
+// checking them against the workload's requirement. An empty token is fine
+// for a workload that needs none.
+func (c *Config) Authenticate(ctx context.Context, v *Verifier, s *Subject, token string) error {
+	w, ok := c.WorkloadByName(s.Workload)
+	if !ok {
+		return fmt.Errorf("workload %q is not configured", s.Workload)
+	}
+	if token == "" {
+		return w.CheckToken(nil)
+	}
+	if v == nil {
+		return fmt.Errorf("token presented but no oidc issuers configured: %w", ErrUntrustedIssuer)
+	}
+	claims, err := v.Verify(ctx, token)
+	if err != nil {
+		return err
+	}
+	if err := w.CheckToken(claims); err != nil {
+		return err
+	}
+	s.Claims = claims
+	return nil
+}
+
+// WorkloadMismatchError says a process is in a workload's cgroup but fails
+// its uid or executable restriction.
+type WorkloadMismatchError struct {
+	Workload string
+	Why      string
+}
+
+func (e *WorkloadMismatchError) Error() string {
+	return fmt.Sprintf("process does not match workload %s: %s", e.Workload, e.Why)
 }
 
 // UnknownTargetError says a redirected connection names a target the current
@@ -59,10 +101,19 @@ func (c *Config) Subject(f KernelFacts) (*Subject, error) {
 		return s, &UnknownTargetError{ID: f.TargetID}
 	}
 	s.Target = t
-	if w, ok := c.Workload(f.WorkloadID); ok {
-		s.Workload = w.Name
-	} else if w, ok := c.WorkloadByCgroup(f.CgroupPath); ok && f.CgroupPath != "" {
-		s.Workload = w.Name
+	w, ok := c.Workload(f.WorkloadID)
+	if !ok && f.CgroupPath != "" {
+		w, ok = c.WorkloadByCgroup(f.CgroupPath)
 	}
+	if !ok {
+		return s, fmt.Errorf("process %d is in no configured workload", f.PID)
+	}
+	if len(w.UIDs) > 0 && !slices.Contains(w.UIDs, f.UID) {
+		return s, &WorkloadMismatchError{Workload: w.Name, Why: fmt.Sprintf("uid %d not in %v", f.UID, w.UIDs)}
+	}
+	if len(w.Exes) > 0 && !slices.ContainsFunc(w.Exes, func(p string) bool { m, _ := path.Match(p, f.Exe); return m && f.Exe != "" }) {
+		return s, &WorkloadMismatchError{Workload: w.Name, Why: fmt.Sprintf("executable %q not in %v", f.Exe, w.Exes)}
+	}
+	s.Workload = w.Name
 	return s, nil
 }
