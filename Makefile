@@ -27,6 +27,7 @@ test: deps
 # Proxy vs direct in the same run; see README "Performance".
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./tests/
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./store/
 
 # Short fuzzing of every parser of untrusted bytes (seeds live in testdata/fuzz).
 fuzz: deps

@@ -20,6 +20,7 @@ func TestImportRules(t *testing.T) {
 		"intercept":    {"bpf"},
 		"l7":           {"policy", "store/event"},
 		"l7/tcp":       {"l7", "policy", "store/event"},
+		"l7/l7test":    {"l7", "policy", "store/event"},
 		"tests/lgtest": {},
 	}
 	// No cgo SQLite in protocol packages.

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 type Recorder interface {
 	OpenSession(ctx context.Context, s event.Session) error
 	CloseSession(ctx context.Context, id string, e event.End) error
+	AppendEvents(ctx context.Context, events ...event.Event) error
 }
 
 // Handler speaks one protocol for one session. Serve returns when the
@@ -31,11 +34,63 @@ type Handler interface {
 	Serve(ctx context.Context, conn net.Conn, s *Session) (Result, error)
 }
 
-// Session is what a handler knows about the session it serves.
+// Session is what a handler knows about the session it serves. Its methods
+// are safe for concurrent use.
 type Session struct {
 	ID      string
 	Subject *policy.Subject
 	Log     *slog.Logger
+
+	srv      *Server
+	mu       sync.Mutex // guards admitted
+	admitted []string   // classes the session holds open (rechecked on reload)
+}
+
+// ErrDenied is returned by handlers whose session policy refused; the
+// session is recorded as denied.
+var ErrDenied = errors.New("denied by policy")
+
+// DeniedError carries the decision that refused a session.
+type DeniedError struct{ Decision policy.Decision }
+
+func (e *DeniedError) Error() string { return e.Decision.Reason }
+func (e *DeniedError) Unwrap() error { return ErrDenied }
+
+// RevokedError is the cancel cause of a session a config reload cut off.
+type RevokedError struct{ Reason string }
+
+func (e *RevokedError) Error() string { return "revoked: " + e.Reason }
+
+// Decide asks the current policy about a command of the given classes and
+// records the decision as an event before returning it ("no record, no
+// forward": if the record fails, the decision is deny).
+func (s *Session) Decide(ctx context.Context, text string, classes ...string) policy.Decision {
+	d := s.srv.Policy().Decide(s.Subject, classes)
+	ev := event.Event{SessionID: s.ID, Time: time.Now(), Kind: event.KindDecision, Text: text,
+		Params: strings.Join(classes, ","), Decision: string(d.Action), RuleID: d.RuleID}
+	if d.Action != policy.Allow {
+		ev.Error = d.Reason
+	}
+	if err := s.srv.Recorder.AppendEvents(ctx, ev); err != nil {
+		s.Log.Error("decision not recorded; denying", "err", err)
+		return policy.Decision{Action: policy.Deny, RuleID: d.RuleID, Reason: "decision could not be recorded"}
+	}
+	return d
+}
+
+// Admit notes classes the session now holds open (a TCP connection holds
+// "connect"): a reload re-decides them and cuts the session off if the new
+// policy no longer allows them.
+func (s *Session) Admit(classes ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.admitted = append(s.admitted, classes...)
+}
+
+func (s *Session) admittedClasses() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.admitted)
 }
 
 // Result is what a handler reports about a finished session.
@@ -69,8 +124,51 @@ type Server struct {
 	// Drain is how long Run waits at shutdown for open sessions to end by
 	// themselves before cancelling them.
 	Drain time.Duration
+	// Policy returns the current config; it changes on reload.
+	Policy func() *policy.Config
 
-	wg sync.WaitGroup
+	wg   sync.WaitGroup
+	mu   sync.Mutex // guards live
+	live map[string]*liveSession
+}
+
+type liveSession struct {
+	sess   *Session
+	cancel context.CancelCauseFunc
+}
+
+// Recheck re-decides what every live session holds under cfg (the new
+// config, already current) and cancels, with a RevokedError, each session
+// the new policy no longer allows. It returns how many it cut off.
+func (s *Server) Recheck(ctx context.Context, cfg *policy.Config) int {
+	s.mu.Lock()
+	live := make([]*liveSession, 0, len(s.live))
+	for _, l := range s.live {
+		live = append(live, l)
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, l := range live {
+		sub := l.sess.Subject
+		classes := l.sess.admittedClasses()
+		if len(classes) == 0 {
+			continue
+		}
+		var reason string
+		if nt, ok := cfg.TargetByName(sub.Target.Name); !ok || nt.Protocol != sub.Target.Protocol {
+			reason = fmt.Sprintf("target %q removed", sub.Target.Name)
+		} else if d := cfg.Decide(sub, classes); d.Action != policy.Allow {
+			reason = d.Reason
+		}
+		if reason == "" {
+			continue
+		}
+		n++
+		l.sess.Log.Warn("session revoked by reload", "reason", reason)
+		s.Recorder.AppendEvents(ctx, event.Event{SessionID: l.sess.ID, Time: time.Now(), Kind: event.KindRevoked, Text: reason})
+		l.cancel(&RevokedError{Reason: reason})
+	}
+	return n
 }
 
 // ErrShutdown is the cancel cause of sessions cut by daemon shutdown.
@@ -183,14 +281,46 @@ func (s *Server) serve(ctx context.Context, acc Accepted) {
 		return
 	}
 	log.Info("session open", "orig_dst", rec.OrigDst, "exe", rec.Exe, "uid", rec.UID)
-	res, err := h.Serve(ctx, conn, &Session{ID: id, Subject: acc.Subject, Log: log})
+	sessCtx, cancelSess := context.WithCancelCause(ctx)
+	defer cancelSess(nil)
+	sess := &Session{ID: id, Subject: acc.Subject, Log: log, srv: s}
+	s.track(id, &liveSession{sess: sess, cancel: cancelSess})
+	defer s.untrack(id)
+	res, err := h.Serve(sessCtx, conn, sess)
 	end.BytesUp, end.BytesDown = res.BytesUp, res.BytesDown
-	if err != nil {
+	var revoked *RevokedError
+	cause := context.Cause(sessCtx)
+	switch {
+	case errors.As(cause, &revoked):
+		end.Outcome, end.Error = event.OutcomeRevoked, revoked.Error()
+	case cause != nil && ctx.Err() != nil:
+		end.Outcome, end.Error = event.OutcomeShutdown, context.Cause(ctx).Error()
+	case errors.Is(err, ErrDenied):
+		end.Outcome, end.Error = event.OutcomeDenied, err.Error()
+	case err != nil:
 		end.Outcome, end.Error = event.OutcomeError, err.Error()
-		if cause := context.Cause(ctx); cause != nil {
-			end.Outcome, end.Error = event.OutcomeShutdown, cause.Error()
-		}
 	}
+}
+
+// NewSession returns a session of this server for sub, as serve makes one;
+// for handler tests.
+func (s *Server) NewSession(id string, sub *policy.Subject) *Session {
+	return &Session{ID: id, Subject: sub, Log: s.Log.With("session", id), srv: s}
+}
+
+func (s *Server) track(id string, l *liveSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live == nil {
+		s.live = map[string]*liveSession{}
+	}
+	s.live[id] = l
+}
+
+func (s *Server) untrack(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.live, id)
 }
 
 func sessionRecord(id string, acc Accepted) event.Session {

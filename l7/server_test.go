@@ -11,48 +11,10 @@ import (
 	"time"
 
 	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/l7/l7test"
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/store/event"
 )
-
-// memRecorder is an in-memory Recorder.
-type memRecorder struct {
-	mu       sync.Mutex
-	failOpen bool
-	opened   map[string]event.Session
-	ended    map[string]event.End
-}
-
-func newMemRecorder() *memRecorder {
-	return &memRecorder{opened: map[string]event.Session{}, ended: map[string]event.End{}}
-}
-
-func (m *memRecorder) OpenSession(_ context.Context, s event.Session) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.failOpen {
-		return errors.New("disk full")
-	}
-	m.opened[s.ID] = s
-	return nil
-}
-
-func (m *memRecorder) CloseSession(_ context.Context, id string, e event.End) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.ended[id] = e
-	return nil
-}
-
-func (m *memRecorder) ends() []event.End {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []event.End
-	for _, e := range m.ended {
-		out = append(out, e)
-	}
-	return out
-}
 
 // chanAccepter hands out queued connections.
 type chanAccepter struct {
@@ -137,8 +99,8 @@ func TestServerOutcomes(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rec := newMemRecorder()
-			rec.failOpen = tc.failOpen
+			rec := l7test.NewRecorder()
+			rec.FailOpen = tc.failOpen
 			acc := newChanAccepter()
 			called := make(chan bool, 1)
 			h := handlerFunc(func(ctx context.Context, c net.Conn, s *l7.Session) (l7.Result, error) {
@@ -177,7 +139,7 @@ func TestServerOutcomes(t *testing.T) {
 					t.Error("handler did not run")
 				}
 			}
-			ends := rec.ends()
+			ends := rec.Ends()
 			if tc.want == "" {
 				if len(ends) != 0 {
 					t.Errorf("ends = %v", ends)
@@ -193,7 +155,7 @@ func TestServerOutcomes(t *testing.T) {
 
 func TestShutdownCancelsSessions(t *testing.T) {
 	t.Parallel()
-	rec := newMemRecorder()
+	rec := l7test.NewRecorder()
 	acc := newChanAccepter()
 	started := make(chan struct{})
 	srv := &l7.Server{
@@ -218,7 +180,7 @@ func TestShutdownCancelsSessions(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	ends := rec.ends()
+	ends := rec.Ends()
 	if len(ends) != 1 || ends[0].Outcome != event.OutcomeShutdown {
 		t.Errorf("ends = %+v", ends)
 	}
@@ -231,5 +193,47 @@ func TestNewIDSorts(t *testing.T) {
 	b := l7.NewID()
 	if len(a) != 24 || a >= b {
 		t.Errorf("ids %q, %q", a, b)
+	}
+}
+
+func TestRecheckRevokes(t *testing.T) {
+	t.Parallel()
+	const base = "targets:\n  - {name: t, protocol: tcp, address: 127.0.0.2:7000}\nworkloads:\n  - {name: w, cgroup: lg/w}\n"
+	allow := l7test.Config(t, base+"rules:\n  - {id: r, workloads: [w], targets: [t], allow: [connect]}\n")
+	deny := l7test.Config(t, base)
+	rec := l7test.NewRecorder()
+	acc := newChanAccepter()
+	admitted := make(chan struct{})
+	srv := l7test.Server(t, allow, rec)
+	srv.Accepters = []l7.Accepter{acc}
+	srv.Drain = time.Second
+	srv.Handlers = map[string]l7.Handler{"tcp": handlerFunc(func(ctx context.Context, _ net.Conn, s *l7.Session) (l7.Result, error) {
+		s.Admit("connect")
+		close(admitted)
+		<-ctx.Done()
+		return l7.Result{}, context.Cause(ctx)
+	})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Run(ctx) }()
+	a, b := net.Pipe()
+	defer b.Close()
+	sub := subject()
+	sub.Target, _ = allow.TargetByName("t")
+	acc.ch <- l7.Accepted{Conn: a, Subject: sub}
+	<-admitted
+	if n := srv.Recheck(context.Background(), allow); n != 0 {
+		t.Errorf("recheck under the same policy revoked %d", n)
+	}
+	if n := srv.Recheck(context.Background(), deny); n != 1 {
+		t.Errorf("recheck revoked %d, want 1", n)
+	}
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b.Read(make([]byte, 1)) // returns when the session closes its conn
+	cancel()
+	<-done
+	ends := rec.Ends()
+	if len(ends) != 1 || ends[0].Outcome != event.OutcomeRevoked {
+		t.Errorf("ends = %+v", ends)
 	}
 }

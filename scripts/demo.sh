@@ -34,6 +34,13 @@ workloads:
   - name: demo
     cgroup: loopgate-demo/agent
     default: allow
+  - name: intruder
+    cgroup: loopgate-demo/intruder
+rules:
+  - id: demo-echo
+    workloads: [demo]
+    targets: [echo]
+    allow: [connect]
 YAML
 
 step "config ($CFG)"
@@ -64,6 +71,10 @@ step "run an unmodified client as user nobody in workload 'demo' (it dials $TARG
 echo "\$ loopgate run --workload demo --user nobody -- bash -c '...'"
 "$BIN" run --config "$CFG" --workload demo --user nobody -- bash -c "$AGENT"
 
+step "the same client in workload 'intruder', which no rule lets in: denied, recorded"
+"$BIN" run --config "$CFG" --workload intruder --user nobody -- bash -c "$AGENT" || echo "(denied by policy)"
+"$BIN" policy explain --config "$CFG" --workload intruder --target echo || true
+
 step "stop the daemon: the workload now fails closed, never direct"
 kill -TERM "$DAEMON"; wait "$DAEMON" || true; DAEMON=
 "$BIN" run --config "$CFG" --workload demo --user nobody -- bash -c "$AGENT" || echo "(refused, as it should be)"
@@ -72,3 +83,7 @@ step "recorded sessions"
 "$BIN" sessions list --config "$CFG"
 echo
 "$BIN" sessions list --config "$CFG" --json
+
+step "the hash-chained event log, and its verification"
+"$BIN" sessions export --config "$CFG" --format text
+"$BIN" audit verify --config "$CFG"

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 )
 
 // ExportRow is one exported event with the identity of its session.
@@ -43,8 +44,17 @@ func (r *ExportRow) strings() []string {
 		strconv.FormatInt(r.Rows, 10), strconv.FormatInt(r.Bytes, 10), r.Error, r.Hash}
 }
 
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
+
 // Export streams the events of sessions matching f, in chain order, as
-// "jsonl" (one object a line) or "csv" (with a header). Memory stays
+// "jsonl" (one object a line), "csv" (with a header) or "text" (a table
+// for people; text is shortened). Memory stays
 // constant whatever the store's size.
 func (s *DB) Export(ctx context.Context, f Filter, format string, w io.Writer) error {
 	var emit func(*ExportRow) error
@@ -61,8 +71,17 @@ func (s *DB) Export(ctx context.Context, f Filter, format string, w io.Writer) e
 		}
 		emit = func(r *ExportRow) error { return cw.Write(r.strings()) }
 		flush = func() error { cw.Flush(); return cw.Error() }
+	case "text":
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tTIME\tSESSION\tWORKLOAD\tKIND\tDECISION\tRULE\tTEXT\tERROR")
+		emit = func(r *ExportRow) error {
+			_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time, r.Session, r.Workload,
+				r.Kind, r.Decision, r.RuleID, oneLine(r.Text), oneLine(r.Error))
+			return err
+		}
+		flush = tw.Flush
 	default:
-		return fmt.Errorf("export: unknown format %q (jsonl or csv)", format)
+		return fmt.Errorf("export: unknown format %q (jsonl, csv or text)", format)
 	}
 	where, args := f.where("s.")
 	q := `SELECT e.seq, e.time, e.session_id, s.workload, s.target, s.pid, s.uid, s.exe, e.kind, e.text,

@@ -121,6 +121,8 @@ func newSetup(t testing.TB) *setup {
 store: %s
 bpffs: %s
 daemon_cgroup: %s
+oidc:
+  - {issuer: "https://idp.invalid", audience: loopgate}
 targets:
   - name: echo4
     protocol: tcp
@@ -136,8 +138,18 @@ workloads:
     cgroup: %s
     default: deny
     allow: ["%s"]
+  - name: unruled
+    cgroup: %s/unruled
+  - name: signed
+    cgroup: %s/signed
+    token: {issuer: "https://idp.invalid", subject: "repo:acme"}
+rules:
+  - id: agents-connect
+    workloads: [open, closed, signed]
+    targets: ["*"]
+    allow: [connect]
 `, s.listen, filepath.Join(dir, "loopgate.db"), lgtest.PinDir(t), lgtest.CgroupName(t)+"-daemon",
-		s.echo4.Addr(), s.echo6.Addr(), s.allowCg, s.denyCg, s.allowed.Addr()))
+		s.echo4.Addr(), s.echo6.Addr(), s.allowCg, s.denyCg, s.allowed.Addr(), s.allowCg+"-x", s.allowCg+"-x"))
 	s.daemon = lgtest.StartDaemon(t, s.cfg)
 	return s
 }
@@ -517,5 +529,128 @@ func TestRunRefusesUnenforcedWorkload(t *testing.T) {
 	out, stderr, code := lgtest.Run(t, cfg, "w", nil, nil, "echo", "ran")
 	if code == 0 || strings.Contains(out, "ran") || !strings.Contains(stderr, "not enforced") {
 		t.Errorf("code %d out %q stderr %q", code, out, stderr)
+	}
+}
+
+func TestPolicyDecisions(t *testing.T) {
+	s := newSetup(t)
+	for _, tc := range []struct {
+		workload, want string
+	}{
+		{"unruled", "no rule lets workload unruled use target echo4 (default deny)"},
+		{"signed", `workload "signed" must present an OIDC token`},
+	} {
+		t.Run(tc.workload, func(t *testing.T) {
+			peers := len(s.echo4.Peers())
+			script := fmt.Sprintf(`echo $$; exec 3<>/dev/tcp/127.0.0.2/%d || exit 9; echo hi >&3; cat <&3; echo eof`, s.echo4.Addr().Port)
+			out, stderr, code := lgtest.Run(t, s.cfg, tc.workload, nil, nil, "bash", "-c", script)
+			f := strings.Fields(out)
+			if code != 0 || len(f) != 2 || f[1] != "eof" {
+				t.Fatalf("code %d out %q stderr %q: want the connection closed without data", code, out, stderr)
+			}
+			pid, _ := strconv.Atoi(f[0])
+			x := s.findSession(t, pid)
+			if x.Outcome != "denied" || !strings.Contains(x.Error, tc.want) {
+				t.Errorf("session = %+v, want denied: %s", x, tc.want)
+			}
+			if got := len(s.echo4.Peers()); got != peers {
+				t.Error("denied session reached the target")
+			}
+		})
+	}
+}
+
+func TestReloadRevokesLiveSession(t *testing.T) {
+	s := newSetup(t)
+	script := fmt.Sprintf(`echo $$; exec 3<>/dev/tcp/127.0.0.2/%d; read -r peer <&3; echo connected; cat <&3 >/dev/null; echo closed`, s.echo4.Addr().Port)
+	cmd := exec.Command(lgtest.Binary(t), "run", "--config", s.cfg, "--workload", "open", "--", "bash", "-c", script)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	lines := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 256)
+		var acc string
+		for {
+			n, err := stdout.Read(buf)
+			acc += string(buf[:n])
+			for {
+				i := strings.IndexByte(acc, '\n')
+				if i < 0 {
+					break
+				}
+				lines <- acc[:i]
+				acc = acc[i+1:]
+			}
+			if err != nil {
+				close(lines)
+				return
+			}
+		}
+	}()
+	next := func(want string) string {
+		select {
+		case l := <-lines:
+			if want != "" && l != want {
+				t.Fatalf("client said %q, want %q", l, want)
+			}
+			return l
+		case <-time.After(10 * time.Second):
+			t.Fatalf("client did not say %q within 10s", want)
+		}
+		return ""
+	}
+	pid, _ := strconv.Atoi(next(""))
+	next("connected")
+
+	text, _ := os.ReadFile(s.cfg)
+	revoked := strings.Replace(string(text), "workloads: [open, closed, signed]", "workloads: [closed, signed]", 1)
+	if err := os.WriteFile(s.cfg, []byte(revoked), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.daemon.Signal(syscall.SIGHUP)
+	next("closed")
+	x := s.findSession(t, pid)
+	if x.Outcome != "revoked" || !strings.Contains(x.Error, "no rule lets workload open") {
+		t.Errorf("session = %+v", x)
+	}
+}
+
+func TestAuditTrail(t *testing.T) {
+	s := newSetup(t)
+	var r clientResult
+	client(t, s.cfg, "open", "", &r, "dial", "4", s.echo4.Addr().String())
+	assertRedirected(t, r)
+	s.findSession(t, r.PID)
+	bin := lgtest.Binary(t)
+	out, err := exec.Command(bin, "audit", "verify", "--config", s.cfg).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "OK: ") {
+		t.Fatalf("audit verify while running: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "sessions", "export", "--config", s.cfg, "--format", "jsonl").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var m map[string]any
+		json.Unmarshal([]byte(line), &m)
+		kinds = append(kinds, fmt.Sprint(m["kind"], "/", m["decision"], "/", m["rule_id"]))
+	}
+	want := []string{"session_open//", "decision/allow/agents-connect", "session_close//"}
+	if strings.Join(kinds, " ") != strings.Join(want, " ") {
+		t.Errorf("exported events = %v, want %v", kinds, want)
+	}
+	// After a clean stop the tail is signed: deleting it is caught.
+	s.daemon.Stop(syscall.SIGTERM)
+	out, err = exec.Command(bin, "audit", "verify", "--config", s.cfg).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "1 signed checkpoints") {
+		t.Fatalf("audit verify after stop: %v\n%s", err, out)
 	}
 }

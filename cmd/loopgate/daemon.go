@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -64,6 +63,7 @@ type daemon struct {
 	drain      time.Duration
 	cfg        atomic.Pointer[policy.Config]
 	kernel     *intercept.Kernel
+	srv        *l7.Server
 	daemonCG   uint64
 }
 
@@ -74,6 +74,15 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		return err
 	}
 	defer db.Close()
+	if err := db.EnableCheckpoints(ctx, cfg.AuditKey); err != nil {
+		return err
+	}
+	defer func() {
+		// Sign the tail so deleting it later shows in audit verify.
+		if err := db.Checkpoint(context.WithoutCancel(ctx)); err != nil {
+			d.log.Error("final checkpoint not written", "err", err)
+		}
+	}()
 	if n, err := db.InterruptOpenSessions(ctx, time.Now()); err != nil {
 		return err
 	} else if n > 0 {
@@ -130,7 +139,9 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		Recorder:  db,
 		Log:       d.log,
 		Drain:     d.drain,
+		Policy:    d.cfg.Load,
 	}
+	d.srv = srv
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -171,8 +182,8 @@ func (d *daemon) reload(ctx context.Context, listen6 bool) {
 		d.log.Error("reload refused; keeping the running config", "err", err)
 		return
 	}
-	if cfg.Listen != old.Listen || cfg.Store != old.Store || cfg.BPFFSDir != old.BPFFSDir || cfg.DaemonCgroup != old.DaemonCgroup {
-		d.log.Error("reload refused: listen, store, bpffs and daemon_cgroup need a restart")
+	if cfg.Listen != old.Listen || cfg.Store != old.Store || cfg.BPFFSDir != old.BPFFSDir || cfg.DaemonCgroup != old.DaemonCgroup || cfg.AuditKey != old.AuditKey {
+		d.log.Error("reload refused: listen, store, bpffs, daemon_cgroup and audit_key need a restart")
 		return
 	}
 	if err := d.kernel.Apply(ctx, d.spec(cfg, listen6)); err != nil {
@@ -180,7 +191,8 @@ func (d *daemon) reload(ctx context.Context, listen6 bool) {
 		return
 	}
 	d.cfg.Store(cfg)
-	d.log.Info("config reloaded", "workloads", len(cfg.Workloads), "targets", len(cfg.Targets))
+	revoked := d.srv.Recheck(ctx, cfg)
+	d.log.Info("config reloaded", "workloads", len(cfg.Workloads), "targets", len(cfg.Targets), "rules", len(cfg.Rules), "sessions_revoked", revoked)
 }
 
 func (d *daemon) spec(cfg *policy.Config, listen6 bool) intercept.Spec {
@@ -232,8 +244,5 @@ func (a *originAccepter) Accept() (l7.Accepted, error) {
 		NetnsCookie: o.NetnsCookie, SocketCookie: o.SocketCookie,
 	}
 	sub, err := a.d.cfg.Load().Subject(facts)
-	if err == nil && sub.Workload == "" {
-		err = fmt.Errorf("process %d is in no configured workload", o.PID)
-	}
 	return l7.Accepted{Conn: conn, Subject: sub, Err: err}, nil
 }

@@ -73,6 +73,7 @@ Start the daemon, then run agents inside a workload:
 			sessionsCommand(),
 			teardownCommand(),
 			policyCommand(),
+			auditCommand(),
 		},
 	}
 }

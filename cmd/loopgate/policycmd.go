@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -12,7 +14,7 @@ func policyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "policy",
 		Usage: "work with config files",
-		Subcommands: []*cli.Command{{
+		Subcommands: []*cli.Command{explainCommand(), {
 			Name:      "check",
 			Usage:     "validate a config file; errors name file:line:column",
 			ArgsUsage: "[FILE]",
@@ -30,5 +32,76 @@ func policyCommand() *cli.Command {
 				return nil
 			},
 		}},
+	}
+}
+
+func explainCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "explain",
+		Usage:     "print the decision for a command and the rule that made it",
+		ArgsUsage: "[COMMAND]",
+		Description: `Decides as the daemon would for a process of --workload talking to --target.
+The command is sorted into classes by the target protocol's classifier (tcp:
+every session is "connect"); --class gives classes directly. --token-file
+verifies an OIDC token as if the workload had presented it (this contacts the
+issuer).`,
+		Flags: []cli.Flag{
+			configFlag,
+			&cli.StringFlag{Name: "workload", Required: true, Usage: "workload `NAME`"},
+			&cli.StringFlag{Name: "target", Required: true, Usage: "target `NAME`"},
+			&cli.StringFlag{Name: "token-file", Usage: "OIDC token `FILE` the workload would present"},
+			&cli.StringSliceFlag{Name: "class", Usage: "command class (repeatable) instead of classifying COMMAND"},
+		},
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			t, ok := cfg.TargetByName(c.String("target"))
+			if !ok {
+				return cli.Exit(fmt.Sprintf("explain: no target %q", c.String("target")), 2)
+			}
+			if _, ok := cfg.WorkloadByName(c.String("workload")); !ok {
+				return cli.Exit(fmt.Sprintf("explain: no workload %q", c.String("workload")), 2)
+			}
+			sub := &policy.Subject{Workload: c.String("workload"), Target: t}
+			if f := c.String("token-file"); f != "" {
+				raw, err := os.ReadFile(f)
+				if err != nil {
+					return cli.Exit(err.Error(), 2)
+				}
+				v := policy.NewVerifier(cfg.OIDC, nil)
+				if err := cfg.Authenticate(c.Context, v, sub, strings.TrimSpace(string(raw))); err != nil {
+					fmt.Printf("decision: deny\nreason:   token refused: %v\n", err)
+					return cli.Exit("", 1)
+				}
+				fmt.Printf("token:    verified, sub %q, groups %v\n", sub.Claims.Subject, sub.Claims.Groups)
+			}
+			classes := c.StringSlice("class")
+			if len(classes) == 0 {
+				switch t.Protocol {
+				case policy.ProtocolTCP:
+					classes = []string{"connect"}
+				default:
+					return cli.Exit(fmt.Sprintf("explain: this build has no %s classifier yet; pass --class", t.Protocol), 2)
+				}
+			}
+			d := cfg.Decide(sub, classes)
+			rule := d.RuleID
+			if rule == "" {
+				rule = "(none: default deny)"
+			}
+			fmt.Printf("decision: %s\nrule:     %s\nclasses:  %s\nreason:   %s\n", d.Action, rule, strings.Join(classes, ", "), d.Reason)
+			if len(d.Masks) > 0 {
+				fmt.Printf("masks:    %s\n", strings.Join(d.Masks, ", "))
+			}
+			if d.Action == policy.Approve {
+				fmt.Printf("approvers: %s (%d required)\n", strings.Join(d.Approvers, ", "), d.ApprovalsRequired)
+			}
+			if d.Action == policy.Deny {
+				return cli.Exit("", 1)
+			}
+			return nil
+		},
 	}
 }

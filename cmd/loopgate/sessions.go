@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -32,6 +33,13 @@ func sessionsCommand() *cli.Command {
 				Usage:  "list sessions, oldest first",
 				Flags:  append(filterFlags, &cli.BoolFlag{Name: "json", Usage: "one JSON object a line"}),
 				Action: listSessions,
+			},
+			{
+				Name:  "export",
+				Usage: "stream the events of matching sessions as JSON lines or CSV",
+				Flags: append(filterFlags[:len(filterFlags)-1:len(filterFlags)-1],
+					&cli.StringFlag{Name: "format", Value: "jsonl", Usage: "jsonl, csv or text"}),
+				Action: exportSessions,
 			},
 			{
 				Name:      "show",
@@ -101,12 +109,7 @@ func toJSON(s *store.Session) sessionJSON {
 	}
 }
 
-func listSessions(c *cli.Context) error {
-	db, err := openStore(c)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
+func filterOf(c *cli.Context) store.Filter {
 	f := store.Filter{Workload: c.String("workload"), Target: c.String("target"), Outcome: c.String("outcome"), Limit: c.Int("limit")}
 	if t := c.Timestamp("since"); t != nil {
 		f.Since = *t
@@ -114,6 +117,29 @@ func listSessions(c *cli.Context) error {
 	if t := c.Timestamp("until"); t != nil {
 		f.Until = *t
 	}
+	return f
+}
+
+func exportSessions(c *cli.Context) error {
+	db, err := openStore(c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	w := bufio.NewWriter(os.Stdout)
+	if err := db.Export(c.Context, filterOf(c), c.String("format"), w); err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	return w.Flush()
+}
+
+func listSessions(c *cli.Context) error {
+	db, err := openStore(c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	f := filterOf(c)
 	if c.Bool("json") {
 		enc := json.NewEncoder(os.Stdout)
 		return db.Sessions(c.Context, f, func(s *store.Session) error { return enc.Encode(toJSON(s)) })

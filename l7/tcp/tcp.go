@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/policy"
 )
 
 // Handler relays TCP sessions. Its zero value is ready to use; it is safe
@@ -29,6 +30,17 @@ type Handler struct {
 // Serve dials the subject's original destination and relays until both
 // directions end or ctx is cancelled.
 func (h *Handler) Serve(ctx context.Context, client net.Conn, s *l7.Session) (l7.Result, error) {
+	// A TCP session is one command: "connect". Nothing can carry an OIDC
+	// token, so a workload that needs one is denied here by policy.
+	switch d := s.Decide(ctx, "connect", "connect"); d.Action {
+	case policy.Allow:
+		s.Admit("connect")
+	case policy.Approve:
+		d.Reason += "; approvals are not available for tcp targets in this build"
+		return l7.Result{}, &l7.DeniedError{Decision: d}
+	default:
+		return l7.Result{}, &l7.DeniedError{Decision: d}
+	}
 	timeout := h.DialTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second

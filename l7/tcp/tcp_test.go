@@ -2,24 +2,56 @@ package tcp_test
 
 import (
 	"context"
+	"errors"
 	"io"
-	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/l7/l7test"
 	"github.com/loopgate/loopgate/l7/tcp"
-	"github.com/loopgate/loopgate/policy"
 )
 
+const testPolicy = `targets:
+  - {name: up, protocol: tcp, address: 127.0.0.1:1}
+workloads:
+  - {name: ok, cgroup: lg/ok}
+  - {name: nope, cgroup: lg/nope}
+rules:
+  - {id: ok-up, workloads: [ok], targets: [up], allow: [connect]}
+`
+
 func session(t *testing.T, upstream string) *l7.Session {
-	return &l7.Session{
-		ID:      "s",
-		Subject: &policy.Subject{KernelFacts: policy.KernelFacts{OrigDst: netip.MustParseAddrPort(upstream)}},
-		Log:     slog.New(slog.NewTextHandler(t.Output(), nil)),
+	return sessionOf(t, "ok", upstream, l7test.NewRecorder())
+}
+
+func sessionOf(t *testing.T, workload, upstream string, rec *l7test.Recorder) *l7.Session {
+	srv := l7test.Server(t, l7test.Config(t, testPolicy), rec)
+	return l7test.Session(t, srv, workload, "up", upstream)
+}
+
+func TestDeniedNeverDials(t *testing.T) {
+	t.Parallel()
+	up, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer up.Close()
+	rec := l7test.NewRecorder()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	_, err := (&tcp.Handler{}).Serve(context.Background(), a, sessionOf(t, "nope", up.Addr().String(), rec))
+	if !errors.Is(err, l7.ErrDenied) {
+		t.Fatalf("err = %v, want ErrDenied", err)
+	}
+	up.(*net.TCPListener).SetDeadline(time.Now().Add(100 * time.Millisecond))
+	if c, err := up.Accept(); err == nil {
+		c.Close()
+		t.Error("denied session dialled the target")
+	}
+	evs := rec.EventsOf()
+	if len(evs) != 1 || evs[0].Decision != "deny" || !strings.Contains(evs[0].Error, "default deny") {
+		t.Errorf("events = %+v", evs)
 	}
 }
 

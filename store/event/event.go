@@ -14,6 +14,8 @@ const (
 	OutcomeOpen          Outcome = "open"
 	OutcomeClosed        Outcome = "closed"
 	OutcomeRefused       Outcome = "refused"
+	OutcomeDenied        Outcome = "denied"
+	OutcomeRevoked       Outcome = "revoked"
 	OutcomeError         Outcome = "error"
 	OutcomeInternalError Outcome = "internal_error"
 	OutcomeShutdown      Outcome = "shutdown"

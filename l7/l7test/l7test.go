@@ -1,0 +1,107 @@
+// Package l7test helps test protocol handlers without root or SQLite: an
+// in-memory Recorder and sessions built on a policy parsed from YAML.
+package l7test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"testing"
+
+	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// Recorder records in memory. It is safe for concurrent use.
+type Recorder struct {
+	mu sync.Mutex
+	// FailOpen makes OpenSession fail, as a full disk would.
+	FailOpen bool
+	Opened   map[string]event.Session
+	Ended    map[string]event.End
+	Events   []event.Event
+}
+
+// NewRecorder returns an empty Recorder.
+func NewRecorder() *Recorder {
+	return &Recorder{Opened: map[string]event.Session{}, Ended: map[string]event.End{}}
+}
+
+// OpenSession implements l7.Recorder.
+func (m *Recorder) OpenSession(_ context.Context, s event.Session) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.FailOpen {
+		return errors.New("disk full")
+	}
+	m.Opened[s.ID] = s
+	return nil
+}
+
+// CloseSession implements l7.Recorder.
+func (m *Recorder) CloseSession(_ context.Context, id string, e event.End) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.Ended[id] = e
+	return nil
+}
+
+// AppendEvents implements l7.Recorder.
+func (m *Recorder) AppendEvents(_ context.Context, evs ...event.Event) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.Events = append(m.Events, evs...)
+	return nil
+}
+
+// Ends returns the recorded session ends.
+func (m *Recorder) Ends() []event.End {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []event.End
+	for _, e := range m.Ended {
+		out = append(out, e)
+	}
+	return out
+}
+
+// EventsOf returns a copy of the recorded events.
+func (m *Recorder) EventsOf() []event.Event {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]event.Event(nil), m.Events...)
+}
+
+// Config parses a policy config or fails t.
+func Config(t testing.TB, yaml string) *policy.Config {
+	t.Helper()
+	cfg, err := policy.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// Server returns a server on cfg recording into rec, logging to t.
+func Server(t testing.TB, cfg *policy.Config, rec *Recorder) *l7.Server {
+	return &l7.Server{
+		Recorder: rec,
+		Log:      slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Policy:   func() *policy.Config { return cfg },
+	}
+}
+
+// Session returns a session of workload w on target (by name) whose
+// original destination is dst.
+func Session(t testing.TB, srv *l7.Server, workload, target, dst string) *l7.Session {
+	t.Helper()
+	tg, ok := srv.Policy().TargetByName(target)
+	if !ok {
+		t.Fatalf("no target %q", target)
+	}
+	sub := &policy.Subject{Workload: workload, Target: tg, KernelFacts: policy.KernelFacts{OrigDst: netip.MustParseAddrPort(dst)}}
+	return srv.NewSession("test-session", sub)
+}
