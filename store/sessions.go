@@ -204,6 +204,17 @@ func scanSession(r scanner) (*Session, error) {
 	return &x, nil
 }
 
+// View is the stable JSON form of a session, as the CLI and API show it.
+type View struct {
+	sessionSnapshot
+	endSnapshot
+}
+
+// View returns the session's JSON form.
+func (s *Session) View() View {
+	return View{openSnapshot(s.Session), closeSnapshot(s.End)}
+}
+
 // sessionSnapshot is the canonical JSON of a session row that its
 // session_open and session_close events carry; audit verify compares the
 // sessions table against it.

@@ -67,48 +67,6 @@ func openStore(c *cli.Context) (*store.DB, error) {
 	return store.Open(c.Context, path)
 }
 
-// sessionJSON is the stable JSON shape of a session.
-type sessionJSON struct {
-	ID           string `json:"id"`
-	Workload     string `json:"workload"`
-	Target       string `json:"target"`
-	Protocol     string `json:"protocol"`
-	OrigDst      string `json:"orig_dst"`
-	Client       string `json:"client"`
-	PID          int    `json:"pid"`
-	TID          int    `json:"tid"`
-	ProcessStart string `json:"process_start,omitempty"`
-	UID          uint32 `json:"uid"`
-	GID          uint32 `json:"gid"`
-	CgroupID     uint64 `json:"cgroup_id"`
-	CgroupPath   string `json:"cgroup_path"`
-	Exe          string `json:"exe"`
-	Comm         string `json:"comm"`
-	Started      string `json:"started"`
-	Ended        string `json:"ended,omitempty"`
-	BytesUp      int64  `json:"bytes_up"`
-	BytesDown    int64  `json:"bytes_down"`
-	Outcome      string `json:"outcome"`
-	Error        string `json:"error,omitempty"`
-}
-
-func toJSON(s *store.Session) sessionJSON {
-	ts := func(t time.Time) string {
-		if t.IsZero() {
-			return ""
-		}
-		return t.UTC().Format(time.RFC3339Nano)
-	}
-	return sessionJSON{
-		ID: s.ID, Workload: s.Workload, Target: s.Target, Protocol: s.Protocol,
-		OrigDst: s.OrigDst, Client: s.Client, PID: s.PID, TID: s.TID,
-		ProcessStart: ts(s.ProcessStart), UID: s.UID, GID: s.GID,
-		CgroupID: s.CgroupID, CgroupPath: s.CgroupPath, Exe: s.Exe, Comm: s.Comm,
-		Started: ts(s.Started), Ended: ts(s.Ended), BytesUp: s.BytesUp, BytesDown: s.BytesDown,
-		Outcome: string(s.Outcome), Error: s.Error,
-	}
-}
-
 func filterOf(c *cli.Context) store.Filter {
 	f := store.Filter{Workload: c.String("workload"), Target: c.String("target"), Outcome: c.String("outcome"), Limit: c.Int("limit")}
 	if t := c.Timestamp("since"); t != nil {
@@ -142,7 +100,7 @@ func listSessions(c *cli.Context) error {
 	f := filterOf(c)
 	if c.Bool("json") {
 		enc := json.NewEncoder(os.Stdout)
-		return db.Sessions(c.Context, f, func(s *store.Session) error { return enc.Encode(toJSON(s)) })
+		return db.Sessions(c.Context, f, func(s *store.Session) error { return enc.Encode(s.View()) })
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTARTED\tWORKLOAD\tTARGET\tORIG DST\tPID\tUID\tEXE\tUP\tDOWN\tOUTCOME\tERROR")
@@ -180,5 +138,5 @@ func showSession(c *cli.Context) error {
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(toJSON(s))
+	return enc.Encode(s.View())
 }
