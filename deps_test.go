@@ -13,15 +13,16 @@ const module = "github.com/loopgate/loopgate"
 func TestImportRules(t *testing.T) {
 	t.Parallel()
 	allowed := map[string][]string{
-		"bpf":          {},
-		"policy":       {},
-		"store/event":  {},
-		"store":        {"store/event"},
-		"intercept":    {"bpf"},
-		"l7":           {"policy", "store/event"},
-		"l7/tcp":       {"l7", "policy", "store/event"},
-		"l7/l7test":    {"l7", "policy", "store/event"},
-		"tests/lgtest": {},
+		"bpf":             {},
+		"policy":          {},
+		"policy/sqlclass": {},
+		"store/event":     {},
+		"store":           {"store/event"},
+		"intercept":       {"bpf"},
+		"l7":              {"policy", "store/event"},
+		"l7/tcp":          {"l7", "policy", "store/event"},
+		"l7/l7test":       {"l7", "policy", "store/event"},
+		"tests/lgtest":    {},
 	}
 	// No cgo SQLite in protocol packages.
 	forbiddenExternal := map[string][]string{

@@ -1,0 +1,135 @@
+package sqlclass
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	prepared := func(name string) ([]string, bool) {
+		if name == "wipe" {
+			return []string{Write, UnboundedWrite}, true
+		}
+		return nil, false
+	}
+	tests := []struct {
+		name string
+		sql  string
+		want []string
+	}{
+		{"select", "SELECT * FROM users WHERE id = 1", []string{Read}},
+		{"insert", "INSERT INTO t VALUES (1)", []string{Write}},
+		{"update bounded", "UPDATE t SET a = 1 WHERE id = 2", []string{Write}},
+		{"update unbounded", "UPDATE t SET a = 1", []string{UnboundedWrite, Write}},
+		{"delete where true", "DELETE FROM t WHERE true", []string{UnboundedWrite, Write}},
+		{"delete where 1=1", "DELETE FROM t WHERE 1 = 1", []string{UnboundedWrite, Write}},
+		{"delete bounded", "DELETE FROM t WHERE id = $1", []string{Write}},
+		{"cte read+delete", "WITH d AS (DELETE FROM t WHERE id < 5 RETURNING *) SELECT * FROM d", []string{Read, Write}},
+		{"ddl", "CREATE TABLE x (a int)", []string{DDL}},
+		{"alter", "ALTER TABLE x ADD COLUMN b int", []string{DDL}},
+		{"index", "CREATE INDEX ON x (a)", []string{DDL}},
+		{"drop", "DROP TABLE x", []string{Drop}},
+		{"truncate", "TRUNCATE x", []string{Drop}},
+		{"copy to stdout", "COPY t TO STDOUT", []string{Copy, Read}},
+		{"copy from stdin", "COPY t FROM STDIN", []string{Copy, Write}},
+		{"copy program", "COPY t FROM PROGRAM 'curl evil'", []string{Copy, CopyProgram, Write}},
+		{"copy server file", "COPY t TO '/tmp/x'", []string{Copy, Read, ServerFile}},
+		{"copy query", "COPY (DELETE FROM t RETURNING *) TO STDOUT", []string{Copy, UnboundedWrite, Write}},
+		{"server file fn", "SELECT pg_read_file('/etc/passwd')", []string{Read, ServerFile}},
+		{"qualified server file fn", "select PG_CATALOG.Pg_Read_File('/etc/passwd')", []string{Read, ServerFile}},
+		{"lo_export", "SELECT lo_export(1234, '/tmp/x')", []string{Read, ServerFile}},
+		{"grant", "GRANT ALL ON t TO bob", []string{Privilege}},
+		{"create role", "CREATE ROLE evil SUPERUSER", []string{Privilege}},
+		{"alter role", "ALTER ROLE app PASSWORD 'x'", []string{Privilege}},
+		{"set role", "SET ROLE postgres", []string{SetRole}},
+		{"set session authorization", "SET SESSION AUTHORIZATION postgres", []string{SetRole}},
+		{"reset all", "RESET ALL", []string{SetRole}},
+		{"set_config role", "SELECT set_config('role', 'postgres', false)", []string{Read, SetRole}},
+		{"set_config dynamic", "SELECT set_config($1, 'x', false)", []string{Read, SetRole}},
+		{"set work_mem", "SET work_mem = '64MB'", []string{Session}},
+		{"show", "SHOW search_path", []string{Session}},
+		{"do", "DO $$ BEGIN DROP TABLE t; END $$", []string{Procedural}},
+		{"call", "CALL p()", []string{Procedural}},
+		{"begin", "BEGIN", []string{Transaction}},
+		{"commit", "COMMIT", []string{Transaction}},
+		{"savepoint", "SAVEPOINT a", []string{Transaction}},
+		{"explain", "EXPLAIN DELETE FROM t", []string{Read}},
+		{"explain analyze", "EXPLAIN ANALYZE DELETE FROM t", []string{UnboundedWrite, Write}},
+		{"explain (analyze)", "EXPLAIN (ANALYZE, BUFFERS) UPDATE t SET a = 1", []string{UnboundedWrite, Write}},
+		{"select into", "SELECT * INTO newt FROM t", []string{DDL, Read}},
+		{"for update", "SELECT * FROM t WHERE id = 1 FOR UPDATE", []string{Read, Write}},
+		{"ctas", "CREATE TABLE x AS SELECT * FROM t", []string{DDL, Read}},
+		{"notify", "NOTIFY ch, 'payload'", []string{Write}},
+		{"pg_notify", "SELECT pg_notify('ch', 'x')", []string{Read, Write}},
+		{"listen", "LISTEN ch", []string{Session}},
+		{"parse error", "SELEC 1", []string{Unknown}},
+		{"empty", "", []string{Session}},
+		{"multi", "SELECT 1; DROP TABLE t", []string{Drop, Read}},
+		{"prepare", "PREPARE p AS DELETE FROM t", []string{Session}},
+		{"execute known", "EXECUTE wipe", []string{UnboundedWrite, Write}},
+		{"execute unknown", "EXECUTE nope(1)", []string{Unknown}},
+		{"terminate", "SELECT pg_terminate_backend(123)", []string{Privilege, Read}},
+		{"query_to_xml", "SELECT query_to_xml('DROP TABLE t', true, true, '')", []string{Procedural, Read}},
+		// Evasions of a deny on drop.
+		{"comment", "/* harmless */ DROP /* really */ TABLE t -- x", []string{Drop}},
+		{"case", "dRoP tAbLe t", []string{Drop}},
+		{"quoted ident", `DROP TABLE "Users"`, []string{Drop}},
+		{"dollar quoting", "SELECT $x$; DROP TABLE t; $x$", []string{Read}},
+		{"E string", `SELECT E'\'; DROP TABLE t; --'`, []string{Read}},
+		{"E string then drop", `SELECT E'\''; DROP TABLE t`, []string{Drop, Read}},
+		{"function wrapping drop (sql)", "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DROP TABLE t'", []string{DDL, Drop}},
+		{"function wrapping drop (plpgsql)", "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN IF 1 > 0 THEN DROP TABLE t; END IF; END $$", []string{DDL, Drop, Procedural, Read}},
+		{"function with dynamic sql", "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'DR' || 'OP TABLE t'; END $$", []string{DDL, Procedural, Read, Unknown}},
+		{"function in C", "CREATE FUNCTION f() RETURNS void LANGUAGE c AS 'lib', 'sym'", []string{DDL, Procedural}},
+		{"sql-standard body", "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC DELETE FROM t WHERE a = 1; SELECT 1; END", []string{DDL, Read, Write}},
+	}
+	var c Classifier
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := c.Classify(tc.sql, prepared)
+			if !slices.Equal(r.Classes, tc.want) {
+				t.Errorf("Classify(%q) = %v (err %v), want %v", tc.sql, r.Classes, r.Err, tc.want)
+			}
+		})
+	}
+}
+
+func TestStatementsSplit(t *testing.T) {
+	t.Parallel()
+	var c Classifier
+	r := c.Classify("SELECT 1;  PREPARE p AS UPDATE t SET a = 1 ; DROP TABLE t", nil)
+	if len(r.Statements) != 3 {
+		t.Fatalf("statements = %+v", r.Statements)
+	}
+	if r.Statements[1].Text != "PREPARE p AS UPDATE t SET a = 1" || r.Statements[1].Prepares != "p" ||
+		!slices.Equal(r.Statements[1].Inner, []string{UnboundedWrite, Write}) {
+		t.Errorf("prepare = %+v", r.Statements[1])
+	}
+	if r.Statements[2].Text != "DROP TABLE t" {
+		t.Errorf("text = %q", r.Statements[2].Text)
+	}
+}
+
+// FuzzClassify: any input yields at least one class, never panics, and a
+// parse failure is always unknown.
+func FuzzClassify(f *testing.F) {
+	for _, s := range []string{"SELECT 1", "DROP TABLE t; SELECT 1", "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN NULL; END $$", "COPY t FROM PROGRAM 'x'", "EXECUTE p", "WITH a AS (DELETE FROM t) SELECT 1"} {
+		f.Add(s)
+	}
+	var c Classifier
+	f.Fuzz(func(t *testing.T, sql string) {
+		if strings.ContainsRune(sql, 0) {
+			return // libpg_query takes C strings
+		}
+		r := c.Classify(sql, nil)
+		if len(r.Classes) == 0 {
+			t.Fatalf("no class for %q", sql)
+		}
+		if r.Err != nil && !slices.Equal(r.Classes, []string{Unknown}) {
+			t.Fatalf("parse error but classes %v", r.Classes)
+		}
+	})
+}
