@@ -78,6 +78,20 @@ func (s *Session) Decide(ctx context.Context, text string, classes ...string) po
 	return d
 }
 
+// Policy returns the current config.
+func (s *Session) Policy() *policy.Config { return s.srv.Policy() }
+
+// Record appends events to the session's record, durably, in order.
+func (s *Session) Record(ctx context.Context, evs ...event.Event) error {
+	for i := range evs {
+		evs[i].SessionID = s.ID
+		if evs[i].Time.IsZero() {
+			evs[i].Time = time.Now()
+		}
+	}
+	return s.srv.Recorder.AppendEvents(ctx, evs...)
+}
+
 // Admit notes classes the session now holds open (a TCP connection holds
 // "connect"): a reload re-decides them and cuts the session off if the new
 // policy no longer allows them.

@@ -473,6 +473,21 @@ func (c *Config) Decide(s *Subject, classes []string) Decision {
 	return Decision{Action: Deny, Reason: fmt.Sprintf("no rule lets workload %s use target %s (default deny)", s.Workload, s.Target.Name)}
 }
 
+// Admit decides whether subject may open a session on its target at all:
+// a rule must name the workload and the target, and a workload that needs
+// an OIDC token must have presented one. Commands are decided later, one by
+// one, with Decide.
+func (c *Config) Admit(s *Subject) Decision {
+	d := c.Decide(s, []string{admitClass})
+	if d.RuleID != "" {
+		d.Action, d.Class, d.Reason = Allow, "", fmt.Sprintf("rule %s covers workload %s on target %s", d.RuleID, s.Workload, s.Target.Name)
+	}
+	return d
+}
+
+// admitClass is a class no rule can name, used to find the matching rule.
+const admitClass = "\x00admit"
+
 func (r *Rule) action(class string) Action {
 	switch {
 	case slices.Contains(r.Deny, class):

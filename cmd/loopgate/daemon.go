@@ -15,8 +15,10 @@ import (
 
 	"github.com/loopgate/loopgate/intercept"
 	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/l7/postgres"
 	"github.com/loopgate/loopgate/l7/tcp"
 	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/policy/sqlclass"
 	"github.com/loopgate/loopgate/store"
 )
 
@@ -135,11 +137,14 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 
 	srv := &l7.Server{
 		Accepters: accepters,
-		Handlers:  map[string]l7.Handler{policy.ProtocolTCP: &tcp.Handler{}},
-		Recorder:  db,
-		Log:       d.log,
-		Drain:     d.drain,
-		Policy:    d.cfg.Load,
+		Handlers: map[string]l7.Handler{
+			policy.ProtocolTCP:      &tcp.Handler{},
+			policy.ProtocolPostgres: &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil)},
+		},
+		Recorder: db,
+		Log:      d.log,
+		Drain:    d.drain,
+		Policy:   d.cfg.Load,
 	}
 	d.srv = srv
 	hup := make(chan os.Signal, 1)

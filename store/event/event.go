@@ -65,6 +65,7 @@ const (
 	KindSessionClose Kind = "session_close"
 	KindDecision     Kind = "decision"
 	KindCommand      Kind = "command"
+	KindResult       Kind = "result"
 	KindRevoked      Kind = "revoked"
 	KindNote         Kind = "note"
 )

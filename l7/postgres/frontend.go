@@ -1,0 +1,85 @@
+package postgres
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Limits on what the agent may send.
+const (
+	// maxStartupBody bounds messages before login (startup, password).
+	maxStartupBody = 64 << 10
+	// maxMessageBody bounds every later message: PostgreSQL's own limit on
+	// one value is 1 GiB.
+	maxMessageBody = 1 << 30
+)
+
+// startup is what the agent asked for before login.
+type startup struct {
+	params map[string]string
+	cancel *pgproto3.CancelRequest // set for a cancel connection
+}
+
+// readStartup answers SSL and GSS encryption requests with 'N' (loopgate
+// speaks plaintext on loopback only) and returns the StartupMessage or
+// CancelRequest.
+func readStartup(be *pgproto3.Backend, conn net.Conn) (*startup, error) {
+	sawSSL, sawGSS := false, false
+	for {
+		msg, err := be.ReceiveStartupMessage()
+		if err != nil {
+			return nil, fmt.Errorf("read startup: %w", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.SSLRequest:
+			if sawSSL {
+				return nil, errors.New("read startup: second SSLRequest")
+			}
+			sawSSL = true
+			if _, err := conn.Write([]byte{'N'}); err != nil {
+				return nil, fmt.Errorf("answer SSLRequest: %w", err)
+			}
+		case *pgproto3.GSSEncRequest:
+			if sawGSS {
+				return nil, errors.New("read startup: second GSSENCRequest")
+			}
+			sawGSS = true
+			if _, err := conn.Write([]byte{'N'}); err != nil {
+				return nil, fmt.Errorf("answer GSSENCRequest: %w", err)
+			}
+		case *pgproto3.StartupMessage:
+			params := make(map[string]string, len(m.Parameters))
+			for k, v := range m.Parameters {
+				params[k] = v
+			}
+			return &startup{params: params}, nil
+		case *pgproto3.CancelRequest:
+			return &startup{cancel: &pgproto3.CancelRequest{ProcessID: m.ProcessID, SecretKey: append([]byte(nil), m.SecretKey...)}}, nil
+		default:
+			return nil, fmt.Errorf("read startup: unexpected %T", msg)
+		}
+	}
+}
+
+// readPassword asks the agent for a cleartext password (its OIDC token).
+func readPassword(be *pgproto3.Backend) (string, error) {
+	be.Send(&pgproto3.AuthenticationCleartextPassword{})
+	if err := be.Flush(); err != nil {
+		return "", err
+	}
+	if err := be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
+		return "", err
+	}
+	msg, err := be.Receive()
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	pm, ok := msg.(*pgproto3.PasswordMessage)
+	if !ok {
+		return "", fmt.Errorf("read password: got %T", msg)
+	}
+	return pm.Password, nil
+}

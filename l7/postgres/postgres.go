@@ -1,0 +1,154 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/policy/sqlclass"
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// Handler serves PostgreSQL sessions. It is safe for concurrent use; one
+// Handler serves every postgres target so cancel keys resolve across
+// sessions.
+type Handler struct {
+	// Classifier sorts SQL into classes; nil uses a private one.
+	Classifier *sqlclass.Classifier
+	// Verifier checks OIDC tokens presented as passwords; nil refuses
+	// workloads that need one.
+	Verifier *policy.Verifier
+
+	cancels    cancelKeys
+	defaultCls sqlclass.Classifier
+}
+
+func (h *Handler) classifier() *sqlclass.Classifier {
+	if h.Classifier != nil {
+		return h.Classifier
+	}
+	return &h.defaultCls
+}
+
+// countingConn counts bytes read and written.
+type countingConn struct {
+	net.Conn
+	read, written atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// Serve runs one PostgreSQL session.
+func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.Result, error) {
+	client := &countingConn{Conn: conn}
+	result := func() l7.Result { return l7.Result{BytesUp: client.read.Load(), BytesDown: client.written.Load()} }
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	be := pgproto3.NewBackend(client, client)
+	be.SetMaxBodyLen(maxStartupBody)
+	conn.SetDeadline(time.Now().Add(30 * time.Second)) // login must not linger
+	st, err := readStartup(be, client)
+	if err != nil {
+		return result(), err
+	}
+	if st.cancel != nil {
+		err := h.cancels.cancel(ctx, st.cancel)
+		s.Record(ctx, event.Event{Kind: event.KindCommand, Text: "cancel request", Error: errString(err)})
+		return result(), err
+	}
+	refuse := func(code, msg string, cause error) (l7.Result, error) {
+		be.Send(fatal(code, msg))
+		be.Flush()
+		return result(), cause
+	}
+
+	// Who may open a session at all, and with what token.
+	cfg := s.Policy()
+	if w, ok := cfg.WorkloadByName(s.Subject.Workload); ok && w.Token != nil {
+		tok, err := readPassword(be)
+		if err != nil {
+			return result(), err
+		}
+		if err := cfg.Authenticate(ctx, h.Verifier, s.Subject, tok); err != nil {
+			msg := "loopgate: OIDC token refused: " + err.Error()
+			d := policy.Decision{Action: policy.Deny, Reason: msg}
+			s.Record(ctx, event.Event{Kind: event.KindDecision, Text: "connect", Decision: string(d.Action), Error: msg})
+			return refuse(codeInvalidPassword, msg, &l7.DeniedError{Decision: d})
+		}
+	}
+	ad := cfg.Admit(s.Subject)
+	ev := event.Event{Kind: event.KindDecision, Text: "connect", Decision: string(ad.Action), RuleID: ad.RuleID}
+	if ad.Action != policy.Allow {
+		ev.Error = ad.Reason
+	}
+	if err := s.Record(ctx, ev); err != nil {
+		return refuse(codeConnectionFailure, "loopgate: session could not be recorded", err)
+	}
+	if ad.Action != policy.Allow {
+		return refuse(codeInvalidAuthorization, "loopgate: "+ad.Reason, &l7.DeniedError{Decision: ad})
+	}
+
+	hj, err := connectUpstream(ctx, s.Subject.Target, s.Subject.OrigDst.String(), st.params)
+	if err != nil {
+		var sr *startupRefused
+		if errors.As(err, &sr) {
+			return refuse(sr.code, sr.msg, err)
+		}
+		return refuse(codeConnectionFailure, "loopgate: cannot reach the database", err)
+	}
+	up := &countingConn{Conn: hj.Conn}
+	defer up.Close()
+	stopUp := context.AfterFunc(ctx, func() { hj.Conn.SetDeadline(time.Unix(1, 0)) })
+	defer stopUp()
+
+	pid, secret := h.cancels.issue(cancelTarget{addr: s.Subject.OrigDst.String(), pid: hj.PID, realSecret: hj.SecretKey})
+	defer h.cancels.forget(pid)
+	be.Send(&pgproto3.AuthenticationOk{})
+	for k, v := range hj.ParameterStatuses {
+		be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
+	}
+	be.Send(&pgproto3.BackendKeyData{ProcessID: pid, SecretKey: secret})
+	tx := hj.TxStatus
+	if tx == 0 {
+		tx = 'I'
+	}
+	be.Send(&pgproto3.ReadyForQuery{TxStatus: tx})
+	if err := be.Flush(); err != nil {
+		return result(), err
+	}
+	conn.SetDeadline(time.Time{})
+	be.SetMaxBodyLen(maxMessageBody)
+	s.Admit() // statements are decided one by one; nothing to re-check at connect level
+	s.Log.Info("postgres session ready", "database", st.params["database"], "user", st.params["user"], "backend_pid", hj.PID)
+
+	r := newRelay(ctx, h, s, be, client, up)
+	err = r.run()
+	if ctx.Err() != nil {
+		return result(), context.Cause(ctx)
+	}
+	return result(), err
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

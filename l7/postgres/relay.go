@@ -1,0 +1,621 @@
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/policy/sqlclass"
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// maxResponseBody bounds one message from the target (PostgreSQL's own
+// limit on a row is 1 GiB).
+const maxResponseBody = 1<<30 + 1<<20
+
+// command is one statement on its way through the target: decided,
+// forwarded, waiting for its completion message.
+type command struct {
+	text     string
+	params   string
+	classes  []string
+	decision policy.Decision
+	injected bool // a denial raised in its place
+	start    time.Time
+	rows     int64
+	// ready is the ReadyForQuery (counted from the session's start) that
+	// closes the cycle this command belongs to.
+	ready int64
+}
+
+// batched is one extended-protocol message held until Sync or Flush.
+type batched struct {
+	raw  []byte   // encoded message, ours (pgproto3's buffers are reused)
+	exec *command // set for Execute
+	sync bool
+}
+
+type portal struct {
+	stmt   string
+	params string
+}
+
+// relay pumps messages both ways for one session.
+//
+// The agent-side goroutine (run) owns be, upw, batch, stmts, portals,
+// sqlPrepared and sent. The target-side goroutine owns cw and br. mu guards
+// pending, drop and seen, shared by both.
+type relay struct {
+	ctx    context.Context
+	h      *Handler
+	s      *l7.Session
+	be     *pgproto3.Backend
+	client *countingConn
+	up     *countingConn
+	upw    *bufio.Writer
+
+	batch       []batched
+	skipToSync  bool
+	stmts       map[string]prepared // protocol-level prepared statements
+	portals     map[string]portal
+	sqlPrepared map[string][]string // SQL-level PREPARE name -> classes
+	sent        int64               // cycles sent (each ends in one ReadyForQuery)
+
+	mu      sync.Mutex
+	pending []*command
+	drop    []byte // injected responses to swallow, in order
+	seen    int64  // ReadyForQuery messages seen
+
+	results chan event.Event
+}
+
+type prepared struct {
+	text    string
+	classes []string
+}
+
+func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backend, client, up *countingConn) *relay {
+	return &relay{
+		ctx: ctx, h: h, s: s, be: be, client: client, up: up,
+		upw:         bufio.NewWriterSize(up, 64<<10),
+		stmts:       map[string]prepared{},
+		portals:     map[string]portal{},
+		sqlPrepared: map[string][]string{},
+		results:     make(chan event.Event, 256),
+	}
+}
+
+// run relays until either side ends. It returns the first error that was
+// not an ordinary end of session.
+func (r *relay) run() error {
+	var wg sync.WaitGroup
+	wg.Go(r.recordResults)
+	var downErr error
+	var down sync.WaitGroup
+	down.Go(func() {
+		downErr = r.fromTarget()
+		r.client.SetReadDeadline(time.Unix(1, 0)) // stop the agent side
+	})
+	upErr := r.fromAgent()
+	r.up.SetReadDeadline(time.Unix(1, 0))
+	down.Wait()
+	close(r.results)
+	wg.Wait()
+	if upErr != nil && !isEnd(upErr) {
+		return upErr
+	}
+	if downErr != nil && !isEnd(downErr) {
+		return downErr
+	}
+	return nil
+}
+
+func isEnd(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.As(err, &ne) && ne.Timeout() || isReset(err)
+}
+
+// recordResults appends command results as they complete, batching what
+// has queued up, so the relay never waits for the disk on the way back.
+func (r *relay) recordResults() {
+	ctx := context.WithoutCancel(r.ctx)
+	for ev := range r.results {
+		batch := []event.Event{ev}
+	more:
+		for len(batch) < 128 {
+			select {
+			case e, ok := <-r.results:
+				if !ok {
+					break more
+				}
+				batch = append(batch, e)
+			default:
+				break more
+			}
+		}
+		if err := r.s.Record(ctx, batch...); err != nil {
+			r.s.Log.Error("command results not recorded", "err", err, "count", len(batch))
+		}
+	}
+}
+
+// fromAgent reads the agent's messages, decides, and forwards.
+func (r *relay) fromAgent() error {
+	for {
+		msg, err := r.be.Receive()
+		if err != nil {
+			return err
+		}
+		if r.skipToSync {
+			if _, ok := msg.(*pgproto3.Sync); !ok {
+				continue
+			}
+			r.skipToSync = false
+		}
+		switch m := msg.(type) {
+		case *pgproto3.Query:
+			if err := r.flushBatch(); err != nil {
+				return err
+			}
+			if err := r.query(m.String); err != nil {
+				return err
+			}
+		case *pgproto3.Parse:
+			res := r.h.classifier().Classify(m.Query, r.lookupSQLPrepared)
+			r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes}
+			r.hold(m, nil, false)
+		case *pgproto3.Bind:
+			r.portals[m.DestinationPortal] = portal{stmt: m.PreparedStatement, params: formatParams(m)}
+			r.hold(m, nil, false)
+		case *pgproto3.Describe:
+			r.hold(m, nil, false)
+		case *pgproto3.Close:
+			r.hold(m, nil, false)
+		case *pgproto3.Execute:
+			p := r.portals[m.Portal]
+			st, ok := r.stmts[p.stmt]
+			classes := st.classes
+			if !ok {
+				classes = []string{sqlclass.Unknown}
+			}
+			c := &command{text: st.text, params: p.params, classes: classes}
+			c.decision = r.s.Policy().Decide(r.s.Subject, classes)
+			r.hold(m, c, false)
+		case *pgproto3.Sync:
+			r.hold(m, nil, true)
+			if err := r.flushBatch(); err != nil {
+				return err
+			}
+		case *pgproto3.Flush:
+			r.hold(m, nil, false)
+			if err := r.flushBatch(); err != nil {
+				return err
+			}
+		case *pgproto3.FunctionCall:
+			if err := r.flushBatch(); err != nil {
+				return err
+			}
+			if err := r.functionCall(m); err != nil {
+				return err
+			}
+		case *pgproto3.CopyData:
+			if err := r.forward(m); err != nil {
+				return err
+			}
+			if err := r.upw.Flush(); err != nil {
+				return err
+			}
+		case *pgproto3.CopyDone, *pgproto3.CopyFail:
+			if err := r.forward(msg); err != nil {
+				return err
+			}
+			if err := r.upw.Flush(); err != nil {
+				return err
+			}
+		case *pgproto3.Terminate:
+			r.forward(m)
+			r.upw.Flush()
+			return nil
+		default:
+			r.be.Send(fatal(codeProtocolViolation, fmt.Sprintf("loopgate: unexpected message %T", msg)))
+			r.be.Flush()
+			return fmt.Errorf("protocol violation: unexpected %T", msg)
+		}
+	}
+}
+
+func (r *relay) lookupSQLPrepared(name string) ([]string, bool) {
+	ks, ok := r.sqlPrepared[name]
+	return ks, ok
+}
+
+// forward encodes msg into the upstream buffer.
+func (r *relay) forward(msg pgproto3.FrontendMessage) error {
+	buf, err := msg.Encode(nil)
+	if err != nil {
+		return err
+	}
+	_, err = r.upw.Write(buf)
+	return err
+}
+
+func (r *relay) hold(msg pgproto3.FrontendMessage, exec *command, sync bool) {
+	buf, err := msg.Encode(nil)
+	if err != nil {
+		// Encoding what was just decoded cannot fail; be loud if it does.
+		panic(fmt.Sprintf("re-encode %T: %v", msg, err))
+	}
+	r.batch = append(r.batch, batched{raw: buf, exec: exec, sync: sync})
+}
+
+// record durably records decided commands before they are forwarded: no
+// record, no forward.
+func (r *relay) record(cmds ...*command) error {
+	evs := make([]event.Event, 0, len(cmds))
+	for _, c := range cmds {
+		ev := event.Event{Kind: event.KindCommand, Text: c.text, Params: c.params,
+			Decision: string(c.decision.Action), RuleID: c.decision.RuleID}
+		if c.decision.Action != policy.Allow {
+			ev.Error = c.decision.Reason
+		}
+		evs = append(evs, ev)
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	return r.s.Record(r.ctx, evs...)
+}
+
+// query handles a simple-protocol Query: every statement in the string is
+// classified; if any is not allowed, the whole string is replaced.
+func (r *relay) query(sql string) error {
+	res := r.h.classifier().Classify(sql, r.lookupSQLPrepared)
+	c := &command{text: sql, classes: res.Classes}
+	c.decision = r.s.Policy().Decide(r.s.Subject, res.Classes)
+	if c.decision.Action != policy.Allow {
+		return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseSQL(denyMessage(c), denyHint(c))}) })
+	}
+	if err := r.record(c); err != nil {
+		return r.recordFailed(err)
+	}
+	for _, st := range res.Statements {
+		if st.Prepares != "" {
+			r.sqlPrepared[st.Prepares] = st.Inner
+		}
+	}
+	n := len(res.Statements)
+	if n == 0 {
+		n = 1 // EmptyQueryResponse
+	}
+	cmds := make([]*command, n)
+	for i := range cmds {
+		cmds[i] = &command{text: sql, classes: res.Classes, decision: c.decision}
+		if i < len(res.Statements) {
+			cmds[i].text = res.Statements[i].Text
+		}
+	}
+	r.push(cmds, nil)
+	if err := r.forward(&pgproto3.Query{String: sql}); err != nil {
+		return err
+	}
+	return r.upw.Flush()
+}
+
+// functionCall handles the legacy FunctionCall message: which function it
+// calls (by OID) is opaque, so it is class unknown.
+func (r *relay) functionCall(m *pgproto3.FunctionCall) error {
+	c := &command{text: fmt.Sprintf("function call oid %d", m.Function), classes: []string{sqlclass.Unknown}}
+	c.decision = r.s.Policy().Decide(r.s.Subject, c.classes)
+	if c.decision.Action != policy.Allow {
+		return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseSQL(denyMessage(c), denyHint(c))}) })
+	}
+	if err := r.record(c); err != nil {
+		return r.recordFailed(err)
+	}
+	r.push([]*command{c}, nil)
+	if err := r.forward(m); err != nil {
+		return err
+	}
+	return r.upw.Flush()
+}
+
+// deny records a denied simple command and sends its replacement.
+func (r *relay) deny(c *command, send func() error) error {
+	if err := r.record(c); err != nil {
+		return r.recordFailed(err)
+	}
+	c.injected = true
+	r.push([]*command{c}, nil)
+	if err := send(); err != nil {
+		return err
+	}
+	return r.upw.Flush()
+}
+
+// recordFailed ends the session: a command that cannot be recorded is not
+// forwarded.
+func (r *relay) recordFailed(err error) error {
+	r.be.Send(fatal(codeConnectionFailure, "loopgate: the session could not be recorded; ending it"))
+	r.be.Flush()
+	return fmt.Errorf("record command: %w", err)
+}
+
+// push queues commands awaiting completion in the next cycle (they end at
+// the next ReadyForQuery), and response types to swallow.
+func (r *relay) push(cmds []*command, drop []byte) {
+	r.sent++
+	now := time.Now()
+	r.mu.Lock()
+	for _, c := range cmds {
+		c.start, c.ready = now, r.sent
+		r.pending = append(r.pending, c)
+	}
+	r.drop = append(r.drop, drop...)
+	r.mu.Unlock()
+}
+
+// flushBatch forwards held extended-protocol messages. If an Execute in it
+// is not allowed, the messages before it go through, the Execute is
+// replaced by a Parse/Bind/Execute of a raising DO block (whose
+// ParseComplete and BindComplete are swallowed), and the rest up to Sync is
+// dropped, as the server would skip it after an error.
+func (r *relay) flushBatch() error {
+	if len(r.batch) == 0 {
+		return nil
+	}
+	batch := r.batch
+	r.batch = nil
+	var cmds []*command
+	denied := -1
+	for i, b := range batch {
+		if b.exec == nil {
+			continue
+		}
+		cmds = append(cmds, b.exec)
+		if b.exec.decision.Action != policy.Allow {
+			denied = i
+			break
+		}
+	}
+	if err := r.record(cmds...); err != nil {
+		return r.recordFailed(err)
+	}
+	endsWithSync := batch[len(batch)-1].sync
+	if denied < 0 {
+		for _, b := range batch {
+			r.upw.Write(b.raw)
+		}
+		r.queue(cmds, nil, endsWithSync)
+		return r.upw.Flush()
+	}
+	for _, b := range batch[:denied] {
+		r.upw.Write(b.raw)
+	}
+	c := batch[denied].exec
+	c.injected = true
+	sql := raiseSQL(denyMessage(c), denyHint(c))
+	r.forward(&pgproto3.Parse{Query: sql})
+	r.forward(&pgproto3.Bind{})
+	r.forward(&pgproto3.Execute{})
+	if endsWithSync {
+		r.upw.Write(batch[len(batch)-1].raw)
+	} else {
+		// The server now skips to the agent's Sync; so do we.
+		r.forward(&pgproto3.Flush{})
+		r.skipToSync = true
+	}
+	r.queue(cmds, []byte{'1', '2'}, endsWithSync)
+	return r.upw.Flush()
+}
+
+// queue is push for a batch: only a batch that ends in Sync starts a new
+// cycle; commands of one that does not end with the next ReadyForQuery.
+func (r *relay) queue(cmds []*command, drop []byte, sync bool) {
+	if sync {
+		r.push(cmds, drop)
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	for _, c := range cmds {
+		c.start, c.ready = now, r.sent+1
+		r.pending = append(r.pending, c)
+	}
+	r.drop = append(r.drop, drop...)
+	r.mu.Unlock()
+}
+
+// fromTarget frames the target's messages and passes them on, decoding only
+// those that end a command; DataRow bodies are streamed, never held whole.
+func (r *relay) fromTarget() error {
+	br := bufio.NewReaderSize(r.up, 64<<10)
+	cw := bufio.NewWriterSize(r.client, 64<<10)
+	var hdr [5]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			cw.Flush()
+			return err
+		}
+		typ := hdr[0]
+		n := int64(binary.BigEndian.Uint32(hdr[1:])) - 4
+		if n < 0 || n > maxResponseBody {
+			return fmt.Errorf("target sent a %q message of %d bytes", typ, n)
+		}
+		r.mu.Lock()
+		swallow := len(r.drop) > 0 && r.drop[0] == typ
+		if swallow {
+			r.drop = r.drop[1:]
+		}
+		r.mu.Unlock()
+		if swallow {
+			if _, err := br.Discard(int(n)); err != nil {
+				return err
+			}
+			continue
+		}
+		switch typ {
+		case 'D': // DataRow: count, stream through
+			r.mu.Lock()
+			if len(r.pending) > 0 {
+				r.pending[0].rows++
+			}
+			r.mu.Unlock()
+			cw.Write(hdr[:])
+			if _, err := io.CopyN(cw, br, n); err != nil {
+				return err
+			}
+		case 'C', 'I', 's', 'E', 'Z':
+			body := make([]byte, n)
+			if _, err := io.ReadFull(br, body); err != nil {
+				return err
+			}
+			out := r.complete(typ, body)
+			if out == nil {
+				cw.Write(hdr[:])
+				cw.Write(body)
+			} else {
+				cw.Write(out)
+			}
+		default:
+			cw.Write(hdr[:])
+			if _, err := io.CopyN(cw, br, n); err != nil {
+				return err
+			}
+		}
+		if br.Buffered() == 0 {
+			if err := cw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// complete accounts a message that ends a command or a cycle. It returns a
+// replacement encoding, or nil to pass the message through as it came.
+func (r *relay) complete(typ byte, body []byte) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if typ == 'Z' {
+		r.seen++
+		for len(r.pending) > 0 && r.pending[0].ready <= r.seen {
+			r.finish(r.pending[0], "", "not executed: an earlier statement failed")
+			r.pending = r.pending[1:]
+		}
+		return nil
+	}
+	if len(r.pending) == 0 {
+		return nil
+	}
+	c := r.pending[0]
+	r.pending = r.pending[1:]
+	switch typ {
+	case 'C':
+		r.finish(c, cstring(body), "")
+	case 'I':
+		r.finish(c, "EMPTY", "")
+	case 's':
+		r.finish(c, "SUSPENDED", "")
+	case 'E':
+		var e pgproto3.ErrorResponse
+		if err := e.Decode(body); err != nil {
+			r.finish(c, "", "undecodable error")
+			return nil
+		}
+		if c.injected {
+			// Our own denial: drop the PL/pgSQL context line that the
+			// DO block adds, so the agent sees loopgate's message alone.
+			r.finish(c, "", c.decision.Reason)
+			e.Where, e.Routine, e.File, e.Line = "", "", "", 0
+			out, err := e.Encode(nil)
+			if err == nil {
+				return out
+			}
+			return nil
+		}
+		r.finish(c, "", e.Code+": "+e.Message)
+	}
+	return nil
+}
+
+// finish queues the result record of a command. Called with mu held.
+func (r *relay) finish(c *command, tag, errText string) {
+	ev := event.Event{Kind: event.KindResult, Text: tag, Decision: string(c.decision.Action),
+		RuleID: c.decision.RuleID, Duration: time.Since(c.start), Rows: c.rows, Error: errText, Params: shorten(c.text, 200)}
+	select {
+	case r.results <- ev:
+	default:
+		// The recorder is behind; block rather than lose the record.
+		r.mu.Unlock()
+		r.results <- ev
+		r.mu.Lock()
+	}
+}
+
+func cstring(b []byte) string {
+	if i := indexByte(b, 0); i >= 0 {
+		return string(b[:i])
+	}
+	return string(b)
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func denyMessage(c *command) string {
+	return "loopgate: " + c.decision.Reason
+}
+
+func denyHint(c *command) string {
+	h := "statement classes: " + strings.Join(c.classes, ", ")
+	if c.decision.RuleID != "" {
+		h += "; rule " + c.decision.RuleID
+	}
+	return h
+}
+
+// formatParams renders bind parameters for the record: text values as
+// they are, binary ones as their length.
+func formatParams(b *pgproto3.Bind) string {
+	if len(b.Parameters) == 0 {
+		return ""
+	}
+	parts := make([]string, len(b.Parameters))
+	for i, p := range b.Parameters {
+		binary := len(b.ParameterFormatCodes) == 1 && b.ParameterFormatCodes[0] == 1 ||
+			i < len(b.ParameterFormatCodes) && len(b.ParameterFormatCodes) > 1 && b.ParameterFormatCodes[i] == 1
+		switch {
+		case p == nil:
+			parts[i] = "NULL"
+		case binary:
+			parts[i] = fmt.Sprintf("<binary %d bytes>", len(p))
+		default:
+			parts[i] = shorten(string(p), 200)
+		}
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,106 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/loopgate/loopgate/policy"
+)
+
+// startupRefused is an error the agent should see as a FATAL ErrorResponse.
+type startupRefused struct {
+	code, msg string
+}
+
+func (e *startupRefused) Error() string { return e.msg }
+
+// password reads a target's password from where the config says it is.
+func password(c policy.Credentials) (string, error) {
+	switch {
+	case c.PasswordFile != "":
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("read password file: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	case c.PasswordEnv != "":
+		v, ok := os.LookupEnv(c.PasswordEnv)
+		if !ok {
+			return "", fmt.Errorf("password env %s is not set", c.PasswordEnv)
+		}
+		return v, nil
+	}
+	return "", nil
+}
+
+// forwardedParams are startup parameters passed on to the target. Others
+// are dropped; "options" and "replication" refuse the session, since they
+// could set a role or bypass SQL altogether.
+var forwardedParams = map[string]bool{
+	"application_name": true, "client_encoding": true, "DateStyle": true, "TimeZone": true,
+	"extra_float_digits": true, "search_path": true, "IntervalStyle": true, "datestyle": true,
+	"timezone": true, "intervalstyle": true, "standard_conforming_strings": true,
+}
+
+// connectUpstream logs in to the target with the target's credentials and
+// hijacks the connection from pgconn.
+func connectUpstream(ctx context.Context, t *policy.Target, addr string, params map[string]string) (*pgconn.HijackedConn, error) {
+	if v := params["replication"]; v != "" && v != "false" && v != "0" {
+		return nil, &startupRefused{code: codeFeatureNotSupported, msg: "loopgate: replication connections are not allowed"}
+	}
+	if params["options"] != "" {
+		return nil, &startupRefused{code: codeFeatureNotSupported, msg: "loopgate: the startup parameter \"options\" is not allowed (it can set roles and settings around policy)"}
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	if i := strings.LastIndex(addr, ":"); i >= 0 {
+		host, port = strings.Trim(addr[:i], "[]"), addr[i+1:]
+	}
+	cfg, err := pgconn.ParseConfig("sslmode=disable")
+	if err != nil {
+		return nil, err
+	}
+	p, _ := strconv.ParseUint(port, 10, 16)
+	cfg.Host, cfg.Port = host, uint16(p)
+	cfg.Fallbacks = nil
+	cfg.User = t.Credentials.User
+	if cfg.User == "" {
+		cfg.User = params["user"]
+	}
+	if cfg.Password, err = password(t.Credentials); err != nil {
+		return nil, &startupRefused{code: codeConnectionFailure, msg: "loopgate: target credentials unavailable"}
+	}
+	cfg.Database = params["database"]
+	if cfg.Database == "" {
+		cfg.Database = params["user"]
+	}
+	cfg.RuntimeParams = map[string]string{}
+	for k, v := range params {
+		if forwardedParams[k] {
+			cfg.RuntimeParams[k] = v
+		}
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			return nil, &startupRefused{code: pgErr.Code, msg: pgErr.Message}
+		}
+		return nil, fmt.Errorf("connect upstream %s: %w", addr, err)
+	}
+	hj, err := pc.Hijack()
+	if err != nil {
+		pc.Close(ctx)
+		return nil, fmt.Errorf("hijack upstream: %w", err)
+	}
+	if n := hj.Frontend.ReadBufferLen(); n != 0 {
+		hj.Conn.Close()
+		return nil, fmt.Errorf("upstream sent %d bytes after ReadyForQuery", n)
+	}
+	return hj, nil
+}

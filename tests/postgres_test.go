@@ -1,0 +1,175 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/loopgate/loopgate/tests/lgtest"
+)
+
+// pgSetup is a real PostgreSQL server behind a daemon, with a database
+// "app" owned by role "app" whose password only the daemon knows.
+type pgSetup struct {
+	pg     *lgtest.Postgres
+	cfg    string
+	daemon *lgtest.Daemon
+	port   string
+}
+
+func newPGSetup(t *testing.T) *pgSetup {
+	t.Helper()
+	lgtest.RequireRoot(t)
+	pg := lgtest.StartPostgres(t)
+	appPass := "app-secret-" + strconv.Itoa(os.Getpid())
+	pg.MustExec(t, "CREATE ROLE app LOGIN PASSWORD '"+appPass+"'")
+	pg.MustExec(t, "CREATE DATABASE app OWNER app")
+	dir := t.TempDir()
+	passFile := filepath.Join(dir, "app.pass")
+	os.WriteFile(passFile, []byte(appPass+"\n"), 0o600)
+	s := &pgSetup{pg: pg, port: strconv.Itoa(pg.Port)}
+	s.cfg = lgtest.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:%d
+store: %s
+bpffs: %s
+daemon_cgroup: %s
+oidc:
+  - {issuer: "https://idp.invalid", audience: loopgate}
+targets:
+  - name: appdb
+    protocol: postgres
+    address: %s
+    credentials: {user: app, password_file: %s}
+workloads:
+  - name: agent
+    cgroup: %s/agent
+  - name: admin
+    cgroup: %s/admin
+  - name: signed
+    cgroup: %s/signed
+    token: {issuer: "https://idp.invalid", subject: "repo:acme"}
+  - name: stranger
+    cgroup: %s/stranger
+rules:
+  - id: agent-app
+    workloads: [agent, signed]
+    targets: [appdb]
+    allow: [read, write, transaction, session, copy]
+    approve: [unbounded-write]
+    deny: [ddl, drop, privilege, set-role, server-file, copy-program]
+  - id: admin-app
+    workloads: [admin]
+    targets: [appdb]
+    allow: ["*"]
+`, lgtest.FreePort(t), filepath.Join(dir, "loopgate.db"), lgtest.PinDir(t), lgtest.CgroupName(t)+"-daemon",
+		pg.Addr(), passFile, lgtest.CgroupName(t), lgtest.CgroupName(t)+"-b", lgtest.CgroupName(t)+"-c", lgtest.CgroupName(t)+"-d"))
+	s.daemon = lgtest.StartDaemon(t, s.cfg)
+	// Schema, made through loopgate by the admin workload.
+	s.psqlOK(t, "admin", `CREATE TABLE users (id int primary key, email text, ssn text);
+INSERT INTO users VALUES (1, 'ada@example.com', '123-45-6789'), (2, 'bob@example.com', '987-65-4321'), (3, 'cy@example.com', '555-12-3456');
+CREATE TABLE t (id int, v text);
+INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 10) g;`)
+	return s
+}
+
+// psql runs the real psql client in a workload against the real database
+// address; it knows no password. It returns stdout, stderr, exit code.
+func (s *pgSetup) psql(t *testing.T, workload string, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	full := append([]string{"psql", "-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p", s.port, "-U", "agent", "-d", "app"}, args...)
+	return lgtest.Run(t, s.cfg, workload, append([]string{"PGCONNECT_TIMEOUT=10"}, env...), nil, full...)
+}
+
+func (s *pgSetup) psqlOK(t *testing.T, workload, sql string) string {
+	t.Helper()
+	out, stderr, code := s.psql(t, workload, nil, "-v", "ON_ERROR_STOP=1", "-c", sql)
+	if code != 0 {
+		t.Fatalf("psql %q exited %d: %s", sql, code, stderr)
+	}
+	return strings.TrimSpace(out)
+}
+
+func TestPostgres(t *testing.T) {
+	s := newPGSetup(t)
+
+	t.Run("read through loopgate", func(t *testing.T) {
+		if got := s.psqlOK(t, "agent", "SELECT count(*) FROM users"); got != "3" {
+			t.Errorf("count = %q", got)
+		}
+		// The session ran as app, whatever user the agent claimed.
+		if got := s.psqlOK(t, "agent", "SELECT current_user"); got != "app" {
+			t.Errorf("current_user = %q", got)
+		}
+	})
+
+	for _, tc := range []struct {
+		name, sql, want string
+	}{
+		{"drop denied", "DROP TABLE t", "loopgate: drop denied by rule agent-app"},
+		{"ddl denied", "CREATE TABLE x (a int)", "loopgate: ddl denied by rule agent-app"},
+		{"multi-statement denied whole", "SELECT 1; DROP TABLE t", "drop denied"},
+		{"comment and case", "/* hi */ dRoP /**/ TABLE \"t\" -- x", "drop denied"},
+		{"set role", "SET ROLE postgres", "set-role denied"},
+		{"set_config role", "SELECT set_config('role', 'postgres', false)", "set-role denied"},
+		{"server file", "SELECT pg_read_file('/etc/passwd')", "server-file denied"},
+		{"function wrapping drop", "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DROP TABLE t'", "denied"},
+		{"unbounded delete needs approval", "DELETE FROM t", "unbounded-write needs approval"},
+		{"parse error is unknown", "SELEC 1", "unknown denied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := s.psql(t, "agent", nil, "-v", "VERBOSITY=verbose", "-c", tc.sql)
+			if code == 0 || !strings.Contains(stderr, "ERROR:  42501: "+tc.want) && !strings.Contains(stderr, tc.want) {
+				t.Errorf("code %d stderr %q, want 42501 %q", code, stderr, tc.want)
+			}
+			if !strings.Contains(stderr, "42501") {
+				t.Errorf("no SQLSTATE 42501 in %q", stderr)
+			}
+			if strings.Contains(stderr, "PL/pgSQL") {
+				t.Errorf("the raising DO block shows through: %q", stderr)
+			}
+		})
+	}
+	if got := s.pg.MustExecIn(t, "app", "SELECT count(*) FROM pg_tables WHERE tablename IN ('t', 'x')"); got != "1" {
+		t.Errorf("tables t, x: %s exist, want only t", got)
+	}
+
+	t.Run("denied inside a transaction aborts it like postgres", func(t *testing.T) {
+		out, stderr, _ := s.psql(t, "agent", nil, "-c", "BEGIN", "-c", "INSERT INTO t VALUES (100, 'x')", "-c", "DROP TABLE t",
+			"-c", "SELECT 1", "-c", "ROLLBACK", "-c", "SELECT count(*) FROM t WHERE id = 100")
+		if !strings.Contains(stderr, "drop denied") || !strings.Contains(stderr, "current transaction is aborted") {
+			t.Errorf("stderr = %q", stderr)
+		}
+		if !strings.HasSuffix(strings.TrimSpace(out), "0") {
+			t.Errorf("out = %q: the insert should have been rolled back", out)
+		}
+	})
+
+	t.Run("copy from stdin", func(t *testing.T) {
+		var data strings.Builder
+		for i := 200; i < 300; i++ {
+			fmt.Fprintf(&data, "%d\tcopied\n", i)
+		}
+		f := filepath.Join(t.TempDir(), "rows.tsv")
+		os.WriteFile(f, []byte(data.String()), 0o644)
+		s.psqlOK(t, "agent", `\copy t FROM '`+f+`'`)
+		if got := s.psqlOK(t, "agent", "SELECT count(*) FROM t WHERE v = 'copied'"); got != "100" {
+			t.Errorf("copied rows = %q", got)
+		}
+	})
+
+	t.Run("no rule, no session", func(t *testing.T) {
+		_, stderr, code := s.psql(t, "stranger", nil, "-c", "SELECT 1")
+		if code == 0 || !strings.Contains(stderr, "FATAL:  loopgate: no rule lets workload stranger use target appdb") {
+			t.Errorf("code %d stderr %q", code, stderr)
+		}
+	})
+
+	t.Run("token workload without a valid token", func(t *testing.T) {
+		_, stderr, code := s.psql(t, "signed", []string{"PGPASSWORD=not-a-token"}, "-c", "SELECT 1")
+		if code == 0 || !strings.Contains(stderr, "FATAL:  loopgate: OIDC token refused") {
+			t.Errorf("code %d stderr %q", code, stderr)
+		}
+	})
+}
