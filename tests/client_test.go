@@ -56,6 +56,10 @@ func clientMain() int {
 		res = benchRoundTrips(args)
 	case "connects": // connects N ADDR: connect+close N times
 		res = benchConnects(args)
+	case "pgx": // pgx DSN: extended protocol, pipelines, prepared statements
+		res = pgxScenario(args[0])
+	case "libpq": // libpq DSN: lib/pq through database/sql
+		res = libpqScenario(args[0])
 	default:
 		fmt.Fprintf(os.Stderr, "unknown LG_CLIENT mode %q\n", mode)
 		return 2

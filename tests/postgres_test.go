@@ -1,12 +1,16 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
@@ -170,6 +174,106 @@ func TestPostgres(t *testing.T) {
 		_, stderr, code := s.psql(t, "signed", []string{"PGPASSWORD=not-a-token"}, "-c", "SELECT 1")
 		if code == 0 || !strings.Contains(stderr, "FATAL:  loopgate: OIDC token refused") {
 			t.Errorf("code %d stderr %q", code, stderr)
+		}
+	})
+}
+
+func TestPostgresClients(t *testing.T) {
+	s := newPGSetup(t)
+	dsn := "postgres://agent@127.0.0.1:" + s.port + "/app?sslmode=disable&connect_timeout=10"
+
+	t.Run("pgx", func(t *testing.T) {
+		var r pgxResult
+		client(t, s.cfg, "agent", "", &r, "pgx", dsn)
+		if r.Err != "" {
+			t.Fatal(r.Err)
+		}
+		want := pgxResult{Count: 3, Batch: []string{"ok", "42501", r.Batch[2]}, After: 0, PrepDelete: "ok", PrepDrop: "42501", Final: 9}
+		if r.Count != want.Count || r.Batch[0] != "ok" || r.Batch[1] != "42501" || r.Batch[2] == "ok" ||
+			r.After != 0 || r.PrepDelete != "ok" || r.PrepDrop != "42501" || r.Final != 9 {
+			t.Errorf("pgx saw %+v\nwant %+v (the batch's implicit transaction rolled back, as postgres does)", r, want)
+		}
+	})
+
+	t.Run("lib/pq", func(t *testing.T) {
+		var r libpqResult
+		client(t, s.cfg, "agent", "", &r, "libpq", "host=127.0.0.1 port="+s.port+" dbname=app user=agent sslmode=disable")
+		if r.Err != "" || r.Count != 3 || r.Email != "bob@example.com" || r.Drop != "42501" {
+			t.Errorf("lib/pq saw %+v", r)
+		}
+	})
+
+	t.Run("psycopg2", func(t *testing.T) {
+		script := `
+import psycopg2, sys
+c = psycopg2.connect(host="127.0.0.1", port=` + s.port + `, dbname="app", user="agent")
+cur = c.cursor()
+cur.execute("SELECT email FROM users WHERE id = %s", (1,))
+print(cur.fetchone()[0])
+try:
+    cur.execute("DROP TABLE t")
+except psycopg2.Error as e:
+    print(e.pgcode)
+    c.rollback()
+cur.execute("SELECT count(*) FROM users")
+print(cur.fetchone()[0])
+`
+		out, stderr, code := lgtest.Run(t, s.cfg, "agent", nil, nil, "/usr/bin/python3", "-c", script)
+		if code != 0 || strings.Fields(out) == nil || strings.Join(strings.Fields(out), " ") != "ada@example.com 42501 3" {
+			t.Errorf("code %d out %q stderr %q", code, out, stderr)
+		}
+	})
+
+	t.Run("pgbench", func(t *testing.T) {
+		base := []string{"-h", "127.0.0.1", "-p", s.port, "-U", "bench", "app"}
+		if out, stderr, code := lgtest.Run(t, s.cfg, "admin", nil, nil, append([]string{"pgbench", "-i", "-s", "1", "-q"}, base...)...); code != 0 {
+			t.Fatalf("pgbench -i: %d %s %s", code, out, stderr)
+		}
+		for _, mode := range []string{"simple", "extended", "prepared"} {
+			out, stderr, code := lgtest.Run(t, s.cfg, "admin", nil, nil, append([]string{"pgbench", "-c", "2", "-t", "50", "-M", mode}, base...)...)
+			if code != 0 || !strings.Contains(out, "number of transactions actually processed: 100/100") {
+				t.Errorf("pgbench -M %s: code %d\n%s\n%s", mode, code, out, stderr)
+			}
+		}
+	})
+
+	t.Run("cancel with a signal", func(t *testing.T) {
+		cmd := exec.Command(lgtest.Binary(t), "run", "--config", s.cfg, "--workload", "agent", "--",
+			"psql", "-X", "-w", "-h", "127.0.0.1", "-p", s.port, "-d", "app", "-c", "SELECT pg_sleep(60)")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lgtest.Eventually(t, 10*time.Second, "pg_sleep running", func() bool {
+			out, _ := s.pg.Exec(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
+			return out == "1"
+		})
+		start := time.Now()
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+		if !strings.Contains(stderr.String(), "canceling statement due to user request") {
+			t.Errorf("psql stderr %q", stderr.String())
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Errorf("cancel took %s", time.Since(start))
+		}
+	})
+
+	t.Run("recorded", func(t *testing.T) {
+		out, err := exec.Command(lgtest.Binary(t), "sessions", "export", "--config", s.cfg, "--format", "jsonl").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), `"kind":"command","text":"DROP TABLE t"`) ||
+			!strings.Contains(string(out), `"decision":"deny","rule_id":"agent-app"`) {
+			t.Errorf("denied DROP not recorded with its rule")
+		}
+		if !strings.Contains(string(out), `"kind":"result","text":"SELECT 1"`) {
+			t.Errorf("no result record with a command tag")
+		}
+		if out, err := exec.Command(lgtest.Binary(t), "audit", "verify", "--config", s.cfg).CombinedOutput(); err != nil {
+			t.Errorf("audit verify: %v %s", err, out)
 		}
 	})
 }

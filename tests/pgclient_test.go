@@ -1,0 +1,113 @@
+package tests
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/lib/pq"
+)
+
+// pgxResult is what the pgx client saw, step by step.
+type pgxResult struct {
+	Count      int64    `json:"count"`
+	Batch      []string `json:"batch"` // "ok" or the SQLSTATE of each queued statement
+	After      int64    `json:"after"` // rows of the batch that persisted
+	PrepDelete string   `json:"prep_delete"`
+	PrepDrop   string   `json:"prep_drop"`
+	Final      int64    `json:"final"`
+	Err        string   `json:"err,omitempty"`
+}
+
+func sqlstate(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return err.Error()
+}
+
+func pgxScenario(dsn string) (r pgxResult) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM users WHERE id > $1", 0).Scan(&r.Count); err != nil {
+		r.Err = "count: " + err.Error()
+		return r
+	}
+	// A pipeline with a denied statement in the middle.
+	b := &pgx.Batch{}
+	b.Queue("INSERT INTO t VALUES ($1, 'batch')", 1000)
+	b.Queue("DROP TABLE t")
+	b.Queue("INSERT INTO t VALUES ($1, 'batch')", 1001)
+	br := conn.SendBatch(ctx, b)
+	for range 3 {
+		_, err := br.Exec()
+		r.Batch = append(r.Batch, sqlstate(err))
+	}
+	br.Close()
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM t WHERE v = 'batch'").Scan(&r.After); err != nil {
+		r.Err = "after: " + err.Error()
+		return r
+	}
+	if _, err := conn.Prepare(ctx, "del", "DELETE FROM t WHERE id = $1"); err != nil {
+		r.Err = "prepare del: " + err.Error()
+		return r
+	}
+	_, err = conn.Exec(ctx, "del", 3)
+	r.PrepDelete = sqlstate(err)
+	// Preparing a DROP is harmless; executing it is not.
+	if _, err := conn.Prepare(ctx, "dr", "DROP TABLE t"); err != nil {
+		r.PrepDrop = "prepare: " + sqlstate(err)
+	} else {
+		_, err = conn.Exec(ctx, "dr")
+		r.PrepDrop = sqlstate(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM t WHERE id < $1", 1000000).Scan(&r.Final); err != nil {
+		r.Err = "final: " + err.Error()
+	}
+	return r
+}
+
+type libpqResult struct {
+	Count int64  `json:"count"`
+	Email string `json:"email"`
+	Drop  string `json:"drop"`
+	Err   string `json:"err,omitempty"`
+}
+
+func libpqScenario(dsn string) (r libpqResult) {
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	defer db.Close()
+	if err := db.QueryRow("SELECT count(*) FROM users").Scan(&r.Count); err != nil {
+		r.Err = "count: " + err.Error()
+		return r
+	}
+	if err := db.QueryRow("SELECT email FROM users WHERE id = $1", 2).Scan(&r.Email); err != nil {
+		r.Err = "email: " + err.Error()
+		return r
+	}
+	_, err = db.Exec("DROP TABLE t")
+	var pe *pq.Error
+	if errors.As(err, &pe) {
+		r.Drop = string(pe.Code)
+	} else {
+		r.Drop = sqlstate(err)
+	}
+	return r
+}
