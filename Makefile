@@ -28,10 +28,14 @@ test: deps
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./tests/
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./store/
+	$(GO) test -run '^$$' -bench Pgbench -benchtime 1x -timeout 30m -v ./tests/ | grep -E '^(Benchmark|    pg|ok|FAIL)' 
 
 # Short fuzzing of every parser of untrusted bytes (seeds live in testdata/fuzz).
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./policy/
+	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 30s ./policy/sqlclass/
+	$(GO) test -run '^$$' -fuzz FuzzAgentStream -fuzztime 30s ./l7/postgres/
+	$(GO) test -run '^$$' -fuzz FuzzStartup -fuzztime 30s ./l7/postgres/
 
 demo: build
 	@bash scripts/demo.sh
