@@ -94,7 +94,12 @@ type Rule struct {
 	Approvers []string
 	// ApprovalsRequired is how many distinct approvers must approve.
 	ApprovalsRequired int
-	Line              int
+	// AsyncRecord lets allowed commands under this rule be forwarded before
+	// their record is durable (record: async). Denials, approvals and
+	// session starts are always durable first. Default: sync, "no record,
+	// no forward".
+	AsyncRecord bool
+	Line        int
 }
 
 // Issuer returns the issuer with the given URL.
@@ -297,6 +302,17 @@ func (d *decoder) rule(n *yaml.Node, cfg *Config) {
 		"mask":               field("mask", &r.Mask),
 		"approvers":          field("approvers", &r.Approvers),
 		"approvals_required": func(v *yaml.Node) { nodes["approvals_required"] = v; d.str(v, "approvals_required", &required) },
+		"record": func(v *yaml.Node) {
+			var mode string
+			d.str(v, "record", &mode)
+			switch mode {
+			case "sync":
+			case "async":
+				r.AsyncRecord = true
+			default:
+				d.errorf(v, "rule: record must be sync or async, got %q", mode)
+			}
+		},
 	})
 	if n.Kind != yaml.MappingNode {
 		return
@@ -424,6 +440,9 @@ type Decision struct {
 	Masks             []string
 	Approvers         []string
 	ApprovalsRequired int
+	// AsyncRecord: an allowed command may be forwarded before its record
+	// is durable.
+	AsyncRecord bool
 }
 
 // Decide returns the decision for a command of the given classes by subject.
@@ -449,7 +468,7 @@ func (c *Config) Decide(s *Subject, classes []string) Decision {
 		if !matchName(r.Workloads, s.Workload) || !matchName(r.Targets, s.Target.Name) {
 			continue
 		}
-		d := Decision{Action: Allow, RuleID: r.ID, Masks: r.Mask, Approvers: r.Approvers, ApprovalsRequired: r.ApprovalsRequired}
+		d := Decision{Action: Allow, RuleID: r.ID, Masks: r.Mask, Approvers: r.Approvers, ApprovalsRequired: r.ApprovalsRequired, AsyncRecord: r.AsyncRecord}
 		if len(classes) == 0 {
 			d.Action, d.Reason = Deny, fmt.Sprintf("command has no class; rule %s denies it", r.ID)
 			return d

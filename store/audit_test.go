@@ -80,7 +80,7 @@ func fill(t testing.TB, db *DB, n int) {
 		}
 		if err := db.AppendEvents(ctx, event.Event{SessionID: id, Time: at.Add(time.Millisecond), Kind: event.KindCommand,
 			Text: "SELECT email FROM users WHERE id = $1", Params: `["42"]`, Decision: "allow", RuleID: "bot-prod",
-			Duration: 1500 * time.Microsecond, Rows: 1, Bytes: 64}); err != nil {
+			Tag: "SELECT 1", Duration: 1500 * time.Microsecond, Rows: 1, Bytes: 64}); err != nil {
 			t.Fatal(err)
 		}
 		if err := db.CloseSession(ctx, id, event.End{Ended: at.Add(time.Second), BytesUp: 10, BytesDown: 64, Outcome: event.OutcomeClosed}); err != nil {

@@ -26,6 +26,7 @@ type canonicalEvent struct {
 	Decision   string `json:"decision"`
 	Rule       string `json:"rule"`
 	Approval   string `json:"approval"`
+	Tag        string `json:"tag,omitempty"` // added in schema 3; omitted when empty so older hashes hold
 	DurationNS int64  `json:"duration_ns"`
 	Rows       int64  `json:"rows"`
 	Bytes      int64  `json:"bytes"`
@@ -35,7 +36,7 @@ type canonicalEvent struct {
 func canonical(e event.Event) canonicalEvent {
 	return canonicalEvent{
 		Session: e.SessionID, Time: fmtTime(e.Time), Kind: string(e.Kind), Text: e.Text,
-		Params: e.Params, Decision: e.Decision, Rule: e.RuleID, Approval: e.ApprovalID,
+		Params: e.Params, Decision: e.Decision, Rule: e.RuleID, Approval: e.ApprovalID, Tag: e.Tag,
 		DurationNS: int64(e.Duration), Rows: e.Rows, Bytes: e.Bytes, Error: e.Error,
 	}
 }

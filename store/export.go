@@ -27,6 +27,7 @@ type ExportRow struct {
 	Decision   string `json:"decision"`
 	RuleID     string `json:"rule_id"`
 	ApprovalID string `json:"approval_id"`
+	Tag        string `json:"tag"`
 	DurationNS int64  `json:"duration_ns"`
 	Rows       int64  `json:"rows"`
 	Bytes      int64  `json:"bytes"`
@@ -35,12 +36,12 @@ type ExportRow struct {
 }
 
 var exportColumns = []string{"seq", "time", "session", "workload", "target", "pid", "uid", "exe", "kind",
-	"text", "params", "decision", "rule_id", "approval_id", "duration_ns", "rows", "bytes", "error", "hash"}
+	"text", "params", "decision", "rule_id", "approval_id", "tag", "duration_ns", "rows", "bytes", "error", "hash"}
 
 func (r *ExportRow) strings() []string {
 	return []string{strconv.FormatInt(r.Seq, 10), r.Time, r.Session, r.Workload, r.Target,
 		strconv.Itoa(r.PID), strconv.FormatUint(uint64(r.UID), 10), r.Exe, r.Kind, r.Text, r.Params,
-		r.Decision, r.RuleID, r.ApprovalID, strconv.FormatInt(r.DurationNS, 10),
+		r.Decision, r.RuleID, r.ApprovalID, r.Tag, strconv.FormatInt(r.DurationNS, 10),
 		strconv.FormatInt(r.Rows, 10), strconv.FormatInt(r.Bytes, 10), r.Error, r.Hash}
 }
 
@@ -73,10 +74,10 @@ func (s *DB) Export(ctx context.Context, f Filter, format string, w io.Writer) e
 		flush = func() error { cw.Flush(); return cw.Error() }
 	case "text":
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SEQ\tTIME\tSESSION\tWORKLOAD\tKIND\tDECISION\tRULE\tTEXT\tERROR")
+		fmt.Fprintln(tw, "SEQ\tTIME\tSESSION\tWORKLOAD\tKIND\tDECISION\tRULE\tTEXT\tTAG\tERROR")
 		emit = func(r *ExportRow) error {
-			_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time, r.Session, r.Workload,
-				r.Kind, r.Decision, r.RuleID, oneLine(r.Text), oneLine(r.Error))
+			_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time, r.Session, r.Workload,
+				r.Kind, r.Decision, r.RuleID, oneLine(r.Text), r.Tag, oneLine(r.Error))
 			return err
 		}
 		flush = tw.Flush
@@ -85,7 +86,7 @@ func (s *DB) Export(ctx context.Context, f Filter, format string, w io.Writer) e
 	}
 	where, args := f.where("s.")
 	q := `SELECT e.seq, e.time, e.session_id, s.workload, s.target, s.pid, s.uid, s.exe, e.kind, e.text,
-		e.params, e.decision, e.rule_id, e.approval_id, e.duration_ns, e.rows, e.bytes, e.error, e.hash
+		e.params, e.decision, e.rule_id, e.approval_id, e.tag, e.duration_ns, e.rows, e.bytes, e.error, e.hash
 		FROM events e JOIN sessions s ON s.id = e.session_id`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
@@ -99,7 +100,7 @@ func (s *DB) Export(ctx context.Context, f Filter, format string, w io.Writer) e
 	var r ExportRow
 	for rows.Next() {
 		if err := rows.Scan(&r.Seq, &r.Time, &r.Session, &r.Workload, &r.Target, &r.PID, &r.UID, &r.Exe,
-			&r.Kind, &r.Text, &r.Params, &r.Decision, &r.RuleID, &r.ApprovalID, &r.DurationNS, &r.Rows,
+			&r.Kind, &r.Text, &r.Params, &r.Decision, &r.RuleID, &r.ApprovalID, &r.Tag, &r.DurationNS, &r.Rows,
 			&r.Bytes, &r.Error, &r.Hash); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}

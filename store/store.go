@@ -29,6 +29,8 @@ type DB struct {
 	head       chainState // owned by the committing goroutine
 	signer     ed25519.PrivateKey
 	lastSig    string
+
+	insertEvent *sql.Stmt
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -63,12 +65,21 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.insertEvent, err = db.PrepareContext(ctx, insertEventSQL); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
 	return s, nil
 }
 
 // Close closes the database. It is idempotent.
 func (s *DB) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.db.Close() })
+	s.closeOnce.Do(func() {
+		if s.insertEvent != nil {
+			s.insertEvent.Close()
+		}
+		s.closeErr = s.db.Close()
+	})
 	return s.closeErr
 }
 
@@ -143,6 +154,8 @@ var migrations = []string{
 		reason      TEXT NOT NULL DEFAULT ''
 	);
 	CREATE INDEX approvals_state ON approvals(state, requested);`,
+	// 3: command tags.
+	`ALTER TABLE events ADD COLUMN tag TEXT NOT NULL DEFAULT '';`,
 }
 
 func (s *DB) migrate(ctx context.Context) error {

@@ -84,7 +84,7 @@ func (s *DB) Verify(ctx context.Context, pub ed25519.PublicKey) (VerifyReport, e
 	}
 
 	rows, err := s.db.QueryContext(ctx, `SELECT seq, session_id, time, kind, text, params, decision, rule_id,
-		approval_id, duration_ns, rows, bytes, error, prev_hash, hash FROM events ORDER BY seq`)
+		approval_id, tag, duration_ns, rows, bytes, error, prev_hash, hash FROM events ORDER BY seq`)
 	if err != nil {
 		return rep, fmt.Errorf("read events: %w", err)
 	}
@@ -98,7 +98,7 @@ func (s *DB) Verify(ctx context.Context, pub ed25519.PublicKey) (VerifyReport, e
 			prevHex, hHex string
 		)
 		if err := rows.Scan(&seq, &c.Session, &c.Time, &c.Kind, &c.Text, &c.Params, &c.Decision, &c.Rule,
-			&c.Approval, &c.DurationNS, &c.Rows, &c.Bytes, &c.Error, &prevHex, &hHex); err != nil {
+			&c.Approval, &c.Tag, &c.DurationNS, &c.Rows, &c.Bytes, &c.Error, &prevHex, &hHex); err != nil {
 			return rep, fmt.Errorf("read events: %w", err)
 		}
 		stored, _ := unhex(hHex)

@@ -68,7 +68,20 @@ func (s *DB) commit(ctx context.Context, batch []*op) {
 		return
 	}
 	head := s.head // tentative; becomes s.head only after commit
+	ins := tx.StmtContext(ctx, s.insertEvent)
 	for i, o := range batch {
+		if o.apply == nil {
+			// Events only: an insert cannot fail but for the database
+			// itself failing, which fails the whole batch.
+			for _, e := range o.events {
+				if err := appendEvent(ctx, ins, &head, e); err != nil {
+					tx.Rollback()
+					fail(err)
+					return
+				}
+			}
+			continue
+		}
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
 			tx.Rollback()
 			fail(err)
@@ -76,13 +89,11 @@ func (s *DB) commit(ctx context.Context, batch []*op) {
 		}
 		saved := head
 		err := func() error {
-			if o.apply != nil {
-				if err := o.apply(ctx, tx); err != nil {
-					return err
-				}
+			if err := o.apply(ctx, tx); err != nil {
+				return err
 			}
 			for _, e := range o.events {
-				if err := appendEvent(ctx, tx, &head, e); err != nil {
+				if err := appendEvent(ctx, ins, &head, e); err != nil {
 					return err
 				}
 			}
@@ -128,22 +139,21 @@ func (s *DB) commit(ctx context.Context, batch []*op) {
 	}
 }
 
-func appendEvent(ctx context.Context, tx *sql.Tx, head *chainState, e event.Event) error {
+// insertEventSQL appends one event; prepared once at Open.
+const insertEventSQL = `INSERT INTO events (seq, session_id, time, kind, text, params,
+	decision, rule_id, approval_id, duration_ns, rows, bytes, error, prev_hash, hash, tag)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+func appendEvent(ctx context.Context, ins *sql.Stmt, head *chainState, e event.Event) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
 	c := canonical(e)
 	h := chainHash(head.hash, c)
-	res, err := tx.ExecContext(ctx, `INSERT INTO events (seq, session_id, time, kind, text, params,
-		decision, rule_id, approval_id, duration_ns, rows, bytes, error, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		head.seq+1, c.Session, c.Time, c.Kind, c.Text, c.Params, c.Decision, c.Rule, c.Approval,
-		c.DurationNS, c.Rows, c.Bytes, c.Error, hexs(head.hash), hexs(h))
+	_, err := ins.ExecContext(ctx, head.seq+1, c.Session, c.Time, c.Kind, c.Text, c.Params, c.Decision, c.Rule, c.Approval,
+		c.DurationNS, c.Rows, c.Bytes, c.Error, hexs(head.hash), hexs(h), c.Tag)
 	if err != nil {
 		return fmt.Errorf("append event: %w", err)
-	}
-	if _, err := res.RowsAffected(); err != nil {
-		return err
 	}
 	head.seq++
 	head.hash = h

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,13 +19,16 @@ import (
 // pgSetup is a real PostgreSQL server behind a daemon, with a database
 // "app" owned by role "app" whose password only the daemon knows.
 type pgSetup struct {
-	pg     *lgtest.Postgres
-	cfg    string
-	daemon *lgtest.Daemon
-	port   string
+	pg      *lgtest.Postgres
+	cfg     string
+	daemon  *lgtest.Daemon
+	port    string
+	appPass string
 }
 
-func newPGSetup(t *testing.T) *pgSetup {
+func newPGSetup(t *testing.T) *pgSetup { return newPGSetupTB(t) }
+
+func newPGSetupTB(t testing.TB) *pgSetup {
 	t.Helper()
 	lgtest.RequireRoot(t)
 	pg := lgtest.StartPostgres(t)
@@ -34,7 +38,7 @@ func newPGSetup(t *testing.T) *pgSetup {
 	dir := t.TempDir()
 	passFile := filepath.Join(dir, "app.pass")
 	os.WriteFile(passFile, []byte(appPass+"\n"), 0o600)
-	s := &pgSetup{pg: pg, port: strconv.Itoa(pg.Port)}
+	s := &pgSetup{pg: pg, port: strconv.Itoa(pg.Port), appPass: appPass}
 	s.cfg = lgtest.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:%d
 store: %s
 bpffs: %s
@@ -67,6 +71,7 @@ rules:
     workloads: [admin]
     targets: [appdb]
     allow: ["*"]
+    record: async
 `, lgtest.FreePort(t), filepath.Join(dir, "loopgate.db"), lgtest.PinDir(t), lgtest.CgroupName(t)+"-daemon",
 		pg.Addr(), passFile, lgtest.CgroupName(t), lgtest.CgroupName(t)+"-b", lgtest.CgroupName(t)+"-c", lgtest.CgroupName(t)+"-d"))
 	s.daemon = lgtest.StartDaemon(t, s.cfg)
@@ -80,13 +85,13 @@ INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 10) g;`)
 
 // psql runs the real psql client in a workload against the real database
 // address; it knows no password. It returns stdout, stderr, exit code.
-func (s *pgSetup) psql(t *testing.T, workload string, env []string, args ...string) (string, string, int) {
+func (s *pgSetup) psql(t testing.TB, workload string, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	full := append([]string{"psql", "-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p", s.port, "-U", "agent", "-d", "app"}, args...)
 	return lgtest.Run(t, s.cfg, workload, append([]string{"PGCONNECT_TIMEOUT=10"}, env...), nil, full...)
 }
 
-func (s *pgSetup) psqlOK(t *testing.T, workload, sql string) string {
+func (s *pgSetup) psqlOK(t testing.TB, workload, sql string) string {
 	t.Helper()
 	out, stderr, code := s.psql(t, workload, nil, "-v", "ON_ERROR_STOP=1", "-c", sql)
 	if code != 0 {
@@ -269,8 +274,21 @@ print(cur.fetchone()[0])
 			!strings.Contains(string(out), `"decision":"deny","rule_id":"agent-app"`) {
 			t.Errorf("denied DROP not recorded with its rule")
 		}
-		if !strings.Contains(string(out), `"kind":"result","text":"SELECT 1"`) {
-			t.Errorf("no result record with a command tag")
+		found := false
+		for _, line := range strings.Split(string(out), "\n") {
+			var ev struct {
+				Kind, Text, Tag, Decision string
+				RuleID                    string `json:"rule_id"`
+				Rows                      int64
+			}
+			json.Unmarshal([]byte(line), &ev)
+			if ev.Kind == "result" && ev.Text == "SELECT count(*) FROM users" && ev.Tag == "SELECT 1" && ev.Rows == 1 &&
+				ev.Decision == "allow" && ev.RuleID == "agent-app" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no result record with text, tag, rows and rule for psycopg2's SELECT count(*)")
 		}
 		if out, err := exec.Command(lgtest.Binary(t), "audit", "verify", "--config", s.cfg).CombinedOutput(); err != nil {
 			t.Errorf("audit verify: %v %s", err, out)

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // LOOPGATE_PPROF
 	"net/netip"
 	"os"
 	"os/signal"
@@ -46,6 +48,11 @@ func runDaemon(c *cli.Context) error {
 	log, err := newLogger(c)
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
+	}
+	if addr := os.Getenv("LOOPGATE_PPROF"); addr != "" {
+		// Profiling for developers, on loopback only.
+		go http.ListenAndServe(addr, nil)
+		log.Warn("pprof enabled", "addr", addr)
 	}
 	cfg, err := loadConfig(c)
 	if err != nil {

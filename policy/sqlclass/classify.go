@@ -65,19 +65,30 @@ type Classifier struct {
 // Classify classifies a query string. prepared resolves EXECUTE; nil means
 // none are known.
 func (c *Classifier) Classify(sql string, prepared Prepared) Result {
+	key, single, ok := cacheKey(sql)
+	folded := ok && single
+	if !folded {
+		key = sql
+	}
 	c.mu.Lock()
-	r, ok := c.cache[sql]
+	r, hit := c.cache[key]
 	c.mu.Unlock()
-	if ok {
+	if hit {
+		if folded && len(r.Statements) == 1 {
+			// Same statement but for numbers: report this text.
+			st := r.Statements[0]
+			st.Text = strings.TrimSpace(strings.TrimRight(strings.TrimSpace(sql), ";"))
+			r.Statements = []Statement{st}
+		}
 		return r
 	}
 	r, cacheable := classify(sql, prepared)
-	if cacheable {
+	if cacheable && (!folded || len(r.Statements) == 1) {
 		c.mu.Lock()
 		if c.cache == nil || len(c.cache) >= maxCache {
 			c.cache = map[string]Result{}
 		}
-		c.cache[sql] = r
+		c.cache[key] = r
 		c.mu.Unlock()
 	}
 	return r

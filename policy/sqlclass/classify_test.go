@@ -133,3 +133,45 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+func TestCacheKey(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		sql, key   string
+		single, ok bool
+	}{
+		{"SELECT a FROM t WHERE id = 42", "SELECT a FROM t WHERE id = 0", true, true},
+		{"SELECT a FROM t WHERE id = 4242;", "SELECT a FROM t WHERE id = 0;", true, true},
+		{"SELECT t1.c2 FROM t1 WHERE x = 1.5e3", "SELECT t1.c2 FROM t1 WHERE x = 0", true, true},
+		{"SELECT set_config('role', 'x', false)", "SELECT set_config('role', 'x', false)", true, true},
+		{"SELECT 'it''s 42' -- 7\n, 8", "SELECT 'it''s 42'  \n, 0", true, true},
+		{"SELECT $1 + 2", "SELECT $1 + 0", true, true},
+		{"SELECT 1; DROP TABLE t", "SELECT 0; DROP TABLE t", false, true},
+		{"SELECT E'\\x'", "", false, false},
+		{"SELECT $q$ 1 $q$", "", false, false},
+		{"SELECT 'open", "", false, false},
+	}
+	for _, tc := range tests {
+		key, single, ok := cacheKey(tc.sql)
+		if ok != tc.ok || ok && (key != tc.key || single != tc.single) {
+			t.Errorf("cacheKey(%q) = %q, %v, %v; want %q, %v, %v", tc.sql, key, single, ok, tc.key, tc.single, tc.ok)
+		}
+	}
+}
+
+// TestFoldedCacheKeepsClasses checks that queries sharing a folded key
+// (numbers aside) share classes, and that each reports its own text.
+func TestFoldedCacheKeepsClasses(t *testing.T) {
+	t.Parallel()
+	var c Classifier
+	a := c.Classify("DELETE FROM t WHERE id = 1", nil)
+	b := c.Classify("DELETE FROM t WHERE id = 2", nil)
+	if !slices.Equal(a.Classes, b.Classes) || b.Statements[0].Text != "DELETE FROM t WHERE id = 2" {
+		t.Errorf("a %+v b %+v", a, b)
+	}
+	r1 := c.Classify("SELECT set_config('work_mem', '1MB', false)", nil)
+	r2 := c.Classify("SELECT set_config('role', 'postgres', false)", nil)
+	if slices.Equal(r1.Classes, r2.Classes) {
+		t.Errorf("string literals folded: %v %v", r1.Classes, r2.Classes)
+	}
+}

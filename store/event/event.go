@@ -83,8 +83,10 @@ type Event struct {
 	Decision   string
 	RuleID     string
 	ApprovalID string
-	Duration   time.Duration
-	Rows       int64
-	Bytes      int64
-	Error      string
+	// Tag is the command's completion tag (PostgreSQL's "SELECT 3").
+	Tag      string
+	Duration time.Duration
+	Rows     int64
+	Bytes    int64
+	Error    string
 }

@@ -1,0 +1,129 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/loopgate/loopgate/tests/lgtest"
+)
+
+var tpsLine = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+// startPgBouncer runs Debian's PgBouncer in session mode in front of the
+// test server, logging in upstream as app like loopgate does.
+func startPgBouncer(t testing.TB, s *pgSetup, appPass string) string {
+	t.Helper()
+	bin, err := exec.LookPath("pgbouncer")
+	if err != nil {
+		lgtest.Unavailable(t, "pgbouncer not installed")
+	}
+	// PgBouncer runs as postgres: its dir must be reachable by that user.
+	dir, err := os.MkdirTemp("", "lgtest-pgbouncer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777)
+	port := lgtest.FreePort(t)
+	ini := filepath.Join(dir, "pgbouncer.ini")
+	os.WriteFile(filepath.Join(dir, "users.txt"), []byte(`"bench" ""`+"\n"), 0o644)
+	os.WriteFile(ini, []byte(fmt.Sprintf(`[databases]
+app = host=127.0.0.1 port=%d dbname=app user=app password=%s
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = trust
+auth_file = %s/users.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 40
+logfile = %s/pgbouncer.log
+`, s.pg.Port, appPass, port, dir, dir)), 0o644)
+	cmd := exec.Command(bin, "-u", "postgres", ini)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	_ = err
+	lgtest.Eventually(t, 10*time.Second, "pgbouncer", func() bool {
+		return exec.Command("pg_isready", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).Run() == nil
+	})
+	return strconv.Itoa(port)
+}
+
+// BenchmarkPgbench runs pgbench against the same server direct, through
+// loopgate (recording on) and through PgBouncer (session mode), alternating
+// rounds in the same run, and reports TPS ratios against direct.
+func BenchmarkPgbench(b *testing.B) {
+	s, appPass := newPGBench(b)
+	bouncer := startPgBouncer(b, s, appPass)
+	rounds := 3
+	if v, err := strconv.Atoi(os.Getenv("LG_BENCH_ROUNDS")); err == nil {
+		rounds = v
+	}
+	secs := "4"
+	cells := []struct{ name, args string }{
+		{"S-c1-simple", "-S -c 1 -j 1 -M simple"},
+		{"S-c1-prepared", "-S -c 1 -j 1 -M prepared"},
+		{"S-c8-simple", "-S -c 8 -j 2 -M simple"},
+		{"S-c8-prepared", "-S -c 8 -j 2 -M prepared"},
+		{"tpcb-c1-simple", "-c 1 -j 1 -M simple"},
+		{"tpcb-c8-simple", "-c 8 -j 2 -M simple"},
+		{"tpcb-c8-prepared", "-c 8 -j 2 -M prepared"},
+		{"S-c8-connect", "-S -c 8 -j 2 -C"},
+	}
+	for _, cell := range cells {
+		b.Run(cell.name, func(b *testing.B) {
+			tps := map[string]float64{}
+			for r := 0; r < rounds; r++ {
+				for _, via := range []string{"direct", "loopgate", "pgbouncer"} {
+					args := append(strings.Fields(cell.args), "-n", "-T", secs, "-h", "127.0.0.1", "-U", "bench", "app")
+					var cmd *exec.Cmd
+					switch via {
+					case "direct":
+						direct := append(strings.Fields(cell.args), "-n", "-T", secs, "-h", "127.0.0.1", "-p", s.port, "-U", "app", "app")
+						cmd = exec.Command("pgbench", direct...)
+						cmd.Env = append(os.Environ(), "PGPASSWORD="+appPass)
+					case "loopgate":
+						cmd = exec.Command(lgtest.Binary(b), append([]string{"run", "--config", s.cfg, "--workload", "admin", "--", "pgbench"}, append(args, "-p", s.port)...)...)
+					case "pgbouncer":
+						cmd = exec.Command("pgbench", append(args, "-p", bouncer)...)
+					}
+					out, err := cmd.CombinedOutput()
+					m := tpsLine.FindSubmatch(out)
+					if err != nil || m == nil {
+						b.Fatalf("%s %s: %v\n%s", cell.name, via, err, out)
+					}
+					v, _ := strconv.ParseFloat(string(m[1]), 64)
+					tps[via] += v / float64(rounds)
+				}
+			}
+			b.ReportMetric(tps["direct"], "direct-tps")
+			b.ReportMetric(tps["loopgate"], "loopgate-tps")
+			b.ReportMetric(tps["pgbouncer"], "pgbouncer-tps")
+			b.ReportMetric(tps["loopgate"]/tps["direct"], "loopgate/direct")
+			b.ReportMetric(tps["pgbouncer"]/tps["direct"], "pgbouncer/direct")
+			fmt.Printf("    pgbench %-18s direct %8.0f  loopgate %8.0f (%.2f)  pgbouncer %8.0f (%.2f)\n", cell.name,
+				tps["direct"], tps["loopgate"], tps["loopgate"]/tps["direct"], tps["pgbouncer"], tps["pgbouncer"]/tps["direct"])
+		})
+	}
+}
+
+// newPGBench is newPGSetup for a benchmark, with the pgbench schema loaded.
+func newPGBench(b *testing.B) (*pgSetup, string) {
+	s := newPGSetupTB(b)
+	out, stderr, code := lgtest.Run(b, s.cfg, "admin", nil, nil, "pgbench", "-i", "-s", "10", "-q", "-h", "127.0.0.1", "-p", s.port, "-U", "bench", "app")
+	if code != 0 {
+		b.Fatalf("pgbench -i: %s %s", out, stderr)
+	}
+	return s, s.appPass
+}
