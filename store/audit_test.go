@@ -327,6 +327,28 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendBatch appends 128 events per call, as a session's
+// result writer does under load.
+func BenchmarkAppendBatch(b *testing.B) {
+	db, err := Open(context.Background(), filepath.Join(b.TempDir(), "b.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	evs := make([]event.Event, 128)
+	for i := range evs {
+		evs[i] = event.Event{SessionID: "s", Kind: event.KindCommand, Text: "SELECT abalance FROM pgbench_accounts WHERE aid = 42", Tag: "SELECT 1", Rows: 1}
+	}
+	b.ReportAllocs()
+	start := time.Now()
+	for range b.N {
+		if err := db.AppendEvents(context.Background(), evs...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(evs))/time.Since(start).Seconds(), "events/s")
+}
+
 func BenchmarkVerify(b *testing.B) {
 	db, err := Open(context.Background(), filepath.Join(b.TempDir(), "v.db"))
 	if err != nil {

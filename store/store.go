@@ -30,7 +30,8 @@ type DB struct {
 	signer     ed25519.PrivateKey
 	lastSig    string
 
-	insertEvent *sql.Stmt
+	insertEvent  *sql.Stmt
+	insertEvents *sql.Stmt // rowsPerInsert rows
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -69,14 +70,20 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
+	if s.insertEvents, err = db.PrepareContext(ctx, insertEventsSQL); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
 	return s, nil
 }
 
 // Close closes the database. It is idempotent.
 func (s *DB) Close() error {
 	s.closeOnce.Do(func() {
-		if s.insertEvent != nil {
-			s.insertEvent.Close()
+		for _, st := range []*sql.Stmt{s.insertEvent, s.insertEvents} {
+			if st != nil {
+				st.Close()
+			}
 		}
 		s.closeErr = s.db.Close()
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/loopgate/loopgate/store/event"
@@ -69,18 +70,25 @@ func (s *DB) commit(ctx context.Context, batch []*op) {
 	}
 	head := s.head // tentative; becomes s.head only after commit
 	ins := tx.StmtContext(ctx, s.insertEvent)
+	rows := &rowBuffer{one: ins, many: tx.StmtContext(ctx, s.insertEvents)}
 	for i, o := range batch {
 		if o.apply == nil {
-			// Events only: an insert cannot fail but for the database
-			// itself failing, which fails the whole batch.
+			// Events only: rows are inserted in multi-row statements. An
+			// insert cannot fail but for the database itself failing,
+			// which fails the whole batch.
 			for _, e := range o.events {
-				if err := appendEvent(ctx, ins, &head, e); err != nil {
+				if err := rows.add(ctx, chainRow(&head, e)); err != nil {
 					tx.Rollback()
 					fail(err)
 					return
 				}
 			}
 			continue
+		}
+		if err := rows.flush(ctx); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
 		}
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
 			tx.Rollback()
@@ -114,6 +122,11 @@ func (s *DB) commit(ctx context.Context, batch []*op) {
 			return
 		}
 	}
+	if err := rows.flush(ctx); err != nil {
+		tx.Rollback()
+		fail(err)
+		return
+	}
 	want := head.sinceCheckpoint >= checkpointEvery
 	for _, o := range batch {
 		want = want || o.checkpoint && head.sinceCheckpoint > 0
@@ -144,20 +157,69 @@ const insertEventSQL = `INSERT INTO events (seq, session_id, time, kind, text, p
 	decision, rule_id, approval_id, duration_ns, rows, bytes, error, prev_hash, hash, tag)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
-func appendEvent(ctx context.Context, ins *sql.Stmt, head *chainState, e event.Event) error {
+// eventColumns is the number of values insertEventSQL takes.
+const eventColumns = 16
+
+// rowsPerInsert is how many events one multi-row INSERT carries.
+const rowsPerInsert = 32
+
+// insertEventsSQL inserts rowsPerInsert events at once.
+var insertEventsSQL = func() string {
+	q := insertEventSQL
+	row := q[strings.Index(q, "VALUES")+len("VALUES"):]
+	for i := 1; i < rowsPerInsert; i++ {
+		q += "," + row
+	}
+	return q
+}()
+
+// chainRow links e to the chain head, advancing it, and returns its row.
+func chainRow(head *chainState, e event.Event) []any {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
 	c := canonical(e)
 	h := chainHash(head.hash, c)
-	_, err := ins.ExecContext(ctx, head.seq+1, c.Session, c.Time, c.Kind, c.Text, c.Params, c.Decision, c.Rule, c.Approval,
-		c.DurationNS, c.Rows, c.Bytes, c.Error, hexs(head.hash), hexs(h), c.Tag)
-	if err != nil {
-		return fmt.Errorf("append event: %w", err)
-	}
+	row := []any{head.seq + 1, c.Session, c.Time, c.Kind, c.Text, c.Params, c.Decision, c.Rule, c.Approval,
+		c.DurationNS, c.Rows, c.Bytes, c.Error, hexs(head.hash), hexs(h), c.Tag}
 	head.seq++
 	head.hash = h
 	head.sinceCheckpoint++
+	return row
+}
+
+func appendEvent(ctx context.Context, ins *sql.Stmt, head *chainState, e event.Event) error {
+	if _, err := ins.ExecContext(ctx, chainRow(head, e)...); err != nil {
+		return fmt.Errorf("append event: %w", err)
+	}
+	return nil
+}
+
+// rowBuffer gathers event rows and inserts them rowsPerInsert at a time.
+type rowBuffer struct {
+	one, many *sql.Stmt
+	args      []any
+}
+
+func (b *rowBuffer) add(ctx context.Context, row []any) error {
+	b.args = append(b.args, row...)
+	if len(b.args) == rowsPerInsert*eventColumns {
+		if _, err := b.many.ExecContext(ctx, b.args...); err != nil {
+			return fmt.Errorf("append events: %w", err)
+		}
+		b.args = b.args[:0]
+	}
+	return nil
+}
+
+func (b *rowBuffer) flush(ctx context.Context) error {
+	for len(b.args) > 0 {
+		if _, err := b.one.ExecContext(ctx, b.args[:eventColumns]...); err != nil {
+			return fmt.Errorf("append event: %w", err)
+		}
+		b.args = b.args[eventColumns:]
+	}
+	b.args = b.args[:0]
 	return nil
 }
 
