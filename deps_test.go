@@ -16,6 +16,7 @@ func TestImportRules(t *testing.T) {
 		"bpf":             {},
 		"policy":          {},
 		"policy/sqlclass": {},
+		"policy/mask":     {"policy"},
 		"store/event":     {},
 		"store":           {"store/event"},
 		"intercept":       {"bpf"},

@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
@@ -147,3 +149,16 @@ func (s *DB) writeCheckpointFile(cp *Checkpoint) {
 }
 
 func unhex(s string) ([]byte, error) { return hex.DecodeString(s) }
+
+// DeriveKey derives a 32-byte key for purpose from the daemon's key at
+// path, so other keyed functions (the hash masking mode) stay stable across
+// restarts without another secret file.
+func DeriveKey(path, purpose string) ([]byte, error) {
+	key, err := LoadOrCreateKey(path)
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, key.Seed())
+	m.Write([]byte(purpose))
+	return m.Sum(nil), nil
+}

@@ -15,7 +15,7 @@ import (
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
 
-var tpsLine = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+var tpsLine = regexp.MustCompile(`tps = ([0-9.]+) \((?:without initial connection time|including reconnection times)\)`)
 
 // startPgBouncer runs Debian's PgBouncer in session mode in front of the
 // test server, logging in upstream as app like loopgate does.

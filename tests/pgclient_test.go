@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,6 +20,7 @@ type pgxResult struct {
 	PrepDelete string   `json:"prep_delete"`
 	PrepDrop   string   `json:"prep_drop"`
 	Final      int64    `json:"final"`
+	Masked     []string `json:"masked"` // email and ssn of user 1, binary and text formats
 	Err        string   `json:"err,omitempty"`
 }
 
@@ -76,7 +78,21 @@ func pgxScenario(dsn string) (r pgxResult) {
 	}
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM t WHERE id < $1", 1000000).Scan(&r.Final); err != nil {
 		r.Err = "final: " + err.Error()
+		return r
 	}
+	// pgx reads text columns in binary format; an int column masked by a
+	// column rule must still decode.
+	var email, ssn string
+	if err := conn.QueryRow(ctx, "SELECT email, ssn FROM users WHERE id = $1", 1).Scan(&email, &ssn); err != nil {
+		r.Err = "masked: " + err.Error()
+		return r
+	}
+	var n int32
+	if err := conn.QueryRow(ctx, "SELECT 42::int4 AS ssn").Scan(&n); err != nil {
+		r.Err = "masked int: " + err.Error()
+		return r
+	}
+	r.Masked = []string{email, ssn, fmt.Sprint(n)}
 	return r
 }
 

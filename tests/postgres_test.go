@@ -60,6 +60,9 @@ workloads:
     token: {issuer: "https://idp.invalid", subject: "repo:acme"}
   - name: stranger
     cgroup: %s/stranger
+masks:
+  - {name: email, detect: email, mode: partial}
+  - {name: ssn, columns: ["*.ssn"], mode: redact}
 rules:
   - id: agent-app
     workloads: [agent, signed]
@@ -67,6 +70,7 @@ rules:
     allow: [read, write, transaction, session, copy]
     approve: [unbounded-write]
     deny: [ddl, drop, privilege, set-role, server-file, copy-program]
+    mask: [email, ssn]
   - id: admin-app
     workloads: [admin]
     targets: [appdb]
@@ -76,7 +80,7 @@ rules:
 		pg.Addr(), passFile, lgtest.CgroupName(t), lgtest.CgroupName(t)+"-b", lgtest.CgroupName(t)+"-c", lgtest.CgroupName(t)+"-d"))
 	s.daemon = lgtest.StartDaemon(t, s.cfg)
 	// Schema, made through loopgate by the admin workload.
-	s.psqlOK(t, "admin", `CREATE TABLE users (id int primary key, email text, ssn text);
+	s.psqlOK(t, "admin", `CREATE TABLE users (id int primary key, email text unique, ssn text);
 INSERT INTO users VALUES (1, 'ada@example.com', '123-45-6789'), (2, 'bob@example.com', '987-65-4321'), (3, 'cy@example.com', '555-12-3456');
 CREATE TABLE t (id int, v text);
 INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 10) g;`)
@@ -168,6 +172,30 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("masked results", func(t *testing.T) {
+		if got := s.psqlOK(t, "agent", "SELECT id, email, ssn FROM users ORDER BY id LIMIT 2"); got != "1|***********.com|[redacted]\n2|***********.com|[redacted]" {
+			t.Errorf("agent saw %q", got)
+		}
+		// The admin rule has no masks.
+		if got := s.psqlOK(t, "admin", "SELECT email FROM users WHERE id = 1"); got != "ada@example.com" {
+			t.Errorf("admin saw %q", got)
+		}
+		// A value echoed in an error detail is masked too.
+		_, stderr, _ := s.psql(t, "agent", nil, "-c", "INSERT INTO users VALUES (9, 'ada@example.com', 'x')")
+		if !strings.Contains(stderr, "duplicate key") || strings.Contains(stderr, "ada@example.com") {
+			t.Errorf("unique violation shows %q", stderr)
+		}
+		// And a notification payload.
+		out, _, _ := s.psql(t, "agent", nil, "-c", "LISTEN ch", "-c", "NOTIFY ch, 'mail ada@example.com'")
+		if !strings.Contains(out+"", "***********.com") && !strings.Contains(out, "****") {
+			_, stderr2, _ := s.psql(t, "agent", nil, "-c", "LISTEN ch", "-c", "NOTIFY ch, 'mail ada@example.com'")
+			t.Errorf("notification: out %q err %q", out, stderr2)
+		}
+		if strings.Contains(out, "ada@example.com") {
+			t.Errorf("notification payload not masked: %q", out)
+		}
+	})
+
 	t.Run("no rule, no session", func(t *testing.T) {
 		_, stderr, code := s.psql(t, "stranger", nil, "-c", "SELECT 1")
 		if code == 0 || !strings.Contains(stderr, "FATAL:  loopgate: no rule lets workload stranger use target appdb") {
@@ -195,7 +223,8 @@ func TestPostgresClients(t *testing.T) {
 		}
 		want := pgxResult{Count: 3, Batch: []string{"ok", "42501", r.Batch[2]}, After: 0, PrepDelete: "ok", PrepDrop: "42501", Final: 9}
 		if r.Count != want.Count || r.Batch[0] != "ok" || r.Batch[1] != "42501" || r.Batch[2] == "ok" ||
-			r.After != 0 || r.PrepDelete != "ok" || r.PrepDrop != "42501" || r.Final != 9 {
+			r.After != 0 || r.PrepDelete != "ok" || r.PrepDrop != "42501" || r.Final != 9 ||
+			strings.Join(r.Masked, "|") != "***********.com|[redacted]|0" {
 			t.Errorf("pgx saw %+v\nwant %+v (the batch's implicit transaction rolled back, as postgres does)", r, want)
 		}
 	})
@@ -203,7 +232,7 @@ func TestPostgresClients(t *testing.T) {
 	t.Run("lib/pq", func(t *testing.T) {
 		var r libpqResult
 		client(t, s.cfg, "agent", "", &r, "libpq", "host=127.0.0.1 port="+s.port+" dbname=app user=agent sslmode=disable")
-		if r.Err != "" || r.Count != 3 || r.Email != "bob@example.com" || r.Drop != "42501" {
+		if r.Err != "" || r.Count != 3 || r.Email != "***********.com" || r.Drop != "42501" {
 			t.Errorf("lib/pq saw %+v", r)
 		}
 	})
@@ -224,7 +253,7 @@ cur.execute("SELECT count(*) FROM users")
 print(cur.fetchone()[0])
 `
 		out, stderr, code := lgtest.Run(t, s.cfg, "agent", nil, nil, "/usr/bin/python3", "-c", script)
-		if code != 0 || strings.Fields(out) == nil || strings.Join(strings.Fields(out), " ") != "ada@example.com 42501 3" {
+		if code != 0 || strings.Fields(out) == nil || strings.Join(strings.Fields(out), " ") != "***********.com 42501 3" {
 			t.Errorf("code %d out %q stderr %q", code, out, stderr)
 		}
 	})

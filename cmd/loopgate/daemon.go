@@ -51,6 +51,9 @@ func runDaemon(c *cli.Context) error {
 	}
 	if addr := os.Getenv("LOOPGATE_PPROF"); addr != "" {
 		// Profiling for developers, on loopback only.
+		if ap, err := netip.ParseAddrPort(addr); err != nil || !ap.Addr().IsLoopback() {
+			return cli.Exit("LOOPGATE_PPROF must be a loopback ip:port", 2)
+		}
 		go http.ListenAndServe(addr, nil)
 		log.Warn("pprof enabled", "addr", addr)
 	}
@@ -84,6 +87,10 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	}
 	defer db.Close()
 	if err := db.EnableCheckpoints(ctx, cfg.AuditKey); err != nil {
+		return err
+	}
+	maskKey, err := store.DeriveKey(cfg.AuditKey, "loopgate mask hash v1")
+	if err != nil {
 		return err
 	}
 	defer func() {
@@ -146,7 +153,7 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		Accepters: accepters,
 		Handlers: map[string]l7.Handler{
 			policy.ProtocolTCP:      &tcp.Handler{},
-			policy.ProtocolPostgres: &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil)},
+			policy.ProtocolPostgres: &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey},
 		},
 		Recorder: db,
 		Log:      d.log,

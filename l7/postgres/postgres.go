@@ -24,6 +24,9 @@ type Handler struct {
 	// Verifier checks OIDC tokens presented as passwords; nil refuses
 	// workloads that need one.
 	Verifier *policy.Verifier
+	// MaskKey keys the hash masking mode; stable across restarts so the
+	// same value always masks to the same token.
+	MaskKey []byte
 
 	cancels    cancelKeys
 	defaultCls sqlclass.Classifier
@@ -139,6 +142,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	s.Log.Info("postgres session ready", "database", st.params["database"], "user", st.params["user"], "backend_pid", hj.PID)
 
 	r := newRelay(ctx, h, s, be, client, up)
+	r.session = r.maskerFor(ad)
 	err = r.run()
 	if ctx.Err() != nil {
 		return result(), context.Cause(ctx)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/policy/mask"
 	"github.com/loopgate/loopgate/policy/sqlclass"
 	"github.com/loopgate/loopgate/store/event"
 )
@@ -35,8 +36,15 @@ type command struct {
 	// deferred: the command's record waits for its result and is written
 	// once, complete (record: async rules).
 	deferred bool
-	start    time.Time
-	rows     int64
+	// masker masks this command's results (nil: fast path, rows stream).
+	masker *mask.Masker
+	// stmt and formats locate the result layout of an Execute whose
+	// RowDescription came earlier (Describe of the statement).
+	stmt    string
+	formats []int16
+	layout  *layout // set by the target side
+	start   time.Time
+	rows    int64
 	// ready is the ReadyForQuery (counted from the session's start) that
 	// closes the cycle this command belongs to.
 	ready int64
@@ -50,8 +58,15 @@ type batched struct {
 }
 
 type portal struct {
-	stmt   string
-	params string
+	stmt    string
+	params  string
+	formats []int16
+}
+
+// describe is a statement Describe awaiting its ParameterDescription.
+type describe struct {
+	name  string
+	ready int64
 }
 
 // relay pumps messages both ways for one session.
@@ -75,10 +90,20 @@ type relay struct {
 	sqlPrepared map[string][]string // SQL-level PREPARE name -> classes
 	sent        int64               // cycles sent (each ends in one ReadyForQuery)
 
-	mu      sync.Mutex
-	pending []*command
-	drop    []byte // injected responses to swallow, in order
-	seen    int64  // ReadyForQuery messages seen
+	mu        sync.Mutex
+	pending   []*command
+	drop      []byte // injected responses to swallow, in order
+	seen      int64  // ReadyForQuery messages seen
+	describes []describe
+
+	// Owned by the target side.
+	describing *string
+	stmtCols   map[string][]pgproto3.FieldDescription
+
+	// maskers by rule id, built on first use (agent side); session masks
+	// error details and notifications.
+	maskers map[string]*mask.Masker
+	session *mask.Masker
 
 	results chan event.Event
 }
@@ -95,8 +120,29 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 		stmts:       map[string]prepared{},
 		portals:     map[string]portal{},
 		sqlPrepared: map[string][]string{},
+		stmtCols:    map[string][]pgproto3.FieldDescription{},
+		maskers:     map[string]*mask.Masker{},
 		results:     make(chan event.Event, 256),
 	}
+}
+
+// maskerFor returns the masker of a decision's masks (nil for none).
+func (r *relay) maskerFor(d policy.Decision) *mask.Masker {
+	if len(d.Masks) == 0 {
+		return nil
+	}
+	if m, ok := r.maskers[d.RuleID]; ok {
+		return m
+	}
+	m, err := mask.New(r.s.Policy(), d.Masks, r.h.MaskKey)
+	if err != nil {
+		// The config checks mask names; a reload may have removed one.
+		// Mask everything a column could hold rather than nothing.
+		r.s.Log.Error("masks unavailable; redacting all columns", "err", err)
+		m, _ = mask.New(&policy.Config{Masks: []policy.Mask{{Name: "all", Columns: []string{"*"}, Mode: "redact"}}}, []string{"all"}, nil)
+	}
+	r.maskers[d.RuleID] = m
+	return m
 }
 
 // run relays until either side ends. It returns the first error that was
@@ -189,9 +235,15 @@ func (r *relay) fromAgent() error {
 			r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes}
 			r.hold(m, nil, false)
 		case *pgproto3.Bind:
-			r.portals[m.DestinationPortal] = portal{stmt: m.PreparedStatement, params: formatParams(m)}
+			r.portals[m.DestinationPortal] = portal{stmt: m.PreparedStatement, params: formatParams(m),
+				formats: append([]int16(nil), m.ResultFormatCodes...)}
 			r.hold(m, nil, false)
 		case *pgproto3.Describe:
+			if m.ObjectType == 'S' {
+				r.mu.Lock()
+				r.describes = append(r.describes, describe{name: m.Name, ready: r.sent + 1})
+				r.mu.Unlock()
+			}
 			r.hold(m, nil, false)
 		case *pgproto3.Close:
 			r.hold(m, nil, false)
@@ -202,8 +254,12 @@ func (r *relay) fromAgent() error {
 			if !ok {
 				classes = []string{sqlclass.Unknown}
 			}
-			c := &command{text: st.text, params: p.params, classes: classes}
+			c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, formats: p.formats}
 			c.decision = r.s.Policy().Decide(r.s.Subject, classes)
+			c.masker = r.maskerFor(c.decision)
+			if c.masker.HasDetectors() {
+				c.params = c.masker.String(c.params)
+			}
 			r.hold(m, c, false)
 		case *pgproto3.Sync:
 			r.hold(m, nil, true)
@@ -323,8 +379,9 @@ func (r *relay) query(sql string) error {
 		n = 1 // EmptyQueryResponse
 	}
 	cmds := make([]*command, n)
+	m := r.maskerFor(c.decision)
 	for i := range cmds {
-		cmds[i] = &command{text: sql, classes: res.Classes, decision: c.decision}
+		cmds[i] = &command{text: sql, classes: res.Classes, decision: c.decision, masker: m}
 		if i < len(res.Statements) {
 			cmds[i].text = res.Statements[i].Text
 		}
@@ -489,15 +546,48 @@ func (r *relay) fromTarget() error {
 			continue
 		}
 		switch typ {
-		case 'D': // DataRow: count, stream through
+		case 'D': // DataRow: count; stream through unless masked
 			r.mu.Lock()
+			var lay *layout
 			if len(r.pending) > 0 {
-				r.pending[0].rows++
+				head := r.pending[0]
+				head.rows++
+				if !head.masker.Empty() {
+					if head.layout == nil {
+						head.layout = newLayout(r.stmtCols[head.stmt], head.formats, head.masker)
+					}
+					if head.layout.active() {
+						lay = head.layout
+					}
+				}
 			}
 			r.mu.Unlock()
+			if lay != nil {
+				body := make([]byte, n)
+				if _, err := io.ReadFull(br, body); err != nil {
+					return err
+				}
+				out, ok := lay.maskRow(body)
+				if !ok {
+					return fmt.Errorf("target sent a malformed DataRow")
+				}
+				cw.Write(out)
+				break
+			}
 			cw.Write(hdr[:])
 			if _, err := io.CopyN(cw, br, n); err != nil {
 				return err
+			}
+		case 't', 'T', 'n', 'A':
+			body := make([]byte, n)
+			if _, err := io.ReadFull(br, body); err != nil {
+				return err
+			}
+			if out := r.describeOrNotify(typ, body); out != nil {
+				cw.Write(out)
+			} else {
+				cw.Write(hdr[:])
+				cw.Write(body)
 			}
 		case 'C', 'I', 's', 'E', 'Z':
 			body := make([]byte, n)
@@ -532,6 +622,10 @@ func (r *relay) complete(typ byte, body []byte) []byte {
 	defer r.mu.Unlock()
 	if typ == 'Z' {
 		r.seen++
+		for len(r.describes) > 0 && r.describes[0].ready <= r.seen {
+			r.describes = r.describes[1:]
+		}
+		r.describing = nil
 		for len(r.pending) > 0 && r.pending[0].ready <= r.seen {
 			r.finish(r.pending[0], "", "not executed: an earlier statement failed")
 			r.pending = r.pending[1:]
@@ -539,6 +633,9 @@ func (r *relay) complete(typ byte, body []byte) []byte {
 		return nil
 	}
 	if len(r.pending) == 0 {
+		if typ == 'E' {
+			return r.maskError(body, nil)
+		}
 		return nil
 	}
 	c := r.pending[0]
@@ -568,6 +665,79 @@ func (r *relay) complete(typ byte, body []byte) []byte {
 			return nil
 		}
 		r.finish(c, "", e.Code+": "+e.Message)
+		return r.maskError(body, c.masker)
+	}
+	return nil
+}
+
+// maskError masks the text of an ErrorResponse (a unique violation's detail
+// echoes the offending value) with the command's and the session's
+// detectors. It returns nil when nothing changed.
+func (r *relay) maskError(body []byte, m *mask.Masker) []byte {
+	if !m.HasDetectors() && !r.session.HasDetectors() {
+		return nil
+	}
+	var e pgproto3.ErrorResponse
+	if err := e.Decode(body); err != nil {
+		return nil
+	}
+	scan := func(s string) string {
+		if m.HasDetectors() {
+			s = m.String(s)
+		}
+		if r.session.HasDetectors() {
+			s = r.session.String(s)
+		}
+		return s
+	}
+	e.Message, e.Detail, e.Hint, e.Where = scan(e.Message), scan(e.Detail), scan(e.Hint), scan(e.Where)
+	out, err := e.Encode(nil)
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// describeOrNotify follows statement descriptions (their columns are
+// needed to mask later Executes) and masks notification payloads. It
+// returns a replacement encoding or nil.
+func (r *relay) describeOrNotify(typ byte, body []byte) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch typ {
+	case 't':
+		if len(r.describes) > 0 {
+			name := r.describes[0].name
+			r.describes = r.describes[1:]
+			r.describing = &name
+		}
+	case 'n':
+		r.describing = nil
+	case 'T':
+		var rd pgproto3.RowDescription
+		if err := rd.Decode(body); err != nil {
+			return nil
+		}
+		if r.describing != nil {
+			r.stmtCols[*r.describing] = rd.Fields
+			r.describing = nil
+		} else if len(r.pending) > 0 && !r.pending[0].masker.Empty() {
+			r.pending[0].layout = newLayout(rd.Fields, nil, r.pending[0].masker)
+		}
+	case 'A':
+		if !r.session.HasDetectors() {
+			return nil
+		}
+		var n pgproto3.NotificationResponse
+		if err := n.Decode(body); err != nil {
+			return nil
+		}
+		n.Payload = r.session.String(n.Payload)
+		out, err := n.Encode(nil)
+		if err != nil {
+			return nil
+		}
+		return out
 	}
 	return nil
 }
