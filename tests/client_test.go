@@ -60,6 +60,8 @@ func clientMain() int {
 		res = pgxScenario(args[0])
 	case "libpq": // libpq DSN: lib/pq through database/sql
 		res = libpqScenario(args[0])
+	case "bigrow": // bigrow DSN: a 64 MB value in and out
+		res = bigRow(args[0])
 	default:
 		fmt.Fprintf(os.Stderr, "unknown LG_CLIENT mode %q\n", mode)
 		return 2

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -125,5 +126,39 @@ func libpqScenario(dsn string) (r libpqResult) {
 	} else {
 		r.Drop = sqlstate(err)
 	}
+	return r
+}
+
+type bigResult struct {
+	Sent string `json:"sent"`
+	Got  string `json:"got"`
+	Len  int    `json:"len"`
+	Err  string `json:"err,omitempty"`
+}
+
+func bigRow(dsn string) (r bigResult) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	defer conn.Close(ctx)
+	v := make([]byte, 64<<20)
+	for i := range v {
+		v[i] = 'a' + byte(i%26)
+	}
+	r.Sent = fmt.Sprintf("%x", sha256.Sum256(v))
+	if _, err := conn.Exec(ctx, "INSERT INTO big VALUES (1, $1)", string(v)); err != nil {
+		r.Err = "insert: " + err.Error()
+		return r
+	}
+	var got string
+	if err := conn.QueryRow(ctx, "SELECT v FROM big WHERE id = 1").Scan(&got); err != nil {
+		r.Err = "select: " + err.Error()
+		return r
+	}
+	r.Got, r.Len = fmt.Sprintf("%x", sha256.Sum256([]byte(got))), len(got)
 	return r
 }

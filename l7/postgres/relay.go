@@ -279,10 +279,9 @@ func (r *relay) fromAgent() error {
 				return err
 			}
 		case *pgproto3.CopyData:
+			// The server answers nothing until CopyDone: let the buffer
+			// fill (psql sends a message per line).
 			if err := r.forward(m); err != nil {
-				return err
-			}
-			if err := r.upw.Flush(); err != nil {
 				return err
 			}
 		case *pgproto3.CopyDone, *pgproto3.CopyFail:
