@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -47,6 +48,19 @@ type Credentials struct {
 	User         string
 	PasswordFile string
 	PasswordEnv  string
+	// Dynamic, when set, makes User an administrator that creates a
+	// short-lived login role per session instead of logging in itself.
+	Dynamic *DynamicRole
+}
+
+// DynamicRole is a per-session database role: created at session start
+// with LOGIN, a random password and VALID UNTIL now+TTL, member of Role;
+// dropped at session end; its session is ended when the TTL passes.
+type DynamicRole struct {
+	// Role is the group role whose privileges the session role gets.
+	Role string
+	// TTL is how long the session role is valid.
+	TTL time.Duration
 }
 
 // LogValue keeps credentials out of logs: only where they come from shows.
@@ -212,6 +226,25 @@ func (d *decoder) credentials(n *yaml.Node, c *Credentials) {
 		"user":          func(v *yaml.Node) { d.str(v, "user", &c.User) },
 		"password_file": func(v *yaml.Node) { d.str(v, "password_file", &c.PasswordFile) },
 		"password_env":  func(v *yaml.Node) { d.str(v, "password_env", &c.PasswordEnv) },
+		"dynamic": func(v *yaml.Node) {
+			dr := &DynamicRole{TTL: 15 * time.Minute}
+			var ttl string
+			d.mapping(v, "dynamic", map[string]func(*yaml.Node){
+				"role": func(x *yaml.Node) { d.str(x, "role", &dr.Role) },
+				"ttl":  func(x *yaml.Node) { d.str(x, "ttl", &ttl) },
+			})
+			if ttl != "" {
+				t, err := time.ParseDuration(ttl)
+				if err != nil || t < 10*time.Second || t > 24*time.Hour {
+					d.errorf(v, "dynamic: ttl %q must be a duration from 10s to 24h", ttl)
+				}
+				dr.TTL = t
+			}
+			if !namePattern.MatchString(dr.Role) {
+				d.errorf(v, "dynamic: role %q must match %s", dr.Role, namePattern)
+			}
+			c.Dynamic = dr
+		},
 		"password": func(v *yaml.Node) {
 			d.errorf(v, "credentials: inline passwords are not accepted; use password_file or password_env")
 		},

@@ -83,6 +83,8 @@ func TestRuleErrors(t *testing.T) {
 		{"token issuer unknown", "oidc:\n  - {issuer: https://a.example, audience: x}\nworkloads:\n  - {name: w, cgroup: a/b, token: {issuer: https://b.example, subject: s}}\n", `token issuer "https://b.example" is not in oidc:`},
 		{"token matches anything", "oidc:\n  - {issuer: https://a.example, audience: x}\nworkloads:\n  - {name: w, cgroup: a/b, token: {issuer: https://a.example}}\n", `give a subject or claims`},
 		{"approver without identity", "approvers:\n  - {name: bob}\n", `approver "bob": give uid, oidc_subject or oidc_group`},
+		{"dynamic ttl", "targets:\n  - {name: x, protocol: postgres, address: 1.1.1.1:1, credentials: {user: a, dynamic: {role: r, ttl: 2s}}}\n", `dynamic: ttl "2s" must be a duration from 10s to 24h`},
+		{"dynamic role", "targets:\n  - {name: x, protocol: postgres, address: 1.1.1.1:1, credentials: {user: a, dynamic: {ttl: 1m}}}\n", `dynamic: role "" must match`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

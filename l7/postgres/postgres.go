@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"time"
@@ -108,7 +109,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		return refuse(codeInvalidAuthorization, "loopgate: "+ad.Reason, &l7.DeniedError{Decision: ad})
 	}
 
-	hj, err := connectUpstream(ctx, s.Subject.Target, s.Subject.OrigDst.String(), st.params)
+	hj, role, err := connectUpstream(ctx, s.Subject.Target, s.Subject.OrigDst.String(), st.params)
 	if err != nil {
 		var sr *startupRefused
 		if errors.As(err, &sr) {
@@ -118,6 +119,26 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	}
 	up := &countingConn{Conn: hj.Conn}
 	defer up.Close()
+	var expired atomic.Bool
+	if role != nil {
+		s.Log.Info("session role created", "role", role.name, "valid_until", role.expires)
+		defer func() {
+			if err := role.drop(context.WithoutCancel(ctx)); err != nil {
+				s.Log.Error("session role not dropped", "role", role.name, "err", err)
+			}
+		}()
+		// When the role expires, so does the session: its backend is
+		// terminated, which ends the relay.
+		timer := time.AfterFunc(time.Until(role.expires), func() {
+			expired.Store(true)
+			s.Log.Warn("session role expired; ending the session", "role", role.name)
+			if err := role.terminate(context.WithoutCancel(ctx)); err != nil {
+				s.Log.Error("expired session not terminated; closing", "err", err)
+			}
+			hj.Conn.SetDeadline(time.Unix(1, 0))
+		})
+		defer timer.Stop()
+	}
 	stopUp := context.AfterFunc(ctx, func() { hj.Conn.SetDeadline(time.Unix(1, 0)) })
 	defer stopUp()
 
@@ -146,6 +167,9 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	err = r.run()
 	if ctx.Err() != nil {
 		return result(), context.Cause(ctx)
+	}
+	if expired.Load() {
+		return result(), fmt.Errorf("session role %s expired at %s", role.name, role.expires.Format(time.RFC3339))
 	}
 	return result(), err
 }

@@ -48,9 +48,30 @@ var forwardedParams = map[string]bool{
 	"timezone": true, "intervalstyle": true, "standard_conforming_strings": true,
 }
 
-// connectUpstream logs in to the target with the target's credentials and
+// connectUpstream logs in to the target with the target's credentials (or,
+// for dynamic credentials, with a session role it creates with them) and
 // hijacks the connection from pgconn.
-func connectUpstream(ctx context.Context, t *policy.Target, addr string, params map[string]string) (*pgconn.HijackedConn, error) {
+func connectUpstream(ctx context.Context, t *policy.Target, addr string, params map[string]string) (*pgconn.HijackedConn, *sessionRole, error) {
+	cfg, err := upstreamConfig(t, addr, params)
+	if err != nil {
+		return nil, nil, err
+	}
+	var role *sessionRole
+	if dyn := t.Credentials.Dynamic; dyn != nil {
+		admin := cfg.Copy()
+		if role, err = createRole(ctx, admin, dyn); err != nil {
+			return nil, nil, err
+		}
+		cfg.User, cfg.Password = role.name, role.password
+	}
+	hj, err := dialHijack(ctx, cfg, addr)
+	if err != nil && role != nil {
+		role.drop(context.WithoutCancel(ctx))
+	}
+	return hj, role, err
+}
+
+func upstreamConfig(t *policy.Target, addr string, params map[string]string) (*pgconn.Config, error) {
 	if v := params["replication"]; v != "" && v != "false" && v != "0" {
 		return nil, &startupRefused{code: codeFeatureNotSupported, msg: "loopgate: replication connections are not allowed"}
 	}
@@ -85,6 +106,10 @@ func connectUpstream(ctx context.Context, t *policy.Target, addr string, params 
 			cfg.RuntimeParams[k] = v
 		}
 	}
+	return cfg, nil
+}
+
+func dialHijack(ctx context.Context, cfg *pgconn.Config, addr string) (*pgconn.HijackedConn, error) {
 	pc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		var pgErr *pgconn.PgError
