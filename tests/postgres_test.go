@@ -130,6 +130,12 @@ func TestPostgres(t *testing.T) {
 		{"function wrapping drop", "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DROP TABLE t'", "denied"},
 		{"unbounded delete needs approval", "DELETE FROM t", "unbounded-write needs approval"},
 		{"parse error is unknown", "SELEC 1", "unknown denied"},
+		{"privilege", "GRANT SELECT ON t TO PUBLIC", "privilege denied by rule agent-app"},
+		{"copy program", "COPY t FROM PROGRAM 'id'", "copy-program denied by rule agent-app"},
+		{"procedural is not listed", "DO $$ BEGIN PERFORM 1; END $$", "procedural denied by rule agent-app"},
+		{"explain analyze runs the statement", "EXPLAIN ANALYZE DELETE FROM t", "unbounded-write needs approval"},
+		{"cte that deletes everything", "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d", "unbounded-write needs approval"},
+		{"prepared statement reuse", "PREPARE p AS DELETE FROM t; EXECUTE p", "unbounded-write needs approval"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, stderr, code := s.psql(t, "agent", nil, "-v", "VERBOSITY=verbose", "-c", tc.sql)
@@ -147,6 +153,20 @@ func TestPostgres(t *testing.T) {
 	if got := s.pg.MustExecIn(t, "app", "SELECT count(*) FROM pg_tables WHERE tablename IN ('t', 'x')"); got != "1" {
 		t.Errorf("tables t, x: %s exist, want only t", got)
 	}
+
+	t.Run("allowed classes", func(t *testing.T) {
+		for _, sql := range []string{
+			"SELECT count(*) FROM users",        // read
+			"UPDATE t SET v = 'w' WHERE id = 1", // write
+			"BEGIN; SELECT 1; COMMIT",           // transaction
+			"SET work_mem = '8MB'",              // session
+			"COPY (SELECT 1) TO STDOUT",         // copy
+		} {
+			if _, stderr, code := s.psql(t, "agent", nil, "-v", "ON_ERROR_STOP=1", "-c", sql); code != 0 {
+				t.Errorf("%q: code %d %s", sql, code, stderr)
+			}
+		}
+	})
 
 	t.Run("denied inside a transaction aborts it like postgres", func(t *testing.T) {
 		out, stderr, _ := s.psql(t, "agent", nil, "-c", "BEGIN", "-c", "INSERT INTO t VALUES (100, 'x')", "-c", "DROP TABLE t",

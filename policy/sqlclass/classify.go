@@ -102,13 +102,27 @@ func classify(sql string, prepared Prepared) (Result, bool) {
 	var res Result
 	cacheable := true
 	all := map[string]bool{}
+	// A PREPARE earlier in the same string is visible to a later EXECUTE.
+	local := map[string][]string{}
+	lookup := func(name string) ([]string, bool) {
+		if ks, ok := local[name]; ok {
+			return ks, true
+		}
+		if prepared != nil {
+			return prepared(name)
+		}
+		return nil, false
+	}
 	for _, raw := range tree.Stmts {
-		cl := &classes{set: map[string]bool{}, prepared: prepared}
+		cl := &classes{set: map[string]bool{}, prepared: lookup}
 		cl.statement(raw.Stmt)
 		if cl.dependsOnSession {
 			cacheable = false
 		}
 		st := Statement{Text: stmtText(sql, raw), Classes: cl.list(), Prepares: cl.prepares, Inner: cl.inner}
+		if st.Prepares != "" {
+			local[st.Prepares] = st.Inner
+		}
 		for _, k := range st.Classes {
 			all[k] = true
 		}

@@ -70,6 +70,7 @@ func TestClassify(t *testing.T) {
 		{"prepare", "PREPARE p AS DELETE FROM t", []string{Session}},
 		{"execute known", "EXECUTE wipe", []string{UnboundedWrite, Write}},
 		{"execute unknown", "EXECUTE nope(1)", []string{Unknown}},
+		{"prepare then execute in one string", "PREPARE q AS DELETE FROM t; EXECUTE q", []string{Session, UnboundedWrite, Write}},
 		{"terminate", "SELECT pg_terminate_backend(123)", []string{Privilege, Read}},
 		{"query_to_xml", "SELECT query_to_xml('DROP TABLE t', true, true, '')", []string{Procedural, Read}},
 		// Evasions of a deny on drop.
