@@ -77,6 +77,8 @@ type Target struct {
 	Addresses []string
 	// Credentials are what the daemon logs in upstream with.
 	Credentials Credentials
+	// TLS is how the daemon secures its connection to the target.
+	TLS TLS
 	// ID is a stable 32-bit identifier derived from Name, carried through
 	// the kernel's maps so a reload cannot misattribute a connection.
 	ID   uint32
@@ -398,6 +400,7 @@ func (d *decoder) target(n *yaml.Node, cfg *Config) {
 		"address":     func(v *yaml.Node) { d.str(v, "address", &addr) },
 		"addresses":   func(v *yaml.Node) { d.strList(v, "addresses", &t.Addresses) },
 		"credentials": func(v *yaml.Node) { d.credentials(v, &t.Credentials) },
+		"tls":         func(v *yaml.Node) { d.tls(v, &t.TLS) },
 	})
 	if n.Kind != yaml.MappingNode {
 		return
@@ -423,6 +426,19 @@ func (d *decoder) target(n *yaml.Node, cfg *Config) {
 	for _, a := range t.Addresses {
 		if err := checkHostPort(a, true); err != nil {
 			d.errorf(n, "target %q: address %q: %v", t.Name, a, err)
+		}
+		for _, o := range cfg.Targets {
+			if slices.Contains(o.Addresses, a) {
+				d.errorf(n, "target %q: address %s is already target %q's", t.Name, a, o.Name)
+			}
+		}
+	}
+	if t.TLS.Mode == "" {
+		// Default: verify the target's certificate, except for targets on
+		// this host (loopback), where the hop never leaves the machine.
+		t.TLS.Mode = TLSVerifyFull
+		if allLoopback(t.Addresses) {
+			t.TLS.Mode = TLSDisable
 		}
 	}
 	t.ID = stableID("target/" + t.Name)

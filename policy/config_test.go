@@ -67,6 +67,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown top key", "listen: 127.0.0.1:1\nlisten_on: x\n", `f.yaml:2:1: config: unknown key "listen_on"`},
 		{"unknown target key", "targets:\n  - name: x\n    protocol: tcp\n    adress: 1.2.3.4:5\n", `f.yaml:4:5: target: unknown key "adress"`},
 		{"duplicate key", "store: a\nstore: b\n", `f.yaml:2:1: config: duplicate key "store"`},
+		{"address of two targets", "targets:\n  - {name: a, protocol: tcp, address: 1.1.1.1:1}\n  - {name: b, protocol: tcp, address: 1.1.1.1:1}\n", `target "b": address 1.1.1.1:1 is already target "a"'s`},
 		{"duplicate target", "targets:\n  - {name: x, protocol: tcp, address: 1.1.1.1:1}\n  - {name: x, protocol: tcp, address: 1.1.1.1:2}\n", `f.yaml:3:5: target: duplicate name "x"`},
 		{"unknown protocol", "targets:\n  - name: db\n    protocol: ftp\n    address: 1.1.1.1:21\n", `f.yaml:3:15: target "db": unknown protocol "ftp"`},
 		{"no port", "targets:\n  - name: db\n    protocol: tcp\n    address: 1.1.1.1\n", `f.yaml:2:5: target "db": address "1.1.1.1": want host:port`},

@@ -68,6 +68,51 @@ func (c Credentials) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("user", c.User), slog.String("password", "[redacted]"))
 }
 
+// TLS modes for the daemon's connection to a target. There is no "prefer":
+// a target configured for TLS never silently gets plaintext.
+const (
+	TLSDisable    = "disable"
+	TLSRequire    = "require"     // encrypted, certificate not verified
+	TLSVerifyFull = "verify-full" // encrypted, chain and name verified
+)
+
+// TLS configures the daemon's connection to a target.
+type TLS struct {
+	Mode string
+	// CAFile holds PEM roots to verify with (default: the system's).
+	CAFile string
+	// ServerName is the name to verify (default: the target's host).
+	ServerName string
+}
+
+func (d *decoder) tls(n *yaml.Node, t *TLS) {
+	d.mapping(n, "tls", map[string]func(*yaml.Node){
+		"mode":        func(v *yaml.Node) { d.str(v, "tls mode", &t.Mode) },
+		"ca_file":     func(v *yaml.Node) { d.str(v, "ca_file", &t.CAFile) },
+		"server_name": func(v *yaml.Node) { d.str(v, "server_name", &t.ServerName) },
+	})
+	if !slices.Contains([]string{TLSDisable, TLSRequire, TLSVerifyFull}, t.Mode) {
+		d.errorf(n, "tls: mode must be disable, require or verify-full, got %q", t.Mode)
+	}
+	if t.CAFile != "" && !path.IsAbs(t.CAFile) {
+		d.errorf(n, "tls: ca_file %q must be an absolute path", t.CAFile)
+	}
+}
+
+// allLoopback reports whether every address is a loopback IP or localhost.
+func allLoopback(addrs []string) bool {
+	for _, a := range addrs {
+		host := a
+		if i := strings.LastIndexByte(a, ':'); i >= 0 {
+			host = strings.Trim(a[:i], "[]")
+		}
+		if !isLoopbackHost(host) {
+			return false
+		}
+	}
+	return len(addrs) > 0
+}
+
 // Mask is a named masking rule.
 type Mask struct {
 	Name string

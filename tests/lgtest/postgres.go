@@ -37,10 +37,22 @@ func pgBin(t testing.TB, name string) string {
 	return matches[len(matches)-1]
 }
 
+// PGOption changes how StartPostgres starts the server.
+type PGOption func(*pgOptions)
+
+type pgOptions struct {
+	certPEM, keyPEM []byte
+}
+
+// WithTLS serves TLS with the given certificate and key.
+func WithTLS(certPEM, keyPEM []byte) PGOption {
+	return func(o *pgOptions) { o.certPEM, o.keyPEM = certPEM, keyPEM }
+}
+
 // StartPostgres initialises a cluster in a temp dir (owned by the postgres
 // user: the server refuses to run as root), starts it on a free loopback
 // port with scram-sha-256 authentication, and stops it when t ends.
-func StartPostgres(t testing.TB) *Postgres {
+func StartPostgres(t testing.TB, opts ...PGOption) *Postgres {
 	t.Helper()
 	RequireRoot(t)
 	initdb := pgBin(t, "initdb")
@@ -68,10 +80,23 @@ func StartPostgres(t testing.TB) *Postgres {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
+	var o pgOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	p.Port = FreePort(t)
-	p.cmd = exec.Command(server, "-D", data, "-p", strconv.Itoa(p.Port), "-k", dir,
+	args := []string{"-D", data, "-p", strconv.Itoa(p.Port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=128MB")
+		"-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=128MB"}
+	if o.certPEM != nil {
+		crt, key := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+		os.WriteFile(crt, o.certPEM, 0o644)
+		os.WriteFile(key, o.keyPEM, 0o600)
+		os.Chown(crt, uid, gid)
+		os.Chown(key, uid, gid)
+		args = append(args, "-c", "ssl=on", "-c", "ssl_cert_file="+crt, "-c", "ssl_key_file="+key)
+	}
+	p.cmd = exec.Command(server, args...)
 	p.cmd.SysProcAttr = asPG
 	logf, _ := os.Create(filepath.Join(dir, "server.log"))
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf

@@ -1,0 +1,72 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/loopgate/loopgate/tests/lgtest"
+)
+
+// TestPostgresUpstreamTLS: loopgate verifies the target's certificate and
+// never falls back to plaintext.
+func TestPostgresUpstreamTLS(t *testing.T) {
+	lgtest.RequireRoot(t)
+	ca := lgtest.NewCA(t, "target CA")
+	crt, key := ca.Issue(t, "db.internal", "127.0.0.1")
+	tlsPG := lgtest.StartPostgres(t, lgtest.WithTLS(crt, key))
+	plainPG := lgtest.StartPostgres(t)
+	other := lgtest.NewCA(t, "someone else")
+	ocrt, okey := other.Issue(t, "db.internal", "127.0.0.1")
+	strangerPG := lgtest.StartPostgres(t, lgtest.WithTLS(ocrt, okey))
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, b, 0o600)
+		return p
+	}
+	caFile := write("ca.pem", ca.PEM)
+	tlsPass, plainPass := write("tls.pass", []byte(tlsPG.SuperPassword)), write("plain.pass", []byte(plainPG.SuperPassword))
+	strangerPass := write("stranger.pass", []byte(strangerPG.SuperPassword))
+	cfg := lgtest.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:%d
+store: %s
+bpffs: %s
+daemon_cgroup: %s
+targets:
+  - {name: good, protocol: postgres, address: %s, credentials: {user: postgres, password_file: %s},
+     tls: {mode: verify-full, ca_file: %s, server_name: db.internal}}
+  - {name: wrong-ca, protocol: postgres, address: %s, credentials: {user: postgres, password_file: %s},
+     tls: {mode: verify-full, ca_file: %s}}
+  - {name: no-tls, protocol: postgres, address: %s, credentials: {user: postgres, password_file: %s},
+     tls: {mode: verify-full, ca_file: %s}}
+workloads:
+  - {name: agent, cgroup: %s}
+rules:
+  - {id: r, workloads: [agent], targets: ["*"], allow: [read]}
+`, lgtest.FreePort(t), filepath.Join(dir, "lg.db"), lgtest.PinDir(t), lgtest.CgroupName(t)+"-daemon",
+		tlsPG.Addr(), tlsPass, caFile, strangerPG.Addr(), strangerPass, caFile, plainPG.Addr(), plainPass, caFile, lgtest.CgroupName(t)))
+	lgtest.StartDaemon(t, cfg)
+	psql := func(port int, sql string) (string, string, int) {
+		return lgtest.Run(t, cfg, "agent", nil, nil, "psql", "-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-d", "postgres", "-c", sql)
+	}
+	out, stderr, code := psql(tlsPG.Port, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+	if code != 0 || strings.TrimSpace(out) != "t" {
+		t.Errorf("verified TLS: code %d out %q err %q", code, out, stderr)
+	}
+	for name, port := range map[string]int{"plaintext server": plainPG.Port, "certificate from another CA": strangerPG.Port} {
+		_, stderr, code = psql(port, "SELECT 1")
+		if code == 0 || !strings.Contains(stderr, "loopgate: cannot reach the database") {
+			t.Errorf("%s with verify-full: code %d err %q", name, code, stderr)
+		}
+	}
+	var errs []string
+	for _, x := range lgtest.Sessions(t, cfg, "--outcome", "error") {
+		errs = append(errs, x.Error)
+	}
+	if all := strings.Join(errs, "\n"); !strings.Contains(all, "certificate") || !strings.Contains(all, "server refused TLS") && !strings.Contains(all, "TLS") {
+		t.Errorf("recorded errors do not say why: %q", all)
+	}
+}
