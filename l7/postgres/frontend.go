@@ -26,10 +26,10 @@ type startup struct {
 // readStartup answers SSL and GSS encryption requests with 'N' (loopgate
 // speaks plaintext on loopback only) and returns the StartupMessage or
 // CancelRequest.
-func readStartup(be *pgproto3.Backend, conn net.Conn) (*startup, error) {
+func readStartup(ar *agentReader, conn net.Conn) (*startup, error) {
 	sawSSL, sawGSS := false, false
 	for {
-		msg, err := be.ReceiveStartupMessage()
+		msg, err := ar.startup()
 		if err != nil {
 			return nil, fmt.Errorf("read startup: %w", err)
 		}
@@ -65,21 +65,21 @@ func readStartup(be *pgproto3.Backend, conn net.Conn) (*startup, error) {
 }
 
 // readPassword asks the agent for a cleartext password (its OIDC token).
-func readPassword(be *pgproto3.Backend) (string, error) {
+func readPassword(be *pgproto3.Backend, ar *agentReader) (string, error) {
 	be.Send(&pgproto3.AuthenticationCleartextPassword{})
 	if err := be.Flush(); err != nil {
 		return "", err
 	}
-	if err := be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
-		return "", err
-	}
-	msg, err := be.Receive()
+	typ, raw, err := ar.next()
 	if err != nil {
 		return "", fmt.Errorf("read password: %w", err)
 	}
-	pm, ok := msg.(*pgproto3.PasswordMessage)
-	if !ok {
-		return "", fmt.Errorf("read password: got %T", msg)
+	if typ != 'p' {
+		return "", fmt.Errorf("read password: got message %q", typ)
+	}
+	var pm pgproto3.PasswordMessage
+	if err := pm.Decode(raw[5:]); err != nil {
+		return "", fmt.Errorf("read password: %w", err)
 	}
 	return pm.Password, nil
 }

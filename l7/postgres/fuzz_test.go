@@ -63,10 +63,11 @@ func FuzzAgentStream(f *testing.F) {
 		srv := l7test.Server(t, l7test.Config(t, fuzzPolicy), rec)
 		s := l7test.Session(t, srv, "w", "db", "127.0.0.1:5432")
 		var out bytes.Buffer
-		be := pgproto3.NewBackend(bytes.NewReader(data), &out)
-		be.SetMaxBodyLen(1 << 20)
+		be := pgproto3.NewBackend(nil, &out)
+		ar := newAgentReader(bytes.NewReader(data))
+		ar.max = 1 << 20
 		h := &Handler{}
-		r := newRelay(context.Background(), h, s, be, &countingConn{Conn: sinkConn{}}, &countingConn{Conn: sinkConn{}})
+		r := newRelay(context.Background(), h, s, be, ar, &countingConn{Conn: sinkConn{}}, &countingConn{Conn: sinkConn{}})
 		done := make(chan error, 1)
 		go func() { done <- r.fromAgent() }()
 		select {
@@ -84,9 +85,7 @@ func FuzzStartup(f *testing.F) {
 	f.Add(encode(f, &pgproto3.CancelRequest{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}))
 	f.Add([]byte{0, 0, 0, 8, 4, 210, 22, 47})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		be := pgproto3.NewBackend(bytes.NewReader(data), io.Discard)
-		be.SetMaxBodyLen(maxStartupBody)
-		st, err := readStartup(be, sinkConn{})
+		st, err := readStartup(newAgentReader(bytes.NewReader(data)), sinkConn{})
 		if (st == nil) == (err == nil) {
 			t.Fatalf("startup %+v, err %v: want exactly one", st, err)
 		}

@@ -65,10 +65,11 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	be := pgproto3.NewBackend(client, client)
-	be.SetMaxBodyLen(maxStartupBody)
+	// be only writes; the agent's bytes are framed by ar.
+	be := pgproto3.NewBackend(nil, client)
+	ar := newAgentReader(client)
 	conn.SetDeadline(time.Now().Add(30 * time.Second)) // login must not linger
-	st, err := readStartup(be, client)
+	st, err := readStartup(ar, client)
 	if err != nil {
 		return result(), err
 	}
@@ -86,7 +87,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	// Who may open a session at all, and with what token.
 	cfg := s.Policy()
 	if w, ok := cfg.WorkloadByName(s.Subject.Workload); ok && w.Token != nil {
-		tok, err := readPassword(be)
+		tok, err := readPassword(be, ar)
 		if err != nil {
 			return result(), err
 		}
@@ -158,11 +159,11 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		return result(), err
 	}
 	conn.SetDeadline(time.Time{})
-	be.SetMaxBodyLen(maxMessageBody)
+	ar.max = maxMessageBody
 	s.Admit() // statements are decided one by one; nothing to re-check at connect level
 	s.Log.Info("postgres session ready", "database", st.params["database"], "user", st.params["user"], "backend_pid", hj.PID)
 
-	r := newRelay(ctx, h, s, be, client, up)
+	r := newRelay(ctx, h, s, be, ar, client, up)
 	r.session = r.maskerFor(ad)
 	err = r.run()
 	if ctx.Err() != nil {

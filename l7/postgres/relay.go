@@ -78,7 +78,8 @@ type relay struct {
 	ctx    context.Context
 	h      *Handler
 	s      *l7.Session
-	be     *pgproto3.Backend
+	be     *pgproto3.Backend // writes errors to the agent
+	in     *agentReader
 	client *countingConn
 	up     *countingConn
 	upw    *bufio.Writer
@@ -113,9 +114,9 @@ type prepared struct {
 	classes []string
 }
 
-func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backend, client, up *countingConn) *relay {
+func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backend, in *agentReader, client, up *countingConn) *relay {
 	return &relay{
-		ctx: ctx, h: h, s: s, be: be, client: client, up: up,
+		ctx: ctx, h: h, s: s, be: be, in: in, client: client, up: up,
 		upw:         bufio.NewWriterSize(up, 64<<10),
 		stmts:       map[string]prepared{},
 		portals:     map[string]portal{},
@@ -209,45 +210,65 @@ func (r *relay) recordResults() {
 	}
 }
 
-// fromAgent reads the agent's messages, decides, and forwards.
+// fromAgent reads the agent's messages, decides, and forwards them as they
+// came (decoding only what policy needs).
 func (r *relay) fromAgent() error {
 	for {
-		msg, err := r.be.Receive()
+		typ, raw, err := r.in.next()
 		if err != nil {
 			return err
 		}
-		if r.skipToSync {
-			if _, ok := msg.(*pgproto3.Sync); !ok {
-				continue
-			}
-			r.skipToSync = false
+		body := raw[5:]
+		if r.skipToSync && typ != 'S' {
+			continue
 		}
-		switch m := msg.(type) {
-		case *pgproto3.Query:
+		r.skipToSync = false
+		switch typ {
+		case 'Q':
+			var m pgproto3.Query
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
 			if err := r.flushBatch(); err != nil {
 				return err
 			}
-			if err := r.query(m.String); err != nil {
+			if err := r.query(m.String, raw); err != nil {
 				return err
 			}
-		case *pgproto3.Parse:
+		case 'P':
+			var m pgproto3.Parse
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
 			res := r.h.classifier().Classify(m.Query, r.lookupSQLPrepared)
 			r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes}
-			r.hold(m, nil, false)
-		case *pgproto3.Bind:
-			r.portals[m.DestinationPortal] = portal{stmt: m.PreparedStatement, params: formatParams(m),
+			r.hold(raw, nil, false)
+		case 'B':
+			var m pgproto3.Bind
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
+			r.portals[m.DestinationPortal] = portal{stmt: m.PreparedStatement, params: formatParams(&m),
 				formats: append([]int16(nil), m.ResultFormatCodes...)}
-			r.hold(m, nil, false)
-		case *pgproto3.Describe:
+			r.hold(raw, nil, false)
+		case 'D':
+			var m pgproto3.Describe
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
 			if m.ObjectType == 'S' {
 				r.mu.Lock()
 				r.describes = append(r.describes, describe{name: m.Name, ready: r.sent + 1})
 				r.mu.Unlock()
 			}
-			r.hold(m, nil, false)
-		case *pgproto3.Close:
-			r.hold(m, nil, false)
-		case *pgproto3.Execute:
+			r.hold(raw, nil, false)
+		case 'C':
+			r.hold(raw, nil, false)
+		case 'E':
+			var m pgproto3.Execute
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
 			p := r.portals[m.Portal]
 			st, ok := r.stmts[p.stmt]
 			classes := st.classes
@@ -260,47 +281,57 @@ func (r *relay) fromAgent() error {
 			if c.masker.HasDetectors() {
 				c.params = c.masker.String(c.params)
 			}
-			r.hold(m, c, false)
-		case *pgproto3.Sync:
-			r.hold(m, nil, true)
+			r.hold(raw, c, false)
+		case 'S':
+			r.hold(raw, nil, true)
 			if err := r.flushBatch(); err != nil {
 				return err
 			}
-		case *pgproto3.Flush:
-			r.hold(m, nil, false)
+		case 'H':
+			r.hold(raw, nil, false)
 			if err := r.flushBatch(); err != nil {
 				return err
 			}
-		case *pgproto3.FunctionCall:
+		case 'F':
+			var m pgproto3.FunctionCall
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
 			if err := r.flushBatch(); err != nil {
 				return err
 			}
-			if err := r.functionCall(m); err != nil {
+			if err := r.functionCall(m.Function, raw); err != nil {
 				return err
 			}
-		case *pgproto3.CopyData:
+		case 'd':
 			// The server answers nothing until CopyDone: let the buffer
 			// fill (psql sends a message per line).
-			if err := r.forward(m); err != nil {
+			if _, err := r.upw.Write(raw); err != nil {
 				return err
 			}
-		case *pgproto3.CopyDone, *pgproto3.CopyFail:
-			if err := r.forward(msg); err != nil {
+		case 'c', 'f':
+			if _, err := r.upw.Write(raw); err != nil {
 				return err
 			}
 			if err := r.upw.Flush(); err != nil {
 				return err
 			}
-		case *pgproto3.Terminate:
-			r.forward(m)
+		case 'X':
+			r.upw.Write(raw)
 			r.upw.Flush()
 			return nil
 		default:
-			r.be.Send(fatal(codeProtocolViolation, fmt.Sprintf("loopgate: unexpected message %T", msg)))
-			r.be.Flush()
-			return fmt.Errorf("protocol violation: unexpected %T", msg)
+			return r.violation(fmt.Errorf("unexpected message type %q", typ))
 		}
 	}
+}
+
+// violation ends the session on a malformed or unexpected message, telling
+// the agent why.
+func (r *relay) violation(err error) error {
+	r.be.Send(fatal(codeProtocolViolation, "loopgate: protocol violation: "+err.Error()))
+	r.be.Flush()
+	return fmt.Errorf("protocol violation: %w", err)
 }
 
 func (r *relay) lookupSQLPrepared(name string) ([]string, bool) {
@@ -318,13 +349,9 @@ func (r *relay) forward(msg pgproto3.FrontendMessage) error {
 	return err
 }
 
-func (r *relay) hold(msg pgproto3.FrontendMessage, exec *command, sync bool) {
-	buf, err := msg.Encode(nil)
-	if err != nil {
-		// Encoding what was just decoded cannot fail; be loud if it does.
-		panic(fmt.Sprintf("re-encode %T: %v", msg, err))
-	}
-	r.batch = append(r.batch, batched{raw: buf, exec: exec, sync: sync})
+// hold keeps a copy of an extended-protocol message until Sync or Flush.
+func (r *relay) hold(raw []byte, exec *command, sync bool) {
+	r.batch = append(r.batch, batched{raw: append([]byte(nil), raw...), exec: exec, sync: sync})
 }
 
 // record records decided commands before they are forwarded: durably (no
@@ -358,7 +385,7 @@ func (r *relay) record(cmds ...*command) error {
 
 // query handles a simple-protocol Query: every statement in the string is
 // classified; if any is not allowed, the whole string is replaced.
-func (r *relay) query(sql string) error {
+func (r *relay) query(sql string, raw []byte) error {
 	res := r.h.classifier().Classify(sql, r.lookupSQLPrepared)
 	c := &command{text: sql, classes: res.Classes}
 	c.decision = r.s.Policy().Decide(r.s.Subject, res.Classes)
@@ -386,7 +413,7 @@ func (r *relay) query(sql string) error {
 		}
 	}
 	r.push(cmds, nil)
-	if err := r.forward(&pgproto3.Query{String: sql}); err != nil {
+	if _, err := r.upw.Write(raw); err != nil {
 		return err
 	}
 	return r.upw.Flush()
@@ -394,8 +421,8 @@ func (r *relay) query(sql string) error {
 
 // functionCall handles the legacy FunctionCall message: which function it
 // calls (by OID) is opaque, so it is class unknown.
-func (r *relay) functionCall(m *pgproto3.FunctionCall) error {
-	c := &command{text: fmt.Sprintf("function call oid %d", m.Function), classes: []string{sqlclass.Unknown}}
+func (r *relay) functionCall(oid uint32, raw []byte) error {
+	c := &command{text: fmt.Sprintf("function call oid %d", oid), classes: []string{sqlclass.Unknown}}
 	c.decision = r.s.Policy().Decide(r.s.Subject, c.classes)
 	if c.decision.Action != policy.Allow {
 		return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseSQL(denyMessage(c), denyHint(c))}) })
@@ -404,7 +431,7 @@ func (r *relay) functionCall(m *pgproto3.FunctionCall) error {
 		return r.recordFailed(err)
 	}
 	r.push([]*command{c}, nil)
-	if err := r.forward(m); err != nil {
+	if _, err := r.upw.Write(raw); err != nil {
 		return err
 	}
 	return r.upw.Flush()

@@ -1,0 +1,96 @@
+package postgres
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Startup packet codes (PostgreSQL protocol, "Message Formats").
+const (
+	codeSSLRequest     = 80877103
+	codeGSSENCRequest  = 80877104
+	codeCancelRequest  = 80877102
+	protocolVersion3_0 = 196608
+)
+
+// agentReader frames the agent's messages without decoding them, so the
+// relay can decode only what policy needs and forward the original bytes
+// (no re-encoding). A message returned by next is valid until the next call.
+type agentReader struct {
+	br  *bufio.Reader
+	max int // largest body accepted
+	buf []byte
+}
+
+func newAgentReader(r io.Reader) *agentReader {
+	return &agentReader{br: bufio.NewReaderSize(r, 64<<10), max: maxStartupBody}
+}
+
+// startup reads one untyped startup packet and decodes it; the message is
+// the caller's to keep.
+func (a *agentReader) startup() (pgproto3.FrontendMessage, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(a.br, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[:])) - 4
+	if n < 4 || n > maxStartupBody {
+		return nil, fmt.Errorf("startup packet of %d bytes", n+4)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(a.br, body); err != nil {
+		return nil, err
+	}
+	var msg pgproto3.FrontendMessage
+	switch code := binary.BigEndian.Uint32(body); code {
+	case codeSSLRequest:
+		msg = &pgproto3.SSLRequest{}
+	case codeGSSENCRequest:
+		msg = &pgproto3.GSSEncRequest{}
+	case codeCancelRequest:
+		msg = &pgproto3.CancelRequest{}
+	case protocolVersion3_0:
+		msg = &pgproto3.StartupMessage{}
+	default:
+		return nil, fmt.Errorf("unsupported startup code %d", code)
+	}
+	if err := msg.Decode(body); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// next reads one typed message and returns its type and its whole encoding
+// (header included).
+func (a *agentReader) next() (byte, []byte, error) {
+	hdr, err := a.br.Peek(5)
+	if err != nil {
+		if err == io.EOF && len(hdr) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	typ := hdr[0]
+	n := int(binary.BigEndian.Uint32(hdr[1:])) - 4
+	if n < 0 || n > a.max {
+		return 0, nil, fmt.Errorf("%q message of %d bytes (limit %d)", typ, n, a.max)
+	}
+	if cap(a.buf) < 5+n {
+		a.buf = make([]byte, 5+n)
+	}
+	msg := a.buf[:5+n]
+	if _, err := io.ReadFull(a.br, msg); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	if cap(a.buf) > 1<<20 {
+		a.buf = nil // do not keep a huge buffer for the whole session
+	}
+	return typ, msg, nil
+}
