@@ -106,7 +106,7 @@ type relay struct {
 	maskers map[string]*mask.Masker
 	session *mask.Masker
 
-	results chan event.Event
+	results *recordQueue
 }
 
 type prepared struct {
@@ -123,7 +123,7 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 		sqlPrepared: map[string][]string{},
 		stmtCols:    map[string][]pgproto3.FieldDescription{},
 		maskers:     map[string]*mask.Masker{},
-		results:     make(chan event.Event, 256),
+		results:     newRecordQueue(),
 	}
 }
 
@@ -160,7 +160,7 @@ func (r *relay) run() error {
 	upErr := r.fromAgent()
 	r.up.SetReadDeadline(time.Unix(1, 0))
 	down.Wait()
-	close(r.results)
+	r.results.close()
 	wg.Wait()
 	if upErr != nil && !isEnd(upErr) {
 		return upErr
@@ -182,30 +182,33 @@ func isEnd(err error) bool {
 // behind the traffic buys far fewer commits (and fsyncs) under load.
 const recordLinger = 5 * time.Millisecond
 
-// recordResults appends queued records (command results, and commands of
-// record: async rules) in batches, so the relay never waits for the disk.
+// recordResults writes queued records (command results, and commands of
+// record: async rules): woken by the first record of a batch, it lingers a
+// few milliseconds so one commit takes many.
 func (r *relay) recordResults() {
 	ctx := context.WithoutCancel(r.ctx)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for ev := range r.results {
-		batch := []event.Event{ev}
-		timer.Reset(recordLinger)
-	more:
-		for len(batch) < 512 {
-			select {
-			case e, ok := <-r.results:
-				if !ok {
-					break more
-				}
-				batch = append(batch, e)
-			case <-timer.C:
-				break more
+	for {
+		<-r.results.kick
+		timer := time.NewTimer(recordLinger)
+		select {
+		case <-timer.C:
+		case <-r.ctx.Done():
+			timer.Stop()
+		}
+		evs, more := r.results.take()
+		if len(evs) > 0 {
+			if err := r.s.Record(ctx, evs...); err != nil {
+				r.s.Log.Error("command records not written", "err", err, "count", len(evs))
 			}
 		}
-		timer.Stop()
-		if err := r.s.Record(ctx, batch...); err != nil {
-			r.s.Log.Error("command records not written", "err", err, "count", len(batch))
+		if !more {
+			return
+		}
+		r.results.mu.Lock()
+		done := r.results.closed && len(r.results.evs) == 0
+		r.results.mu.Unlock()
+		if done {
+			return
 		}
 	}
 }
@@ -775,14 +778,10 @@ func (r *relay) finish(c *command, tag, errText string) {
 	if c.deferred {
 		ev.Kind, ev.Text, ev.Params = event.KindCommand, c.text, c.params
 	}
-	select {
-	case r.results <- ev:
-	default:
-		// The recorder is behind; block rather than lose the record.
-		r.mu.Unlock()
-		r.results <- ev
-		r.mu.Lock()
-	}
+	// push may wait for the writer (a full queue); never hold mu then.
+	r.mu.Unlock()
+	r.results.push(ev)
+	r.mu.Lock()
 }
 
 func cstring(b []byte) string {
