@@ -81,6 +81,26 @@ func (s *Session) Decide(ctx context.Context, text string, classes ...string) po
 // Policy returns the current config.
 func (s *Session) Policy() *policy.Config { return s.srv.Policy() }
 
+// Approve asks the approvers about a command the policy holds for approval
+// and blocks until they decide, it expires, or ctx ends. notify is called
+// with the request once it is pending (to tell the agent). The answer is
+// recorded by the broker; an error means deny.
+func (s *Session) Approve(ctx context.Context, d policy.Decision, command, params string, notify func(policy.Request)) (policy.Outcome, error) {
+	if s.srv.Broker == nil {
+		return policy.Outcome{Reason: "approvals are not available"}, errors.New("no approval broker")
+	}
+	sub := s.Subject
+	r := policy.Request{
+		SessionID: s.ID, Workload: sub.Workload, Target: sub.Target.Name, PID: sub.PID, UID: sub.UID, Exe: sub.Exe,
+		Command: command, ParamsHash: policy.HashParams(params), Class: d.Class, RuleID: d.RuleID,
+		Required: d.ApprovalsRequired, Approvers: d.Approvers,
+	}
+	if sub.Claims != nil {
+		r.Subject = sub.Claims.Subject
+	}
+	return s.srv.Broker.Ask(ctx, r, notify)
+}
+
 // Record appends events to the session's record, durably, in order.
 func (s *Session) Record(ctx context.Context, evs ...event.Event) error {
 	for i := range evs {
@@ -140,6 +160,8 @@ type Server struct {
 	Drain time.Duration
 	// Policy returns the current config; it changes on reload.
 	Policy func() *policy.Config
+	// Broker holds commands that need a human; nil denies them.
+	Broker *policy.Broker
 
 	wg   sync.WaitGroup
 	mu   sync.Mutex // guards live

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -66,6 +67,28 @@ type Config struct {
 	// Rules are tried in order; the first that names the subject's
 	// workload and target decides. No match: deny.
 	Rules []Rule
+	// Approvals configures the approval broker.
+	Approvals ApprovalSettings
+	// API configures the local HTTP API.
+	API APISettings
+}
+
+// ApprovalSettings bound how commands wait for approvers.
+type ApprovalSettings struct {
+	// Timeout is how long a command waits before it is denied.
+	Timeout time.Duration
+	// MaxPending bounds waiting requests.
+	MaxPending int
+}
+
+// APISettings say where the local API listens.
+type APISettings struct {
+	// Socket is the unix socket; approvers there are identified by uid.
+	Socket string
+	// Listen is an optional loopback TCP address where approvers present
+	// an OIDC bearer token for Audience.
+	Listen   string
+	Audience string
 }
 
 // Target is a protected destination.
@@ -324,6 +347,8 @@ func (d *decoder) config(root *yaml.Node, cfg *Config) {
 	cfg.Store = DefaultStore
 	cfg.BPFFSDir = DefaultBPFFSDir
 	cfg.DaemonCgroup = DefaultDaemonCgroup
+	cfg.Approvals = ApprovalSettings{Timeout: 5 * time.Minute, MaxPending: 1000}
+	cfg.API = APISettings{Socket: DefaultAPISocket, Audience: "loopgate-api"}
 	var dcgNode *yaml.Node
 	var ruleNodes []*yaml.Node
 	d.mapping(root, "config", map[string]func(*yaml.Node){
@@ -332,6 +357,8 @@ func (d *decoder) config(root *yaml.Node, cfg *Config) {
 		"masks":         func(n *yaml.Node) { d.seq(n, "masks", func(e *yaml.Node) { d.mask(e, cfg) }) },
 		"approvers":     func(n *yaml.Node) { d.seq(n, "approvers", func(e *yaml.Node) { d.approver(e, cfg) }) },
 		"rules":         func(n *yaml.Node) { d.seq(n, "rules", func(e *yaml.Node) { ruleNodes = append(ruleNodes, e) }) },
+		"approvals":     func(n *yaml.Node) { d.approvals(n, &cfg.Approvals) },
+		"api":           func(n *yaml.Node) { d.api(n, &cfg.API) },
 		"listen":        func(n *yaml.Node) { listenNode = n; d.str(n, "listen", &listen) },
 		"store":         func(n *yaml.Node) { d.str(n, "store", &cfg.Store) },
 		"bpffs":         func(n *yaml.Node) { d.str(n, "bpffs", &cfg.BPFFSDir) },
@@ -550,4 +577,43 @@ func stableID(s string) uint32 {
 		id--
 	}
 	return id
+}
+
+func (d *decoder) approvals(n *yaml.Node, a *ApprovalSettings) {
+	var timeout, max string
+	d.mapping(n, "approvals", map[string]func(*yaml.Node){
+		"timeout":     func(v *yaml.Node) { d.str(v, "timeout", &timeout) },
+		"max_pending": func(v *yaml.Node) { d.str(v, "max_pending", &max) },
+	})
+	if timeout != "" {
+		t, err := time.ParseDuration(timeout)
+		if err != nil || t < time.Second || t > 24*time.Hour {
+			d.errorf(n, "approvals: timeout %q must be a duration from 1s to 24h", timeout)
+		}
+		a.Timeout = t
+	}
+	if max != "" {
+		m, err := strconv.Atoi(max)
+		if err != nil || m < 1 {
+			d.errorf(n, "approvals: max_pending must be a positive number")
+		}
+		a.MaxPending = m
+	}
+}
+
+func (d *decoder) api(n *yaml.Node, a *APISettings) {
+	d.mapping(n, "api", map[string]func(*yaml.Node){
+		"socket":   func(v *yaml.Node) { d.str(v, "socket", &a.Socket) },
+		"listen":   func(v *yaml.Node) { d.str(v, "listen", &a.Listen) },
+		"audience": func(v *yaml.Node) { d.str(v, "audience", &a.Audience) },
+	})
+	if !path.IsAbs(a.Socket) {
+		d.errorf(n, "api: socket %q must be an absolute path", a.Socket)
+	}
+	if a.Listen != "" {
+		ap, err := netip.ParseAddrPort(a.Listen)
+		if err != nil || !ap.Addr().IsLoopback() {
+			d.errorf(n, "api: listen %q must be a loopback ip:port", a.Listen)
+		}
+	}
 }

@@ -163,6 +163,12 @@ var migrations = []string{
 	CREATE INDEX approvals_state ON approvals(state, requested);`,
 	// 3: command tags.
 	`ALTER TABLE events ADD COLUMN tag TEXT NOT NULL DEFAULT '';`,
+	// 4: what an approval was for and how it was granted.
+	`ALTER TABLE approvals ADD COLUMN class TEXT NOT NULL DEFAULT '';
+	ALTER TABLE approvals ADD COLUMN workload TEXT NOT NULL DEFAULT '';
+	ALTER TABLE approvals ADD COLUMN target TEXT NOT NULL DEFAULT '';
+	ALTER TABLE approvals ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+	ALTER TABLE approvals ADD COLUMN approved_by TEXT NOT NULL DEFAULT '';`,
 }
 
 func (s *DB) migrate(ctx context.Context) error {

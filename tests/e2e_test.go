@@ -121,6 +121,7 @@ func newSetup(t testing.TB) *setup {
 store: %s
 bpffs: %s
 daemon_cgroup: %s
+api: {socket: `+filepath.Join(lgtest.SharedDir(t), "api.sock")+`}
 oidc:
   - {issuer: "https://idp.invalid", audience: loopgate}
 targets:

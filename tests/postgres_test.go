@@ -24,6 +24,8 @@ type pgSetup struct {
 	daemon  *lgtest.Daemon
 	port    string
 	appPass string
+	socket  string // API unix socket
+	apiPort int    // API loopback TCP port
 }
 
 func newPGSetup(t *testing.T) *pgSetup { return newPGSetupTB(t) }
@@ -39,10 +41,18 @@ func newPGSetupTB(t testing.TB) *pgSetup {
 	passFile := filepath.Join(dir, "app.pass")
 	os.WriteFile(passFile, []byte(appPass+"\n"), 0o600)
 	s := &pgSetup{pg: pg, port: strconv.Itoa(pg.Port), appPass: appPass}
+	s.socket = filepath.Join(lgtest.SharedDir(t), "api.sock")
+	s.apiPort = lgtest.FreePort(t)
 	s.cfg = lgtest.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:%d
 store: %s
 bpffs: %s
 daemon_cgroup: %s
+api: {socket: `+s.socket+`, listen: "127.0.0.1:`+strconv.Itoa(s.apiPort)+`"}
+approvals: {timeout: 4s}
+approvers:
+  - {name: root, uid: 0}
+  - {name: operator, uid: 1}
+  - {name: nobody-approver, uid: 65534}
 oidc:
   - {issuer: "https://idp.invalid", audience: loopgate}
 targets:
@@ -60,6 +70,8 @@ workloads:
     token: {issuer: "https://idp.invalid", subject: "repo:acme"}
   - name: stranger
     cgroup: %s/stranger
+  - name: careful
+    cgroup: %s/careful
 masks:
   - {name: email, detect: email, mode: partial}
   - {name: ssn, columns: ["*.ssn"], mode: redact}
@@ -71,19 +83,28 @@ rules:
     approve: [unbounded-write]
     deny: [ddl, drop, privilege, set-role, server-file, copy-program]
     mask: [email, ssn]
+    approvers: [root, operator, nobody-approver]
+  - id: careful-writes
+    workloads: [careful]
+    targets: [appdb]
+    allow: [read, session, transaction]
+    approve: [write, unbounded-write]
+    approvers: [root, operator]
+    approvals_required: 2
   - id: admin-app
     workloads: [admin]
     targets: [appdb]
     allow: ["*"]
     record: async
 `, lgtest.FreePort(t), filepath.Join(dir, "loopgate.db"), lgtest.PinDir(t), lgtest.CgroupName(t)+"-daemon",
-		pg.Addr(), passFile, lgtest.CgroupName(t), lgtest.CgroupName(t)+"-b", lgtest.CgroupName(t)+"-c", lgtest.CgroupName(t)+"-d"))
+		pg.Addr(), passFile, lgtest.CgroupName(t), lgtest.CgroupName(t)+"-b", lgtest.CgroupName(t)+"-c", lgtest.CgroupName(t)+"-d", lgtest.CgroupName(t)+"-e"))
 	s.daemon = lgtest.StartDaemon(t, s.cfg)
 	// Schema, made through loopgate by the admin workload.
 	s.psqlOK(t, "admin", `CREATE TABLE users (id int primary key, email text unique, ssn text);
 INSERT INTO users VALUES (1, 'ada@example.com', '123-45-6789'), (2, 'bob@example.com', '987-65-4321'), (3, 'cy@example.com', '555-12-3456');
 CREATE TABLE t (id int, v text);
-INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 10) g;`)
+INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 10) g;
+CREATE TABLE approvals_t (id int);`)
 	return s
 }
 
@@ -117,39 +138,42 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 
-	for _, tc := range []struct {
-		name, sql, want string
-	}{
-		{"drop denied", "DROP TABLE t", "loopgate: drop denied by rule agent-app"},
-		{"ddl denied", "CREATE TABLE x (a int)", "loopgate: ddl denied by rule agent-app"},
-		{"multi-statement denied whole", "SELECT 1; DROP TABLE t", "drop denied"},
-		{"comment and case", "/* hi */ dRoP /**/ TABLE \"t\" -- x", "drop denied"},
-		{"set role", "SET ROLE postgres", "set-role denied"},
-		{"set_config role", "SELECT set_config('role', 'postgres', false)", "set-role denied"},
-		{"server file", "SELECT pg_read_file('/etc/passwd')", "server-file denied"},
-		{"function wrapping drop", "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DROP TABLE t'", "denied"},
-		{"unbounded delete needs approval", "DELETE FROM t", "unbounded-write needs approval"},
-		{"parse error is unknown", "SELEC 1", "unknown denied"},
-		{"privilege", "GRANT SELECT ON t TO PUBLIC", "privilege denied by rule agent-app"},
-		{"copy program", "COPY t FROM PROGRAM 'id'", "copy-program denied by rule agent-app"},
-		{"procedural is not listed", "DO $$ BEGIN PERFORM 1; END $$", "procedural denied by rule agent-app"},
-		{"explain analyze runs the statement", "EXPLAIN ANALYZE DELETE FROM t", "unbounded-write needs approval"},
-		{"cte that deletes everything", "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d", "unbounded-write needs approval"},
-		{"prepared statement reuse", "PREPARE p AS DELETE FROM t; EXECUTE p", "unbounded-write needs approval"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, stderr, code := s.psql(t, "agent", nil, "-v", "VERBOSITY=verbose", "-c", tc.sql)
-			if code == 0 || !strings.Contains(stderr, "ERROR:  42501: "+tc.want) && !strings.Contains(stderr, tc.want) {
-				t.Errorf("code %d stderr %q, want 42501 %q", code, stderr, tc.want)
-			}
-			if !strings.Contains(stderr, "42501") {
-				t.Errorf("no SQLSTATE 42501 in %q", stderr)
-			}
-			if strings.Contains(stderr, "PL/pgSQL") {
-				t.Errorf("the raising DO block shows through: %q", stderr)
-			}
-		})
-	}
+	t.Run("denials", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, sql, want string
+		}{
+			{"drop denied", "DROP TABLE t", "loopgate: drop denied by rule agent-app"},
+			{"ddl denied", "CREATE TABLE x (a int)", "loopgate: ddl denied by rule agent-app"},
+			{"multi-statement denied whole", "SELECT 1; DROP TABLE t", "drop denied"},
+			{"comment and case", "/* hi */ dRoP /**/ TABLE \"t\" -- x", "drop denied"},
+			{"set role", "SET ROLE postgres", "set-role denied"},
+			{"set_config role", "SELECT set_config('role', 'postgres', false)", "set-role denied"},
+			{"server file", "SELECT pg_read_file('/etc/passwd')", "server-file denied"},
+			{"function wrapping drop", "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DROP TABLE t'", "denied"},
+			{"unbounded delete needs approval", "DELETE FROM t", "not approved: approval timed out"},
+			{"parse error is unknown", "SELEC 1", "unknown denied"},
+			{"privilege", "GRANT SELECT ON t TO PUBLIC", "privilege denied by rule agent-app"},
+			{"copy program", "COPY t FROM PROGRAM 'id'", "copy-program denied by rule agent-app"},
+			{"procedural is not listed", "DO $$ BEGIN PERFORM 1; END $$", "procedural denied by rule agent-app"},
+			{"explain analyze runs the statement", "EXPLAIN ANALYZE DELETE FROM t", "not approved: approval timed out"},
+			{"cte that deletes everything", "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d", "not approved: approval timed out"},
+			{"prepared statement reuse", "PREPARE p AS DELETE FROM t; EXECUTE p", "not approved: approval timed out"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel() // the approval cases each wait for the timeout
+				_, stderr, code := s.psql(t, "agent", nil, "-v", "VERBOSITY=verbose", "-c", tc.sql)
+				if code == 0 || !strings.Contains(stderr, "ERROR:  42501: "+tc.want) && !strings.Contains(stderr, tc.want) {
+					t.Errorf("code %d stderr %q, want 42501 %q", code, stderr, tc.want)
+				}
+				if !strings.Contains(stderr, "42501") {
+					t.Errorf("no SQLSTATE 42501 in %q", stderr)
+				}
+				if strings.Contains(stderr, "PL/pgSQL") {
+					t.Errorf("the raising DO block shows through: %q", stderr)
+				}
+			})
+		}
+	})
 	if got := s.pg.MustExecIn(t, "app", "SELECT count(*) FROM pg_tables WHERE tablename IN ('t', 'x')"); got != "1" {
 		t.Errorf("tables t, x: %s exist, want only t", got)
 	}

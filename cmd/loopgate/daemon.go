@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/loopgate/loopgate/api"
 	"github.com/loopgate/loopgate/intercept"
 	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/l7/postgres"
@@ -22,6 +23,7 @@ import (
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/policy/sqlclass"
 	"github.com/loopgate/loopgate/store"
+	"github.com/loopgate/loopgate/store/event"
 )
 
 func daemonCommand() *cli.Command {
@@ -99,6 +101,11 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 			d.log.Error("final checkpoint not written", "err", err)
 		}
 	}()
+	if n, err := db.AbandonPendingApprovals(ctx, time.Now()); err != nil {
+		return err
+	} else if n > 0 {
+		d.log.Warn("approval requests left pending by a previous daemon marked abandoned", "count", n)
+	}
 	if n, err := db.InterruptOpenSessions(ctx, time.Now()); err != nil {
 		return err
 	} else if n > 0 {
@@ -159,8 +166,14 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		Log:      d.log,
 		Drain:    d.drain,
 		Policy:   d.cfg.Load,
+		Broker: &policy.Broker{
+			Policy: d.cfg.Load, Recorder: approvalRecorder{db},
+			Timeout: cfg.Approvals.Timeout, MaxPending: cfg.Approvals.MaxPending,
+		},
 	}
 	d.srv = srv
+	apiSrv := &api.Server{Broker: srv.Broker, Store: db, Policy: d.cfg.Load, Log: d.log,
+		Verifier: policy.NewVerifier(apiIssuers(cfg), nil)}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -168,6 +181,11 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	defer cancelBG()
 	var bg sync.WaitGroup
 	bg.Go(func() { d.background(bgCtx, hup, dnsRefresh, ln6 != nil) })
+	bg.Go(func() {
+		if err := apiSrv.Run(bgCtx, cfg.API.Socket, cfg.API.Listen); err != nil {
+			d.log.Error("api stopped", "err", err)
+		}
+	})
 
 	err = srv.Run(ctx)
 	cancelBG()
@@ -264,4 +282,26 @@ func (a *originAccepter) Accept() (l7.Accepted, error) {
 	}
 	sub, err := a.d.cfg.Load().Subject(facts)
 	return l7.Accepted{Conn: conn, Subject: sub, Err: err}, nil
+}
+
+// apiIssuers are the configured issuers with the API's own audience: a
+// workload's token must not open the approval API.
+func apiIssuers(cfg *policy.Config) []policy.Issuer {
+	out := make([]policy.Issuer, len(cfg.OIDC))
+	for i, is := range cfg.OIDC {
+		is.Audience = cfg.API.Audience
+		out[i] = is
+	}
+	return out
+}
+
+// approvalRecorder stores broker requests as event.Approval records.
+type approvalRecorder struct{ db *store.DB }
+
+func (a approvalRecorder) RecordApproval(ctx context.Context, r policy.Request) error {
+	return a.db.RecordApproval(ctx, event.Approval{
+		ID: r.ID, SessionID: r.SessionID, State: r.State, Workload: r.Workload, Target: r.Target, Class: r.Class,
+		RuleID: r.RuleID, Command: r.Command, ParamsHash: r.ParamsHash, ApprovedBy: r.ApprovedBy,
+		DecidedBy: r.DecidedBy, Reason: r.Reason, Scope: r.Scope, Requested: r.Created, Expires: r.Expires, Decided: r.Decided,
+	})
 }

@@ -74,6 +74,7 @@ Start the daemon, then run agents inside a workload:
 			teardownCommand(),
 			policyCommand(),
 			auditCommand(),
+			approvalsCommand(),
 		},
 	}
 }

@@ -36,6 +36,7 @@ type command struct {
 	// deferred: the command's record waits for its result and is written
 	// once, complete (record: async rules).
 	deferred bool
+	approval string // the approval request that decided it
 	// masker masks this command's results (nil: fast path, rows stream).
 	masker *mask.Masker
 	// stmt and formats locate the result layout of an Execute whose
@@ -97,6 +98,12 @@ type relay struct {
 	seen      int64  // ReadyForQuery messages seen
 	describes []describe
 
+	// clientMu serialises writes to the agent: the target side writes whole
+	// messages under it, and approval notices go between them. cw buffers
+	// toward the agent and only ever holds complete messages when unlocked.
+	clientMu sync.Mutex
+	cw       *bufio.Writer
+
 	// Owned by the target side.
 	describing *string
 	stmtCols   map[string][]pgproto3.FieldDescription
@@ -118,6 +125,7 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 	return &relay{
 		ctx: ctx, h: h, s: s, be: be, in: in, client: client, up: up,
 		upw:         bufio.NewWriterSize(up, 64<<10),
+		cw:          bufio.NewWriterSize(client, 64<<10),
 		stmts:       map[string]prepared{},
 		portals:     map[string]portal{},
 		sqlPrepared: map[string][]string{},
@@ -363,7 +371,7 @@ func (r *relay) hold(raw []byte, exec *command, sync bool) {
 func (r *relay) record(cmds ...*command) error {
 	async := true
 	for _, c := range cmds {
-		async = async && c.decision.Action == policy.Allow && c.decision.AsyncRecord
+		async = async && c.decision.Action == policy.Allow && c.decision.AsyncRecord && c.approval == ""
 	}
 	if async {
 		for _, c := range cmds {
@@ -374,7 +382,7 @@ func (r *relay) record(cmds ...*command) error {
 	evs := make([]event.Event, 0, len(cmds))
 	for _, c := range cmds {
 		ev := event.Event{Kind: event.KindCommand, Text: c.text, Params: c.params,
-			Decision: string(c.decision.Action), RuleID: c.decision.RuleID}
+			Decision: string(c.decision.Action), RuleID: c.decision.RuleID, ApprovalID: c.approval}
 		if c.decision.Action != policy.Allow {
 			ev.Error = c.decision.Reason
 		}
@@ -392,6 +400,9 @@ func (r *relay) query(sql string, raw []byte) error {
 	res := r.h.classifier().Classify(sql, r.lookupSQLPrepared)
 	c := &command{text: sql, classes: res.Classes}
 	c.decision = r.s.Policy().Decide(r.s.Subject, res.Classes)
+	if c.decision.Action == policy.Approve {
+		c.decision = r.approve(c)
+	}
 	if c.decision.Action != policy.Allow {
 		return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseSQL(denyMessage(c), denyHint(c))}) })
 	}
@@ -493,6 +504,9 @@ func (r *relay) flushBatch() error {
 			continue
 		}
 		cmds = append(cmds, b.exec)
+		if b.exec.decision.Action == policy.Approve {
+			b.exec.decision = r.approve(b.exec)
+		}
 		if b.exec.decision.Action != policy.Allow {
 			denied = i
 			break
@@ -550,13 +564,31 @@ func (r *relay) queue(cmds []*command, drop []byte, sync bool) {
 // those that end a command; DataRow bodies are streamed, never held whole.
 func (r *relay) fromTarget() error {
 	br := bufio.NewReaderSize(r.up, 64<<10)
-	cw := bufio.NewWriterSize(r.client, 64<<10)
+	cw := r.cw
 	var hdr [5]byte
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			r.clientMu.Lock()
 			cw.Flush()
+			r.clientMu.Unlock()
 			return err
 		}
+		r.clientMu.Lock()
+		err := r.relayMessage(br, cw, hdr)
+		if err == nil && br.Buffered() == 0 {
+			err = cw.Flush()
+		}
+		r.clientMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// relayMessage passes one message from the target to the agent's buffer.
+// Called with clientMu held.
+func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) error {
+	{ // one message
 		typ := hdr[0]
 		n := int64(binary.BigEndian.Uint32(hdr[1:])) - 4
 		if n < 0 || n > maxResponseBody {
@@ -569,10 +601,8 @@ func (r *relay) fromTarget() error {
 		}
 		r.mu.Unlock()
 		if swallow {
-			if _, err := br.Discard(int(n)); err != nil {
-				return err
-			}
-			continue
+			_, err := br.Discard(int(n))
+			return err
 		}
 		switch typ {
 		case 'D': // DataRow: count; stream through unless masked
@@ -600,8 +630,8 @@ func (r *relay) fromTarget() error {
 				if !ok {
 					return fmt.Errorf("target sent a malformed DataRow")
 				}
-				cw.Write(out)
-				break
+				_, err := cw.Write(out)
+				return err
 			}
 			cw.Write(hdr[:])
 			if _, err := io.CopyN(cw, br, n); err != nil {
@@ -636,12 +666,45 @@ func (r *relay) fromTarget() error {
 				return err
 			}
 		}
-		if br.Buffered() == 0 {
-			if err := cw.Flush(); err != nil {
-				return err
-			}
-		}
 	}
+	return nil
+}
+
+// notice sends the agent a NoticeResponse between two target messages.
+func (r *relay) notice(msg string) {
+	b, err := (&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000", Message: msg}).Encode(nil)
+	if err != nil {
+		return
+	}
+	r.clientMu.Lock()
+	defer r.clientMu.Unlock()
+	r.cw.Write(b)
+	r.cw.Flush()
+}
+
+// approve holds a command for approval. It returns the decision to apply:
+// allow when approved, deny (with the reason) otherwise.
+func (r *relay) approve(c *command) policy.Decision {
+	d := c.decision
+	out, err := r.s.Approve(r.ctx, d, shorten(c.text, 4000), c.params, func(q policy.Request) {
+		r.notice(fmt.Sprintf("loopgate: waiting for approval %s (%s under rule %s); an approver runs: loopgate approvals approve %s", q.ID, q.Class, q.RuleID, q.ID))
+	})
+	c.approval = out.ID
+	if err == nil && out.Approved {
+		d.Action = policy.Allow
+		d.Reason = out.Reason
+		return d
+	}
+	d.Action = policy.Deny
+	d.Reason = "not approved: " + nonEmpty(out.Reason, errString(err))
+	return d
+}
+
+func nonEmpty(s, def string) string {
+	if s != "" {
+		return s
+	}
+	return def
 }
 
 // complete accounts a message that ends a command or a cycle. It returns a

@@ -18,6 +18,7 @@ import (
 
 	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/store/event"
 )
 
 // Handler relays TCP sessions. Its zero value is ready to use; it is safe
@@ -36,8 +37,13 @@ func (h *Handler) Serve(ctx context.Context, client net.Conn, s *l7.Session) (l7
 	case policy.Allow:
 		s.Admit("connect")
 	case policy.Approve:
-		d.Reason += "; approvals are not available for tcp targets in this build"
-		return l7.Result{}, &l7.DeniedError{Decision: d}
+		out, err := s.Approve(ctx, d, "connect to "+s.Subject.OrigDst.String(), "", nil)
+		if err != nil || !out.Approved {
+			d.Action, d.Reason = policy.Deny, "not approved: "+out.Reason
+			return l7.Result{}, &l7.DeniedError{Decision: d}
+		}
+		s.Record(ctx, event.Event{Kind: event.KindDecision, Text: "connect", Decision: "allow", RuleID: d.RuleID, ApprovalID: out.ID})
+		s.Admit("connect")
 	default:
 		return l7.Result{}, &l7.DeniedError{Decision: d}
 	}

@@ -90,3 +90,27 @@ type Event struct {
 	Bytes    int64
 	Error    string
 }
+
+// KindApproval records an approval request or a change to it.
+const KindApproval Kind = "approval"
+
+// Approval is an approval request as recorded: filed, then decided (or
+// expired, or abandoned). History is never deleted.
+type Approval struct {
+	ID         string
+	SessionID  string
+	State      string
+	Workload   string
+	Target     string
+	Class      string
+	RuleID     string
+	Command    string // masked
+	ParamsHash string
+	ApprovedBy []string
+	DecidedBy  string
+	Reason     string
+	Scope      string
+	Requested  time.Time
+	Expires    time.Time
+	Decided    time.Time
+}

@@ -230,3 +230,16 @@ func HostsEntry(t testing.TB, addrs ...string) string {
 	t.Cleanup(func() { os.WriteFile(path, orig, 0o644) })
 	return name
 }
+
+// SharedDir returns a directory that every local user may traverse (for
+// sockets unprivileged test clients connect to), removed when t ends.
+func SharedDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "lgtest-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/loopgate/loopgate/policy"
+)
+
+func approvalsCommand() *cli.Command {
+	conn := []cli.Flag{
+		configFlag,
+		&cli.StringFlag{Name: "socket", Usage: "API unix `SOCKET` (default: the config's api.socket)"},
+		&cli.StringFlag{Name: "api", Usage: "API base `URL` on loopback TCP (with --token-file) instead of the socket"},
+		&cli.StringFlag{Name: "token-file", Usage: "OIDC bearer token `FILE` for --api"},
+	}
+	withJSON := append(append([]cli.Flag{}, conn...), &cli.BoolFlag{Name: "json", Usage: "one JSON object a line"})
+	decide := append(append([]cli.Flag{}, conn...),
+		&cli.StringFlag{Name: "reason", Usage: "why (recorded, and shown to the agent on deny)"})
+	return &cli.Command{
+		Name:  "approvals",
+		Usage: "list and decide commands waiting for approval",
+		Subcommands: []*cli.Command{
+			{Name: "list", Usage: "list approval requests (pending by default)", Flags: append(withJSON,
+				&cli.StringFlag{Name: "state", Value: "pending", Usage: "pending, approved, denied, expired, abandoned or all"}),
+				Action: listApprovals},
+			{Name: "watch", Usage: "print requests as they arrive and change", Flags: withJSON, Action: watchApprovals},
+			{Name: "show", Usage: "show one request as JSON", ArgsUsage: "ID", Flags: conn, Action: showApproval},
+			{Name: "approve", Usage: "approve a request", ArgsUsage: "ID", Flags: append(decide,
+				&cli.StringFlag{Name: "scope", Value: "once", Usage: "once (this command), session (its class for the rest of the session) or window"},
+				&cli.DurationFlag{Name: "window", Value: 15 * time.Minute, Usage: "with --scope window: how long the workload may run this class on the target"}),
+				Action: decideApproval(true)},
+			{Name: "deny", Usage: "deny a request", ArgsUsage: "ID", Flags: decide, Action: decideApproval(false)},
+		},
+	}
+}
+
+// apiClient talks to the daemon's API.
+type apiClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func newAPIClient(c *cli.Context) (*apiClient, error) {
+	if u := c.String("api"); u != "" {
+		cl := &apiClient{base: strings.TrimRight(u, "/"), http: &http.Client{}}
+		if f := c.String("token-file"); f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, cli.Exit(err.Error(), 2)
+			}
+			cl.token = strings.TrimSpace(string(b))
+		}
+		return cl, nil
+	}
+	socket := c.String("socket")
+	if socket == "" {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return nil, err
+		}
+		socket = cfg.API.Socket
+	}
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	return &apiClient{base: "http://loopgate", http: &http.Client{Transport: tr}}, nil
+}
+
+func (a *apiClient) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("api: %v (is the daemon running?)", err), 1)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		json.NewDecoder(resp.Body).Decode(&e)
+		return nil, cli.Exit(fmt.Sprintf("api: %s %s (%s)", resp.Status, e.Error.Message, e.Error.Code), 1)
+	}
+	return resp, nil
+}
+
+func listApprovals(c *cli.Context) error {
+	a, err := newAPIClient(c)
+	if err != nil {
+		return err
+	}
+	state := c.String("state")
+	if state == "all" {
+		state = ""
+	}
+	resp, err := a.do(c.Context, "GET", "/v1/approvals?state="+state, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Approvals []json.RawMessage `json:"approvals"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		for _, r := range out.Approvals {
+			fmt.Println(string(r))
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tWORKLOAD\tTARGET\tCLASS\tRULE\tCOMMAND")
+	for _, raw := range out.Approvals {
+		var r policy.Request
+		json.Unmarshal(raw, &r)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.State, r.Workload, r.Target, r.Class, r.RuleID, oneLine(r.Command, 80))
+	}
+	return tw.Flush()
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n-3] + "..."
+	}
+	return s
+}
+
+func watchApprovals(c *cli.Context) error {
+	a, err := newAPIClient(c)
+	if err != nil {
+		return err
+	}
+	resp, err := a.do(c.Context, "GET", "/v1/approvals/stream", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if c.Bool("json") {
+			fmt.Println(data)
+			continue
+		}
+		var r policy.Request
+		json.Unmarshal([]byte(data), &r)
+		fmt.Printf("%s  %-9s %s -> %s  [%s, rule %s]  %s\n", r.ID, r.State, r.Workload, r.Target, r.Class, r.RuleID, oneLine(r.Command, 100))
+	}
+	return sc.Err()
+}
+
+func showApproval(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("approvals show: want one ID", 2)
+	}
+	a, err := newAPIClient(c)
+	if err != nil {
+		return err
+	}
+	resp, err := a.do(c.Context, "GET", "/v1/approvals/"+c.Args().First(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var v any
+	json.NewDecoder(resp.Body).Decode(&v)
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func decideApproval(approve bool) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() != 1 {
+			return cli.Exit("want one approval ID", 2)
+		}
+		a, err := newAPIClient(c)
+		if err != nil {
+			return err
+		}
+		verb, body := "deny", map[string]string{"reason": c.String("reason")}
+		if approve {
+			verb = "approve"
+			body["scope"] = c.String("scope")
+			if c.String("scope") == policy.ScopeWindow {
+				body["window"] = c.Duration("window").String()
+			}
+		}
+		resp, err := a.do(c.Context, "POST", "/v1/approvals/"+c.Args().First()+"/"+verb, body)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var r policy.Request
+		json.NewDecoder(resp.Body).Decode(&r)
+		if r.State == policy.StatePending {
+			fmt.Printf("%s: %d of %d approvals (%s)\n", r.ID, len(r.ApprovedBy), r.Required, strings.Join(r.ApprovedBy, ", "))
+		} else {
+			fmt.Printf("%s: %s\n", r.ID, r.State)
+		}
+		return nil
+	}
+}
