@@ -35,8 +35,17 @@ func (s *DB) RecordApproval(ctx context.Context, a event.Approval) error {
 			return nil
 		},
 		events: []event.Event{{SessionID: a.SessionID, Kind: event.KindApproval, Text: a.State,
-			ApprovalID: a.ID, RuleID: a.RuleID, Params: string(snap), Error: a.Reason}},
+			ApprovalID: a.ID, RuleID: a.RuleID, Params: string(snap), Error: refusal(a)}},
 	})
+}
+
+// refusal is the reason of a request that did not end approved.
+func refusal(a event.Approval) string {
+	switch a.State {
+	case "denied", "expired", "abandoned":
+		return a.Reason
+	}
+	return ""
 }
 
 func nullTime(t time.Time) any {
