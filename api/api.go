@@ -33,6 +33,7 @@ type Server struct {
 
 	registry *prometheus.Registry
 	initOnce sync.Once
+	web      webSessions
 }
 
 type ctxKey int
@@ -122,6 +123,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sessions", s.auth(false, s.listSessions))
 	mux.HandleFunc("GET /v1/sessions/{id}", s.auth(false, s.getSession))
 	mux.HandleFunc("GET /v1/sessions/{id}/events", s.auth(false, s.sessionEvents))
+	s.webRoutes(mux)
 	return mux
 }
 

@@ -2,152 +2,66 @@ package policy
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
-	"net"
-	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/loopgate/loopgate/tests/lgtest"
 )
-
-// issuer is a real OIDC issuer on loopback: discovery and JWKS over HTTP,
-// with keys the test signs tokens with and can rotate.
-type issuer struct {
-	url string
-	srv *http.Server
-
-	mu   sync.Mutex
-	keys []*rsa.PrivateKey // published; keys[0] signs
-	kids []string
-}
-
-func startIssuer(t *testing.T) *issuer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	is := &issuer{url: "http://" + ln.Addr().String()}
-	is.rotate(t)
-	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]any{
-			"issuer": is.url, "jwks_uri": is.url + "/keys",
-			"authorization_endpoint": is.url + "/auth", "token_endpoint": is.url + "/token",
-			"id_token_signing_alg_values_supported": []string{"RS256"},
-		})
-	})
-	mux.HandleFunc("/keys", func(w http.ResponseWriter, r *http.Request) {
-		is.mu.Lock()
-		defer is.mu.Unlock()
-		var set jose.JSONWebKeySet
-		for i, k := range is.keys {
-			set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.PublicKey, KeyID: is.kids[i], Algorithm: "RS256", Use: "sig"})
-		}
-		json.NewEncoder(w).Encode(set)
-	})
-	is.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go is.srv.Serve(ln)
-	t.Cleanup(func() { is.srv.Close() })
-	return is
-}
-
-// rotate publishes a new signing key and drops the old one.
-func (is *issuer) rotate(t *testing.T) {
-	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	is.mu.Lock()
-	defer is.mu.Unlock()
-	is.keys = []*rsa.PrivateKey{k}
-	is.kids = []string{"k" + time.Now().Format("150405.000000")}
-}
-
-func (is *issuer) signer(t *testing.T) (*rsa.PrivateKey, string) {
-	is.mu.Lock()
-	defer is.mu.Unlock()
-	return is.keys[0], is.kids[0]
-}
-
-type tokenOpts struct {
-	iss, sub, aud string
-	exp, nbf      time.Time
-	key           *rsa.PrivateKey
-	kid           string
-	extra         map[string]any
-}
-
-func sign(t *testing.T, o tokenOpts) string {
-	t.Helper()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: o.key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", o.kid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	claims := jwt.Claims{Issuer: o.iss, Subject: o.sub, Audience: jwt.Audience{o.aud},
-		Expiry: jwt.NewNumericDate(o.exp), IssuedAt: jwt.NewNumericDate(time.Now().Add(-time.Minute))}
-	if !o.nbf.IsZero() {
-		claims.NotBefore = jwt.NewNumericDate(o.nbf)
-	}
-	b := jwt.Signed(sig).Claims(claims)
-	if o.extra != nil {
-		b = b.Claims(o.extra)
-	}
-	raw, err := b.Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
-}
 
 func b64(v any) string {
 	j, _ := json.Marshal(v)
 	return base64.RawURLEncoding.EncodeToString(j)
 }
 
+// hmacWithPublicKey forges the classic token: HS256, "signed" with the
+// issuer's public key as the HMAC secret.
+func hmacWithPublicKey(is *lgtest.Issuer, kid, payload string) string {
+	key, _ := is.Key()
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	secret := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	signing := b64(map[string]any{"alg": "HS256", "typ": "JWT", "kid": kid}) + "." + payload
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(signing))
+	return signing + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
 func TestOIDCVerify(t *testing.T) {
 	t.Parallel()
-	is := startIssuer(t)
-	other := startIssuer(t) // a real issuer we do not trust
-	v := NewVerifier([]Issuer{{URL: is.url, Audience: "loopgate"}}, nil)
+	is := lgtest.StartIssuer(t)
+	other := lgtest.StartIssuer(t) // a real issuer we do not trust
+	v := NewVerifier([]Issuer{{URL: is.URL, Audience: "loopgate"}}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	key, kid := is.signer(t)
-	good := tokenOpts{iss: is.url, sub: "repo:acme/app:ref:refs/heads/main", aud: "loopgate", exp: time.Now().Add(time.Hour),
-		key: key, kid: kid, extra: map[string]any{"groups": []string{"dba", "ops"}}}
+	good := lgtest.Claims{Subject: "repo:acme/app:ref:refs/heads/main", Audience: "loopgate",
+		Extra: map[string]any{"groups": []string{"dba", "ops"}}}
 	wrongKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	otherKey, otherKid := other.signer(t)
-
-	mod := func(f func(*tokenOpts)) string { o := good; f(&o); return sign(t, o) }
-	header := func(h map[string]any) string {
-		parts := strings.Split(sign(t, good), ".")
-		return b64(h) + "." + parts[1] + "." + parts[2]
-	}
-	noneToken := b64(map[string]any{"alg": "none", "typ": "JWT"}) + "." + strings.Split(sign(t, good), ".")[1] + "."
+	_, kid := is.Key()
+	mod := func(f func(*lgtest.Claims)) string { c := good; f(&c); return is.Token(t, c) }
+	payload := strings.Split(is.Token(t, good), ".")[1]
 	tests := []struct {
 		name string
 		raw  string
 		ok   bool
 		is   error
 	}{
-		{"valid", sign(t, good), true, nil},
-		{"expired", mod(func(o *tokenOpts) { o.exp = time.Now().Add(-time.Hour) }), false, nil},
-		{"not yet valid", mod(func(o *tokenOpts) { o.nbf = time.Now().Add(time.Hour) }), false, nil},
-		{"wrong audience", mod(func(o *tokenOpts) { o.aud = "someone-else" }), false, nil},
-		{"wrong issuer", mod(func(o *tokenOpts) { o.iss = other.url; o.key, o.kid = otherKey, otherKid }), false, ErrUntrustedIssuer},
-		{"bad signature", mod(func(o *tokenOpts) { o.key = wrongKey }), false, nil},
-		{"alg none", noneToken, false, nil},
-		{"hmac with the public key", header(map[string]any{"alg": "HS256", "typ": "JWT", "kid": kid}), false, nil},
+		{"valid", is.Token(t, good), true, nil},
+		{"expired", mod(func(c *lgtest.Claims) { c.Expiry = time.Now().Add(-time.Hour) }), false, nil},
+		{"not yet valid", mod(func(c *lgtest.Claims) { c.NotBefore = time.Now().Add(time.Hour) }), false, nil},
+		{"wrong audience", mod(func(c *lgtest.Claims) { c.Audience = "someone-else" }), false, nil},
+		{"wrong issuer", other.Token(t, good), false, ErrUntrustedIssuer},
+		{"bad signature", mod(func(c *lgtest.Claims) { c.Key, c.KeyID = wrongKey, kid }), false, nil},
+		{"alg none", b64(map[string]any{"alg": "none", "typ": "JWT"}) + "." + payload + ".", false, nil},
+		{"hmac with the public key", hmacWithPublicKey(is, kid, payload), false, nil},
 		{"garbage", "not.a.jwt", false, nil},
 		{"empty", "", false, ErrTokenRequired},
 	}
@@ -160,18 +74,16 @@ func TestOIDCVerify(t *testing.T) {
 			if tc.is != nil && !errors.Is(err, tc.is) {
 				t.Errorf("err = %v, want %v", err, tc.is)
 			}
-			if tc.ok && (c.Subject != good.sub || len(c.Groups) != 2) {
+			if tc.ok && (c.Subject != good.Subject || len(c.Groups) != 2) {
 				t.Errorf("claims = %+v", c)
 			}
 		})
 	}
 
 	t.Run("rotated key", func(t *testing.T) {
-		old := sign(t, good)
-		is.rotate(t)
-		nk, nkid := is.signer(t)
-		fresh := mod(func(o *tokenOpts) { o.key, o.kid = nk, nkid })
-		if _, err := v.Verify(ctx, fresh); err != nil {
+		old := is.Token(t, good)
+		is.Rotate(t)
+		if _, err := v.Verify(ctx, is.Token(t, good)); err != nil {
 			t.Errorf("token signed with the rotated-in key: %v", err)
 		}
 		if _, err := v.Verify(ctx, old); err == nil {
@@ -182,37 +94,36 @@ func TestOIDCVerify(t *testing.T) {
 
 func TestAuthenticate(t *testing.T) {
 	t.Parallel()
-	is := startIssuer(t)
+	is := lgtest.StartIssuer(t)
 	cfg, err := Parse("f.yaml", []byte(`oidc:
-  - {issuer: "`+is.url+`", audience: loopgate}
+  - {issuer: "`+is.URL+`", audience: loopgate}
 targets:
   - {name: e, protocol: tcp, address: 1.1.1.1:1}
 workloads:
-  - {name: w, cgroup: lg/w, token: {issuer: "`+is.url+`", subject: "repo:acme", claims: {env: prod}}}
+  - {name: w, cgroup: lg/w, token: {issuer: "`+is.URL+`", subject: "repo:acme", claims: {env: prod}}}
   - {name: free, cgroup: lg/free}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	v := NewVerifier(cfg.OIDC, nil)
-	key, kid := is.signer(t)
-	base := tokenOpts{iss: is.url, sub: "repo:acme", aud: "loopgate", exp: time.Now().Add(time.Hour), key: key, kid: kid,
-		extra: map[string]any{"env": "prod"}}
-	ctx := context.Background()
+	tok := func(sub, env string) string {
+		return is.Token(t, lgtest.Claims{Subject: sub, Audience: "loopgate", Extra: map[string]any{"env": env}})
+	}
 	tests := []struct {
 		name, workload, token string
 		is                    error
 	}{
-		{"matching token", "w", sign(t, base), nil},
+		{"matching token", "w", tok("repo:acme", "prod"), nil},
 		{"no token", "w", "", ErrTokenRequired},
-		{"wrong subject", "w", sign(t, tokenOpts{iss: is.url, sub: "repo:evil", aud: "loopgate", exp: base.exp, key: key, kid: kid, extra: base.extra}), ErrTokenMismatch},
-		{"wrong claim", "w", sign(t, tokenOpts{iss: is.url, sub: "repo:acme", aud: "loopgate", exp: base.exp, key: key, kid: kid, extra: map[string]any{"env": "dev"}}), ErrTokenMismatch},
+		{"wrong subject", "w", tok("repo:evil", "prod"), ErrTokenMismatch},
+		{"wrong claim", "w", tok("repo:acme", "dev"), ErrTokenMismatch},
 		{"no token needed", "free", "", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Subject{Workload: tc.workload}
-			err := cfg.Authenticate(ctx, v, s, tc.token)
+			err := cfg.Authenticate(context.Background(), v, s, tc.token)
 			if tc.is == nil && err != nil || tc.is != nil && !errors.Is(err, tc.is) {
 				t.Fatalf("err = %v, want %v", err, tc.is)
 			}

@@ -1,0 +1,234 @@
+package api
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"embed"
+	"encoding/hex"
+	"html/template"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/store"
+)
+
+// The approver web page: server-rendered HTML on the loopback TCP listener.
+// An approver signs in by pasting an OIDC token (verified like an API bearer
+// token); the page then lives on an HttpOnly, SameSite=Strict cookie. Every
+// POST carries a per-session CSRF token and must come from the page's own
+// origin. No script or style is inline (Content-Security-Policy: 'self'),
+// and nothing is loaded from elsewhere.
+
+//go:embed web/*
+var webFS embed.FS
+
+var pages = template.Must(template.ParseFS(webFS, "web/*.html"))
+
+const cookieName = "lg_session"
+
+type webSession struct {
+	who     policy.Identity
+	name    string
+	csrf    string
+	expires time.Time
+}
+
+// webSessions holds signed-in approvers. mu guards m.
+type webSessions struct {
+	mu sync.Mutex
+	m  map[string]*webSession
+}
+
+func (w *webSessions) get(r *http.Request) *webSession {
+	c, err := r.Cookie(cookieName)
+	if err != nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.m[c.Value]
+	if s == nil || time.Now().After(s.expires) {
+		delete(w.m, c.Value)
+		return nil
+	}
+	return s
+}
+
+func (w *webSessions) add(s *webSession) string {
+	id := randomToken()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[string]*webSession{}
+	}
+	for k, v := range w.m { // drop expired ones
+		if time.Now().After(v.expires) {
+			delete(w.m, k)
+		}
+	}
+	w.m[id] = s
+	return id
+}
+
+func randomToken() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func secureHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+}
+
+// sameOrigin rejects cross-site POSTs: the Origin (or Referer) must be this
+// server.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		o = r.Header.Get("Referer")
+	}
+	if o == "" {
+		return false
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host == r.Host
+}
+
+func (s *Server) webRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /ui/", s.webIndex)
+	mux.HandleFunc("POST /ui/login", s.webLogin)
+	mux.HandleFunc("POST /ui/decide", s.webDecide)
+	mux.HandleFunc("GET /ui/stream", s.webStream)
+	mux.HandleFunc("GET /ui/sessions/{id}", s.webSession)
+	mux.HandleFunc("GET /ui/app.js", func(w http.ResponseWriter, r *http.Request) {
+		secureHeaders(w)
+		w.Header().Set("Content-Type", "text/javascript")
+		b, _ := webFS.ReadFile("web/app.js")
+		w.Write(b)
+	})
+	mux.HandleFunc("GET /ui/style.css", func(w http.ResponseWriter, r *http.Request) {
+		secureHeaders(w)
+		w.Header().Set("Content-Type", "text/css")
+		b, _ := webFS.ReadFile("web/style.css")
+		w.Write(b)
+	})
+}
+
+type indexData struct {
+	Name     string
+	CSRF     string
+	Pending  []policy.Request
+	Sessions []store.View
+	Message  string
+}
+
+func (s *Server) webIndex(w http.ResponseWriter, r *http.Request) {
+	secureHeaders(w)
+	ws := s.web.get(r)
+	if ws == nil {
+		pages.ExecuteTemplate(w, "login.html", map[string]string{"Message": r.URL.Query().Get("m")})
+		return
+	}
+	d := indexData{Name: ws.name, CSRF: ws.csrf, Pending: s.Broker.Pending(), Message: r.URL.Query().Get("m")}
+	if s.Store != nil {
+		var all []store.View
+		s.Store.Sessions(r.Context(), store.Filter{}, func(x *store.Session) error {
+			all = append(all, x.View())
+			if len(all) > 20 {
+				all = all[1:]
+			}
+			return nil
+		})
+		for i := len(all) - 1; i >= 0; i-- { // newest first
+			d.Sessions = append(d.Sessions, all[i])
+		}
+	}
+	pages.ExecuteTemplate(w, "index.html", d)
+}
+
+func (s *Server) webLogin(w http.ResponseWriter, r *http.Request) {
+	if !sameOrigin(r) {
+		http.Error(w, "cross-origin request refused", http.StatusForbidden)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	tok := r.PostFormValue("token")
+	if s.Verifier == nil || tok == "" {
+		http.Redirect(w, r, "/ui/?m=sign+in+with+an+OIDC+token", http.StatusSeeOther)
+		return
+	}
+	c, err := s.Verifier.Verify(r.Context(), tok)
+	if err != nil {
+		http.Redirect(w, r, "/ui/?m="+url.QueryEscape("token refused: "+err.Error()), http.StatusSeeOther)
+		return
+	}
+	who := policy.Identity{UID: -1, Subject: c.Subject, Groups: c.Groups}
+	if !s.Broker.IsApprover(who) {
+		http.Redirect(w, r, "/ui/?m="+url.QueryEscape(c.Subject+" is not an approver"), http.StatusSeeOther)
+		return
+	}
+	exp := c.Expiry
+	if max := time.Now().Add(8 * time.Hour); exp.IsZero() || exp.After(max) {
+		exp = max
+	}
+	id := s.web.add(&webSession{who: who, name: c.Subject, csrf: randomToken(), expires: exp})
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: "/ui/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Expires: exp})
+	http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+}
+
+func (s *Server) webDecide(w http.ResponseWriter, r *http.Request) {
+	ws := s.web.get(r)
+	if ws == nil {
+		http.Error(w, "sign in first", http.StatusUnauthorized)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if !sameOrigin(r) || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(ws.csrf)) != 1 {
+		http.Error(w, "cross-site request refused", http.StatusForbidden)
+		return
+	}
+	id, action := r.PostFormValue("id"), r.PostFormValue("action")
+	var dur time.Duration
+	if r.PostFormValue("scope") == policy.ScopeWindow {
+		dur = 15 * time.Minute
+	}
+	q, err := s.Broker.Decide(r.Context(), id, ws.who, action == "approve", r.PostFormValue("reason"), r.PostFormValue("scope"), dur)
+	msg := id + ": " + q.State
+	if err != nil {
+		msg = id + ": " + err.Error()
+	} else if q.State == policy.StatePending {
+		msg = id + ": your approval is recorded; more are required"
+	}
+	http.Redirect(w, r, "/ui/?m="+url.QueryEscape(msg), http.StatusSeeOther)
+}
+
+// webStream tells the page to refresh when requests arrive or change.
+func (s *Server) webStream(w http.ResponseWriter, r *http.Request) {
+	if s.web.get(r) == nil {
+		http.Error(w, "sign in first", http.StatusUnauthorized)
+		return
+	}
+	s.streamApprovals(w, r)
+}
+
+func (s *Server) webSession(w http.ResponseWriter, r *http.Request) {
+	secureHeaders(w)
+	if s.web.get(r) == nil {
+		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+		return
+	}
+	evs, err := s.Store.SessionEvents(r.Context(), r.PathValue("id"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	pages.ExecuteTemplate(w, "session.html", map[string]any{"ID": r.PathValue("id"), "Events": evs})
+}
