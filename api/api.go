@@ -299,8 +299,13 @@ func (s *Server) historical(r *http.Request, id string) (any, bool) {
 	return nil, false
 }
 
-// streamApprovals sends new and changed requests as server-sent events.
+// streamApprovals sends the pending requests, then new and changed ones,
+// as server-sent events.
 func (s *Server) streamApprovals(w http.ResponseWriter, r *http.Request) {
+	s.stream(w, r, true)
+}
+
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, replay bool) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "no_stream", "streaming unsupported")
@@ -313,8 +318,10 @@ func (s *Server) streamApprovals(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	for _, q := range s.Broker.Pending() {
-		writeEvent(w, q)
+	if replay {
+		for _, q := range s.Broker.Pending() {
+			writeEvent(w, q)
+		}
 	}
 	fl.Flush()
 	tick := time.NewTicker(15 * time.Second)

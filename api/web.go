@@ -83,7 +83,7 @@ func secureHeaders(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin") // no-referrer would make Chromium send "Origin: null"
 	h.Set("Cache-Control", "no-store")
 }
 
@@ -210,13 +210,15 @@ func (s *Server) webDecide(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/ui/?m="+url.QueryEscape(msg), http.StatusSeeOther)
 }
 
-// webStream tells the page to refresh when requests arrive or change.
+// webStream tells the page to refresh when requests arrive or change (the
+// page already shows the pending ones: no replay, or it would reload
+// forever).
 func (s *Server) webStream(w http.ResponseWriter, r *http.Request) {
 	if s.web.get(r) == nil {
 		http.Error(w, "sign in first", http.StatusUnauthorized)
 		return
 	}
-	s.streamApprovals(w, r)
+	s.stream(w, r, false)
 }
 
 func (s *Server) webSession(w http.ResponseWriter, r *http.Request) {

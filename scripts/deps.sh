@@ -7,7 +7,7 @@ need=""
 have() { command -v "$1" >/dev/null 2>&1; }
 pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-for p in clang llvm libbpf-dev iproute2 curl util-linux procps ca-certificates gcc libc6-dev \
+for p in clang llvm libbpf-dev iproute2 curl util-linux procps ca-certificates gcc libc6-dev chromium \
 	postgresql-15 postgresql-client-15 pgbouncer python3-psycopg2; do
 	pkg "$p" || need="$need $p"
 done
