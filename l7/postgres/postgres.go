@@ -135,8 +135,12 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 			s.Log.Warn("session role expired; ending the session", "role", role.name)
 			if err := role.terminate(context.WithoutCancel(ctx)); err != nil {
 				s.Log.Error("expired session not terminated; closing", "err", err)
+				hj.Conn.SetDeadline(time.Unix(1, 0))
+				return
 			}
-			hj.Conn.SetDeadline(time.Unix(1, 0))
+			// The server tells the agent (FATAL, terminating connection)
+			// and closes; close ourselves only if it has not by then.
+			time.AfterFunc(5*time.Second, func() { hj.Conn.SetDeadline(time.Unix(1, 0)) })
 		})
 		defer timer.Stop()
 	}

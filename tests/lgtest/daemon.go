@@ -138,6 +138,9 @@ func (d *Daemon) start() {
 	}
 }
 
+// PID is the running daemon's process id.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
 // Log returns what the daemon has logged so far.
 func (d *Daemon) Log() string {
 	d.mu.Lock()
