@@ -60,9 +60,17 @@ func BenchmarkApprovalRoundTrip(b *testing.B) {
 	defer cancel()
 	// The approver: approve every request the moment it arrives.
 	go func() {
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://lg/v1/approvals/stream", nil)
-		resp, err := hc.Do(req)
-		if err != nil {
+		// The API starts just after the daemon says ready: retry.
+		var resp *http.Response
+		for range 100 {
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://lg/v1/approvals/stream", nil)
+			var err error
+			if resp, err = hc.Do(req); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if resp == nil {
 			return
 		}
 		defer resp.Body.Close()
@@ -87,9 +95,13 @@ func BenchmarkApprovalRoundTrip(b *testing.B) {
 	n := max(b.N, 50)
 	var r benchResult
 	b.ResetTimer()
-	client(b, cfg, "gated", "", &r, "bench", strconv.Itoa(n), echo.Addr().String(), echo.Addr().String())
+	client(b, cfg, "gated", "nobody", &r, "bench", strconv.Itoa(n), echo.Addr().String(), echo.Addr().String())
 	if r.Err != "" {
-		b.Fatal(r.Err)
+		var errs []string
+		for _, x := range lgtest.Sessions(b, cfg, "--limit", "5") {
+			errs = append(errs, x.Outcome+": "+x.Error)
+		}
+		b.Fatalf("%s; sessions: %v", r.Err, errs)
 	}
 	// "bench" interleaves two addresses; both are the gated target here, so
 	// each number is a round trip with an approval in it.
@@ -117,7 +129,7 @@ func BenchmarkApprovalCapacity(b *testing.B) {
 	done := make(chan struct{})
 	go func() {
 		var rs []clientResult
-		client(b, cfg, "gated", "", &rs, "many", strconv.Itoa(waiting), echo.Addr().String())
+		client(b, cfg, "gated", "nobody", &rs, "many", strconv.Itoa(waiting), echo.Addr().String())
 		close(done)
 	}()
 	var ids []string
@@ -144,6 +156,9 @@ func BenchmarkApprovalCapacity(b *testing.B) {
 			b.Fatal(err)
 		}
 		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("approve %s: %s", id, resp.Status)
+		}
 	}
 	<-done
 	b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms/approve-1000")
