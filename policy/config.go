@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path"
 	"regexp"
@@ -79,6 +80,9 @@ type ApprovalSettings struct {
 	Timeout time.Duration
 	// MaxPending bounds waiting requests.
 	MaxPending int
+	// Webhook, if set, receives new and decided requests (JSON with a
+	// Slack-compatible "text").
+	Webhook string
 }
 
 // APISettings say where the local API listens.
@@ -584,7 +588,13 @@ func (d *decoder) approvals(n *yaml.Node, a *ApprovalSettings) {
 	d.mapping(n, "approvals", map[string]func(*yaml.Node){
 		"timeout":     func(v *yaml.Node) { d.str(v, "timeout", &timeout) },
 		"max_pending": func(v *yaml.Node) { d.str(v, "max_pending", &max) },
+		"webhook":     func(v *yaml.Node) { d.str(v, "webhook", &a.Webhook) },
 	})
+	if a.Webhook != "" {
+		if u, err := url.Parse(a.Webhook); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			d.errorf(n, "approvals: webhook %q must be an http(s) URL", a.Webhook)
+		}
+	}
 	if timeout != "" {
 		t, err := time.ParseDuration(timeout)
 		if err != nil || t < time.Second || t > 24*time.Hour {

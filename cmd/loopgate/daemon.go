@@ -181,6 +181,10 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	defer cancelBG()
 	var bg sync.WaitGroup
 	bg.Go(func() { d.background(bgCtx, hup, dnsRefresh, ln6 != nil) })
+	if cfg.Approvals.Webhook != "" {
+		wh := &api.Webhook{URL: cfg.Approvals.Webhook, Broker: srv.Broker, Log: d.log}
+		bg.Go(func() { wh.Run(bgCtx) })
+	}
 	bg.Go(func() {
 		if err := apiSrv.Run(bgCtx, cfg.API.Socket, cfg.API.Listen); err != nil {
 			d.log.Error("api stopped", "err", err)
