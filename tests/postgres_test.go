@@ -87,7 +87,8 @@ rules:
   - id: careful-writes
     workloads: [careful]
     targets: [appdb]
-    allow: [read, session, transaction]
+    allow: [read, session, transaction, copy]
+    mask: [email]
     approve: [write, unbounded-write]
     approvers: [root, operator]
     approvals_required: 2
@@ -184,7 +185,7 @@ func TestPostgres(t *testing.T) {
 			"UPDATE t SET v = 'w' WHERE id = 1", // write
 			"BEGIN; SELECT 1; COMMIT",           // transaction
 			"SET work_mem = '8MB'",              // session
-			"COPY (SELECT 1) TO STDOUT",         // copy
+			"COPY t FROM STDIN",                 // copy (no rows on stdin)
 		} {
 			if _, stderr, code := s.psql(t, "agent", nil, "-v", "ON_ERROR_STOP=1", "-c", sql); code != 0 {
 				t.Errorf("%q: code %d %s", sql, code, stderr)
@@ -237,6 +238,21 @@ func TestPostgres(t *testing.T) {
 		}
 		if strings.Contains(out, "ada@example.com") {
 			t.Errorf("notification payload not masked: %q", out)
+		}
+	})
+
+	t.Run("masked copy", func(t *testing.T) {
+		// Column masks cannot follow COPY: refused, table or query.
+		for _, sql := range []string{"COPY users TO STDOUT", "COPY (SELECT ssn FROM users) TO STDOUT"} {
+			_, stderr, code := s.psql(t, "agent", nil, "-c", sql)
+			if code == 0 || !strings.Contains(stderr, "COPY cannot apply the column masks of rule agent-app") {
+				t.Errorf("%s under column masks: %d %q", sql, code, stderr)
+			}
+		}
+		// Value detectors scan text COPY output.
+		out, stderr, code := s.psql(t, "careful", nil, "-c", "COPY (SELECT id, email FROM users ORDER BY id) TO STDOUT")
+		if code != 0 || strings.Contains(out, "@example.com") || !strings.Contains(out, "1\t***********.com") {
+			t.Errorf("COPY under detectors: %d out %q err %q", code, out, stderr)
 		}
 	})
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,9 @@ type command struct {
 	// once, complete (record: async rules).
 	deferred bool
 	approval string // the approval request that decided it
+	// copyMasked: a COPY under masks; column masks refuse it (decided
+	// once the masker is known), detectors scan its text output.
+	copyMasked bool
 	// masker masks this command's results (nil: fast path, rows stream).
 	masker *mask.Masker
 	// stmt and formats locate the result layout of an Execute whose
@@ -132,6 +136,21 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 		stmtCols:    map[string][]pgproto3.FieldDescription{},
 		maskers:     map[string]*mask.Masker{},
 		results:     newRecordQueue(),
+	}
+}
+
+// checkMaskedCopy denies a COPY under a rule whose masks name columns:
+// COPY output names no columns, so they could not be applied. Value
+// detectors are applied to text COPY output instead.
+func (r *relay) checkMaskedCopy(c *command) {
+	// Only COPY ... TO sends rows back (classes copy and read).
+	if c.decision.Action == policy.Deny || len(c.decision.Masks) == 0 ||
+		!slices.Contains(c.classes, sqlclass.Copy) || !slices.Contains(c.classes, sqlclass.Read) {
+		return
+	}
+	if r.maskerFor(c.decision).HasColumns() {
+		c.decision.Action = policy.Deny
+		c.decision.Reason = fmt.Sprintf("COPY cannot apply the column masks of rule %s; SELECT the columns instead", c.decision.RuleID)
 	}
 }
 
@@ -288,6 +307,7 @@ func (r *relay) fromAgent() error {
 			}
 			c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, formats: p.formats}
 			c.decision = r.s.Policy().Decide(r.s.Subject, classes)
+			r.checkMaskedCopy(c)
 			c.masker = r.maskerFor(c.decision)
 			if c.masker.HasDetectors() {
 				c.params = c.masker.String(c.params)
@@ -400,6 +420,7 @@ func (r *relay) query(sql string, raw []byte) error {
 	res := r.h.classifier().Classify(sql, r.lookupSQLPrepared)
 	c := &command{text: sql, classes: res.Classes}
 	c.decision = r.s.Policy().Decide(r.s.Subject, res.Classes)
+	r.checkMaskedCopy(c)
 	if c.decision.Action == policy.Approve {
 		c.decision = r.approve(c)
 	}
@@ -637,6 +658,38 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 			if _, err := io.CopyN(cw, br, n); err != nil {
 				return err
 			}
+		case 'H', 'd':
+			r.mu.Lock()
+			var m *mask.Masker
+			if len(r.pending) > 0 && r.pending[0].masker.HasDetectors() {
+				m = r.pending[0].masker
+			}
+			r.mu.Unlock()
+			if m == nil {
+				cw.Write(hdr[:])
+				if _, err := io.CopyN(cw, br, n); err != nil {
+					return err
+				}
+				break
+			}
+			body := make([]byte, n)
+			if _, err := io.ReadFull(br, body); err != nil {
+				return err
+			}
+			if typ == 'H' {
+				if len(body) > 0 && body[0] == 1 {
+					// Binary COPY cannot be scanned: end the session.
+					out, _ := fatal(codeFeatureNotSupported, "loopgate: binary COPY of masked data is refused").Encode(nil)
+					cw.Write(out)
+					cw.Flush()
+					return fmt.Errorf("binary COPY under masks refused")
+				}
+				cw.Write(hdr[:])
+				cw.Write(body)
+				break
+			}
+			out, _ := (&pgproto3.CopyData{Data: m.Scan(body)}).Encode(nil)
+			cw.Write(out)
 		case 't', 'T', 'n', 'A':
 			body := make([]byte, n)
 			if _, err := io.ReadFull(br, body); err != nil {

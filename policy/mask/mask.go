@@ -151,6 +151,19 @@ func (m *Masker) Column(name string) string {
 	return ""
 }
 
+// HasColumns reports whether any mask names columns.
+func (m *Masker) HasColumns() bool {
+	if m == nil {
+		return false
+	}
+	for _, r := range m.rules {
+		if len(r.columns) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // HasDetectors reports whether values must be scanned.
 func (m *Masker) HasDetectors() bool {
 	if m == nil {

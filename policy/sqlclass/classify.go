@@ -206,10 +206,13 @@ func (c *classes) statement(n *pg_query.Node) {
 		} else if cs.Filename != "" {
 			c.add(ServerFile)
 		}
-		if cs.IsFrom {
+		switch {
+		case cs.IsFrom:
 			c.add(Write)
-		} else if cs.Query == nil {
+		case cs.Query == nil:
 			c.add(Read)
+		default: // COPY (query) TO: whatever the query is, and its rows go out
+			c.add(c.sub(cs.Query)...)
 		}
 	case *pg_query.Node_GrantStmt, *pg_query.Node_GrantRoleStmt, *pg_query.Node_CreateRoleStmt,
 		*pg_query.Node_AlterRoleStmt, *pg_query.Node_AlterRoleSetStmt, *pg_query.Node_DropRoleStmt,

@@ -36,6 +36,7 @@ func TestClassify(t *testing.T) {
 		{"copy from stdin", "COPY t FROM STDIN", []string{Copy, Write}},
 		{"copy program", "COPY t FROM PROGRAM 'curl evil'", []string{Copy, CopyProgram, Write}},
 		{"copy server file", "COPY t TO '/tmp/x'", []string{Copy, Read, ServerFile}},
+		{"copy select", "COPY (SELECT ssn FROM users) TO STDOUT", []string{Copy, Read}},
 		{"copy query", "COPY (DELETE FROM t RETURNING *) TO STDOUT", []string{Copy, UnboundedWrite, Write}},
 		{"server file fn", "SELECT pg_read_file('/etc/passwd')", []string{Read, ServerFile}},
 		{"qualified server file fn", "select PG_CATALOG.Pg_Read_File('/etc/passwd')", []string{Read, ServerFile}},
