@@ -83,6 +83,10 @@ type TLS struct {
 	CAFile string
 	// ServerName is the name to verify (default: the target's host).
 	ServerName string
+	// Agent answers an agent's SSLRequest with TLS, with a certificate
+	// for the target's hosts from the daemon's local CA (agent: true).
+	// Otherwise the agent is told 'N' (plaintext on loopback).
+	Agent bool
 }
 
 func (d *decoder) tls(n *yaml.Node, t *TLS) {
@@ -90,8 +94,19 @@ func (d *decoder) tls(n *yaml.Node, t *TLS) {
 		"mode":        func(v *yaml.Node) { d.str(v, "tls mode", &t.Mode) },
 		"ca_file":     func(v *yaml.Node) { d.str(v, "ca_file", &t.CAFile) },
 		"server_name": func(v *yaml.Node) { d.str(v, "server_name", &t.ServerName) },
+		"agent": func(v *yaml.Node) {
+			var b string
+			d.str(v, "agent", &b)
+			switch b {
+			case "true":
+				t.Agent = true
+			case "false":
+			default:
+				d.errorf(v, "tls: agent must be true or false")
+			}
+		},
 	})
-	if !slices.Contains([]string{TLSDisable, TLSRequire, TLSVerifyFull}, t.Mode) {
+	if t.Mode != "" && !slices.Contains([]string{TLSDisable, TLSRequire, TLSVerifyFull}, t.Mode) {
 		d.errorf(n, "tls: mode must be disable, require or verify-full, got %q", t.Mode)
 	}
 	if t.CAFile != "" && !path.IsAbs(t.CAFile) {

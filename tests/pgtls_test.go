@@ -70,3 +70,48 @@ rules:
 		t.Errorf("recorded errors do not say why: %q", all)
 	}
 }
+
+// TestPostgresAgentTLS: an agent that insists on TLS (sslmode=require, or
+// verify-full against the daemon's local CA) gets it when the target says
+// tls.agent; otherwise it is told the server does not do TLS.
+func TestPostgresAgentTLS(t *testing.T) {
+	lgtest.RequireRoot(t)
+	pg := lgtest.StartPostgres(t)
+	dir := t.TempDir()
+	pass := filepath.Join(dir, "pass")
+	os.WriteFile(pass, []byte(pg.SuperPassword), 0o600)
+	plain := lgtest.StartPostgres(t)
+	plainPass := filepath.Join(dir, "plain.pass")
+	os.WriteFile(plainPass, []byte(plain.SuperPassword), 0o600)
+	cfg := lgtest.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:%d
+store: %s
+bpffs: %s
+daemon_cgroup: %s
+api: {socket: %s}
+targets:
+  - {name: db, protocol: postgres, address: %s, credentials: {user: postgres, password_file: %s}, tls: {agent: true}}
+  - {name: plain, protocol: postgres, address: %s, credentials: {user: postgres, password_file: %s}}
+workloads:
+  - {name: agent, cgroup: %s}
+rules:
+  - {id: r, workloads: [agent], targets: ["*"], allow: [read]}
+`, lgtest.FreePort(t), filepath.Join(dir, "state", "lg.db"), lgtest.PinDir(t), lgtest.CgroupName(t)+"-daemon",
+		filepath.Join(lgtest.SharedDir(t), "api.sock"), pg.Addr(), pass, plain.Addr(), plainPass, lgtest.CgroupName(t)))
+	lgtest.StartDaemon(t, cfg)
+	ca := filepath.Join(dir, "state", "ca", "ca.crt")
+	psql := func(port int, mode string) (string, string, int) {
+		return lgtest.Run(t, cfg, "agent", []string{"PGSSLMODE=" + mode, "PGSSLROOTCERT=" + ca}, nil,
+			"psql", "-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-d", "postgres", "-c", "SELECT 1")
+	}
+	for _, mode := range []string{"require", "verify-full"} {
+		if out, stderr, code := psql(pg.Port, mode); code != 0 || strings.TrimSpace(out) != "1" {
+			t.Errorf("sslmode=%s: code %d out %q err %q", mode, code, out, stderr)
+		}
+	}
+	if _, stderr, code := psql(plain.Port, "require"); code == 0 || !strings.Contains(stderr, "server does not support SSL") {
+		t.Errorf("sslmode=require without tls.agent: code %d err %q", code, stderr)
+	}
+	if out, stderr, code := psql(plain.Port, "prefer"); code != 0 || strings.TrimSpace(out) != "1" {
+		t.Errorf("sslmode=prefer without tls.agent: code %d out %q err %q", code, out, stderr)
+	}
+}

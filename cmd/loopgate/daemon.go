@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -95,6 +96,11 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	if err != nil {
 		return err
 	}
+	// The local CA for agents that ask PostgreSQL targets for TLS.
+	ca, err := postgres.LoadOrCreateCA(filepath.Join(filepath.Dir(cfg.Store), "ca"))
+	if err != nil {
+		return err
+	}
 	defer func() {
 		// Sign the tail so deleting it later shows in audit verify.
 		if err := db.Checkpoint(context.WithoutCancel(ctx)); err != nil {
@@ -160,7 +166,7 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		Accepters: accepters,
 		Handlers: map[string]l7.Handler{
 			policy.ProtocolTCP:      &tcp.Handler{},
-			policy.ProtocolPostgres: &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey},
+			policy.ProtocolPostgres: &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey, CA: ca},
 		},
 		Recorder: db,
 		Log:      d.log,

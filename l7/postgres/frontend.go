@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -21,13 +22,22 @@ const (
 type startup struct {
 	params map[string]string
 	cancel *pgproto3.CancelRequest // set for a cancel connection
+	tls    *tls.Conn               // set when the agent asked for TLS and got it
+	reader *agentReader            // the reader to go on with (over TLS if so)
 }
 
-// readStartup answers SSL and GSS encryption requests with 'N' (loopgate
-// speaks plaintext on loopback only) and returns the StartupMessage or
-// CancelRequest.
-func readStartup(ar *agentReader, conn net.Conn) (*startup, error) {
+// readStartup answers GSS encryption requests with 'N', SSL requests with
+// 'S' and a TLS handshake when tlsFor gives a config (else 'N'), and returns
+// the StartupMessage or CancelRequest. After a handshake, ar and conn are
+// replaced by ones over TLS (returned in startup).
+func readStartup(ar *agentReader, conn net.Conn, tlsFor func() *tls.Config) (*startup, error) {
 	sawSSL, sawGSS := false, false
+	var tlsConn *tls.Conn
+	done := func(st *startup) (*startup, error) {
+		st.tls = tlsConn
+		st.reader = ar
+		return st, nil
+	}
 	for {
 		msg, err := ar.startup()
 		if err != nil {
@@ -39,9 +49,24 @@ func readStartup(ar *agentReader, conn net.Conn) (*startup, error) {
 				return nil, errors.New("read startup: second SSLRequest")
 			}
 			sawSSL = true
-			if _, err := conn.Write([]byte{'N'}); err != nil {
+			var cfg *tls.Config
+			if tlsFor != nil {
+				cfg = tlsFor()
+			}
+			if cfg == nil {
+				if _, err := conn.Write([]byte{'N'}); err != nil {
+					return nil, fmt.Errorf("answer SSLRequest: %w", err)
+				}
+				continue
+			}
+			if _, err := conn.Write([]byte{'S'}); err != nil {
 				return nil, fmt.Errorf("answer SSLRequest: %w", err)
 			}
+			tlsConn = tls.Server(conn, cfg)
+			if err := tlsConn.Handshake(); err != nil {
+				return nil, fmt.Errorf("TLS handshake with the agent: %w", err)
+			}
+			ar = newAgentReader(tlsConn)
 		case *pgproto3.GSSEncRequest:
 			if sawGSS {
 				return nil, errors.New("read startup: second GSSENCRequest")
@@ -55,9 +80,9 @@ func readStartup(ar *agentReader, conn net.Conn) (*startup, error) {
 			for k, v := range m.Parameters {
 				params[k] = v
 			}
-			return &startup{params: params}, nil
+			return done(&startup{params: params})
 		case *pgproto3.CancelRequest:
-			return &startup{cancel: &pgproto3.CancelRequest{ProcessID: m.ProcessID, SecretKey: append([]byte(nil), m.SecretKey...)}}, nil
+			return done(&startup{cancel: &pgproto3.CancelRequest{ProcessID: m.ProcessID, SecretKey: append([]byte(nil), m.SecretKey...)}})
 		default:
 			return nil, fmt.Errorf("read startup: unexpected %T", msg)
 		}

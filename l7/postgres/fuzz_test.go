@@ -85,7 +85,7 @@ func FuzzStartup(f *testing.F) {
 	f.Add(encode(f, &pgproto3.CancelRequest{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}))
 	f.Add([]byte{0, 0, 0, 8, 4, 210, 22, 47})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		st, err := readStartup(newAgentReader(bytes.NewReader(data)), sinkConn{})
+		st, err := readStartup(newAgentReader(bytes.NewReader(data)), sinkConn{}, nil)
 		if (st == nil) == (err == nil) {
 			t.Fatalf("startup %+v, err %v: want exactly one", st, err)
 		}

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +29,9 @@ type Handler struct {
 	// MaskKey keys the hash masking mode; stable across restarts so the
 	// same value always masks to the same token.
 	MaskKey []byte
+	// CA issues certificates for targets whose agents may use TLS
+	// (tls.agent); nil answers every SSLRequest 'N'.
+	CA *LocalCA
 
 	cancels    cancelKeys
 	defaultCls sqlclass.Classifier
@@ -69,9 +73,30 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	be := pgproto3.NewBackend(nil, client)
 	ar := newAgentReader(client)
 	conn.SetDeadline(time.Now().Add(30 * time.Second)) // login must not linger
-	st, err := readStartup(ar, client)
+	tlsFor := func() *tls.Config {
+		t := s.Subject.Target
+		if h.CA == nil || !t.TLS.Agent {
+			return nil
+		}
+		c, err := h.CA.ServerConfig(t.Name, targetHosts(t.Addresses))
+		if err != nil {
+			s.Log.Error("no certificate for the agent; answering N", "err", err)
+			return nil
+		}
+		return c
+	}
+	st, err := readStartup(ar, client, tlsFor)
 	if err != nil {
 		return result(), err
+	}
+	if st.tls != nil {
+		// From here on the agent speaks through TLS; count what it says.
+		before := result()
+		client = &countingConn{Conn: st.tls}
+		client.read.Store(before.BytesUp)
+		client.written.Store(before.BytesDown)
+		be = pgproto3.NewBackend(nil, client)
+		ar = st.reader
 	}
 	if st.cancel != nil {
 		err := h.cancels.cancel(ctx, st.cancel)
@@ -177,6 +202,17 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		return result(), fmt.Errorf("session role %s expired at %s", role.name, role.expires.Format(time.RFC3339))
 	}
 	return result(), err
+}
+
+// targetHosts are the host parts of a target's addresses.
+func targetHosts(addrs []string) []string {
+	var hosts []string
+	for _, a := range addrs {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }
 
 func errString(err error) string {
