@@ -88,6 +88,11 @@ func pgxScenario(dsn string) (r pgxResult) {
 		r.Err = "masked: " + err.Error()
 		return r
 	}
+	var renamed string
+	if err := conn.QueryRow(ctx, "SELECT ssn AS t FROM users WHERE id = $1", 2).Scan(&renamed); err != nil || renamed != "[redacted]" {
+		r.Err = fmt.Sprintf("renamed column through pgx: %q %v", renamed, err)
+		return r
+	}
 	var n int32
 	if err := conn.QueryRow(ctx, "SELECT 42::int4 AS ssn").Scan(&n); err != nil {
 		r.Err = "masked int: " + err.Error()

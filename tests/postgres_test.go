@@ -221,6 +221,11 @@ func TestPostgres(t *testing.T) {
 		if got := s.psqlOK(t, "agent", "SELECT id, email, ssn FROM users ORDER BY id LIMIT 2"); got != "1|***********.com|[redacted]\n2|***********.com|[redacted]" {
 			t.Errorf("agent saw %q", got)
 		}
+		// Renaming a column does not unmask it (real names come from the
+		// catalog), in simple and extended protocol.
+		if got := s.psqlOK(t, "agent", "SELECT ssn AS tax, id FROM users u WHERE u.id = 1"); got != "[redacted]|1" {
+			t.Errorf("renamed column: %q", got)
+		}
 		// The admin rule has no masks.
 		if got := s.psqlOK(t, "admin", "SELECT email FROM users WHERE id = 1"); got != "ada@example.com" {
 			t.Errorf("admin saw %q", got)

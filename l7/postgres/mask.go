@@ -32,10 +32,17 @@ var zeroBinary = map[uint32][]byte{
 	700: make([]byte, 4), 701: make([]byte, 8), 1700: make([]byte, 8), // numeric 0: no digits
 }
 
-func newLayout(fields []pgproto3.FieldDescription, formats []int16, m *mask.Masker) *layout {
+// colName is a result column's real table and column, "" for expressions.
+type colName struct{ table, column string }
+
+func newLayout(fields []pgproto3.FieldDescription, formats []int16, m *mask.Masker, names []colName) *layout {
 	l := &layout{m: m, scan: m.HasDetectors()}
 	for i, f := range fields {
-		c := column{name: string(f.Name), oid: f.DataTypeOID, format: f.Format, mode: m.Column(string(f.Name))}
+		var real colName
+		if i < len(names) {
+			real = names[i]
+		}
+		c := column{name: string(f.Name), oid: f.DataTypeOID, format: f.Format, mode: m.Column(real.table, real.column, string(f.Name))}
 		switch {
 		case len(formats) == 1:
 			c.format = formats[0]

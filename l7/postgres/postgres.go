@@ -34,6 +34,7 @@ type Handler struct {
 	CA *LocalCA
 
 	cancels    cancelKeys
+	names      columnNames
 	defaultCls sqlclass.Classifier
 }
 
@@ -194,6 +195,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 
 	r := newRelay(ctx, h, s, be, ar, client, up)
 	r.session = r.maskerFor(ad)
+	r.params = st.params
 	err = r.run()
 	if ctx.Err() != nil {
 		return result(), context.Cause(ctx)

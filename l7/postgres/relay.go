@@ -118,6 +118,7 @@ type relay struct {
 	session *mask.Masker
 
 	results *recordQueue
+	params  map[string]string // the agent's startup parameters
 }
 
 type prepared struct {
@@ -152,6 +153,12 @@ func (r *relay) checkMaskedCopy(c *command) {
 		c.decision.Action = policy.Deny
 		c.decision.Reason = fmt.Sprintf("COPY cannot apply the column masks of rule %s; SELECT the columns instead", c.decision.RuleID)
 	}
+}
+
+// columnNames finds the real table and column of result columns. Called
+// without mu held: it may query the target.
+func (r *relay) columnNames(fields []pgproto3.FieldDescription) []colName {
+	return r.h.names.resolve(r.ctx, r.s.Subject.Target, r.s.Subject.OrigDst.String(), r.params, fields)
 }
 
 // maskerFor returns the masker of a decision's masks (nil for none).
@@ -629,19 +636,31 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		case 'D': // DataRow: count; stream through unless masked
 			r.mu.Lock()
 			var lay *layout
+			var build *command
+			var fields []pgproto3.FieldDescription
 			if len(r.pending) > 0 {
 				head := r.pending[0]
 				head.rows++
 				if !head.masker.Empty() {
 					if head.layout == nil {
-						head.layout = newLayout(r.stmtCols[head.stmt], head.formats, head.masker)
-					}
-					if head.layout.active() {
+						build, fields = head, r.stmtCols[head.stmt]
+					} else if head.layout.active() {
 						lay = head.layout
 					}
 				}
 			}
 			r.mu.Unlock()
+			if build != nil {
+				// First row of an Execute described earlier: its layout,
+				// with real column names (looked up outside the lock).
+				l := newLayout(fields, build.formats, build.masker, r.columnNames(fields))
+				r.mu.Lock()
+				build.layout = l
+				r.mu.Unlock()
+				if l.active() {
+					lay = l
+				}
+			}
 			if lay != nil {
 				body := make([]byte, n)
 				if _, err := io.ReadFull(br, body); err != nil {
@@ -867,7 +886,11 @@ func (r *relay) describeOrNotify(typ byte, body []byte) []byte {
 			r.stmtCols[*r.describing] = rd.Fields
 			r.describing = nil
 		} else if len(r.pending) > 0 && !r.pending[0].masker.Empty() {
-			r.pending[0].layout = newLayout(rd.Fields, nil, r.pending[0].masker)
+			head := r.pending[0]
+			r.mu.Unlock() // the name lookup may go to the target
+			l := newLayout(rd.Fields, nil, head.masker, r.columnNames(rd.Fields))
+			r.mu.Lock()
+			head.layout = l
 		}
 	case 'A':
 		if !r.session.HasDetectors() {

@@ -129,21 +129,35 @@ func New(cfg *policy.Config, names []string, key []byte) (*Masker, error) {
 // Empty reports whether the masker masks nothing.
 func (m *Masker) Empty() bool { return m == nil || len(m.rules) == 0 }
 
-// Column returns the mode masking a whole column, or "" if none does. The
-// table part of a "table.column" pattern is not checked (the wire protocol
-// names tables by OID), so such a pattern masks the column in every table:
-// more, never less.
-func (m *Masker) Column(name string) string {
+// Column returns the mode masking a result column, or "" if none does.
+// table and column are the column's real table and name when the result
+// column is a plain column of a table ("" when it is an expression); alias
+// is the name the result shows. A pattern "table.col" matches the real
+// table and name (or, with the table unknown, the name alone: more, never
+// less); "*.col" and "col" match the real name or the alias, so renaming a
+// column (SELECT ssn AS x) does not unmask it.
+func (m *Masker) Column(table, column, alias string) string {
 	if m == nil {
 		return ""
 	}
-	name = strings.ToLower(name)
+	table, column, alias = strings.ToLower(table), strings.ToLower(column), strings.ToLower(alias)
 	for _, r := range m.rules {
 		for _, p := range r.columns {
+			pt, pc := "*", p
 			if i := strings.LastIndexByte(p, '.'); i >= 0 {
-				p = p[i+1:]
+				pt, pc = p[:i], p[i+1:]
 			}
-			if ok, _ := path.Match(p, name); ok {
+			nameOK := false
+			for _, n := range []string{column, alias} {
+				if ok, _ := path.Match(pc, n); ok && n != "" {
+					nameOK = true
+				}
+			}
+			tableOK := pt == "*" || table == ""
+			if !tableOK {
+				tableOK, _ = path.Match(pt, table)
+			}
+			if nameOK && tableOK {
 				return r.mode
 			}
 		}

@@ -52,8 +52,20 @@ func TestModesAndColumns(t *testing.T) {
 	if got := m.String("ada@example.com"); got != "***********.com" {
 		t.Errorf("partial = %q", got)
 	}
-	if m.Column("SSN") != "hash" || m.Column("tax_id") != "hash" || m.Column("email") != "" {
-		t.Error("column matching")
+	for _, tc := range []struct {
+		table, column, alias, want string
+	}{
+		{"customers", "ssn", "ssn", "hash"},
+		{"customers", "ssn", "x", "hash"}, // renamed: still masked
+		{"", "", "SSN", "hash"},           // an expression named ssn
+		{"users", "tax_id", "tax_id", "hash"},
+		{"orders", "tax_id", "tax_id", ""}, // another table's tax_id
+		{"", "", "tax_id", "hash"},         // table unknown: mask
+		{"users", "email", "email", ""},
+	} {
+		if got := m.Column(tc.table, tc.column, tc.alias); got != tc.want {
+			t.Errorf("Column(%q, %q, %q) = %q, want %q", tc.table, tc.column, tc.alias, got, tc.want)
+		}
 	}
 	a, b := m.Value("hash", []byte("123-45-6789")), m.Value("hash", []byte("123-45-6789"))
 	if string(a) != string(b) || !strings.HasPrefix(string(a), "hmac:") || string(a) == string(m.Value("hash", []byte("x"))) {
