@@ -545,44 +545,54 @@ type Decision struct {
 // no rule matches, when the command has no class, or when the workload needs
 // an OIDC token the subject has not presented.
 func (c *Config) Decide(s *Subject, classes []string) Decision {
+	r, d := c.rule(s)
+	if r == nil {
+		return d
+	}
+	if len(classes) == 0 {
+		d.Action, d.Reason = Deny, fmt.Sprintf("command has no class; rule %s denies it", r.ID)
+		return d
+	}
+	for _, class := range classes {
+		a := r.action(class)
+		if strictness(a) > strictness(d.Action) || d.Class == "" {
+			d.Action, d.Class = a, class
+		}
+	}
+	switch d.Action {
+	case Deny:
+		d.Reason = fmt.Sprintf("%s denied by rule %s", d.Class, r.ID)
+	case Approve:
+		d.Reason = fmt.Sprintf("%s needs approval under rule %s", d.Class, r.ID)
+	default:
+		d.Reason = fmt.Sprintf("allowed by rule %s", r.ID)
+	}
+	return d
+}
+
+// rule finds the rule that governs subject. With none (or a subject that
+// may not use any rule) it returns nil and the deny decision saying why;
+// otherwise an allow decision carrying the rule's settings.
+func (c *Config) rule(s *Subject) (*Rule, Decision) {
 	if s == nil || s.Target == nil || s.Workload == "" {
-		return Decision{Action: Deny, Reason: "unidentified subject"}
+		return nil, Decision{Action: Deny, Reason: "unidentified subject"}
 	}
 	if w, ok := c.WorkloadByName(s.Workload); !ok {
-		return Decision{Action: Deny, Reason: fmt.Sprintf("workload %q is no longer configured", s.Workload)}
+		return nil, Decision{Action: Deny, Reason: fmt.Sprintf("workload %q is no longer configured", s.Workload)}
 	} else if w.Token != nil && s.Claims == nil {
-		return Decision{Action: Deny, Reason: fmt.Sprintf("workload %q must present an OIDC token from %s", w.Name, w.Token.Issuer)}
+		return nil, Decision{Action: Deny, Reason: fmt.Sprintf("workload %q must present an OIDC token from %s", w.Name, w.Token.Issuer)}
 	}
 	if _, ok := c.TargetByName(s.Target.Name); !ok {
-		return Decision{Action: Deny, Reason: fmt.Sprintf("target %q is no longer configured", s.Target.Name)}
+		return nil, Decision{Action: Deny, Reason: fmt.Sprintf("target %q is no longer configured", s.Target.Name)}
 	}
 	for i := range c.Rules {
 		r := &c.Rules[i]
-		if !matchName(r.Workloads, s.Workload) || !matchName(r.Targets, s.Target.Name) {
-			continue
+		if matchName(r.Workloads, s.Workload) && matchName(r.Targets, s.Target.Name) {
+			return r, Decision{Action: Allow, RuleID: r.ID, Masks: r.Mask, Approvers: r.Approvers,
+				ApprovalsRequired: r.ApprovalsRequired, AsyncRecord: r.AsyncRecord}
 		}
-		d := Decision{Action: Allow, RuleID: r.ID, Masks: r.Mask, Approvers: r.Approvers, ApprovalsRequired: r.ApprovalsRequired, AsyncRecord: r.AsyncRecord}
-		if len(classes) == 0 {
-			d.Action, d.Reason = Deny, fmt.Sprintf("command has no class; rule %s denies it", r.ID)
-			return d
-		}
-		for _, class := range classes {
-			a := r.action(class)
-			if strictness(a) > strictness(d.Action) || d.Class == "" {
-				d.Action, d.Class = a, class
-			}
-		}
-		switch d.Action {
-		case Deny:
-			d.Reason = fmt.Sprintf("%s denied by rule %s", d.Class, r.ID)
-		case Approve:
-			d.Reason = fmt.Sprintf("%s needs approval under rule %s", d.Class, r.ID)
-		default:
-			d.Reason = fmt.Sprintf("allowed by rule %s", r.ID)
-		}
-		return d
 	}
-	return Decision{Action: Deny, Reason: fmt.Sprintf("no rule lets workload %s use target %s (default deny)", s.Workload, s.Target.Name)}
+	return nil, Decision{Action: Deny, Reason: fmt.Sprintf("no rule lets workload %s use target %s (default deny)", s.Workload, s.Target.Name)}
 }
 
 // Admit decides whether subject may open a session on its target at all:
@@ -590,15 +600,12 @@ func (c *Config) Decide(s *Subject, classes []string) Decision {
 // an OIDC token must have presented one. Commands are decided later, one by
 // one, with Decide.
 func (c *Config) Admit(s *Subject) Decision {
-	d := c.Decide(s, []string{admitClass})
-	if d.RuleID != "" {
-		d.Action, d.Class, d.Reason = Allow, "", fmt.Sprintf("rule %s covers workload %s on target %s", d.RuleID, s.Workload, s.Target.Name)
+	r, d := c.rule(s)
+	if r != nil {
+		d.Reason = fmt.Sprintf("rule %s covers workload %s on target %s", r.ID, s.Workload, s.Target.Name)
 	}
 	return d
 }
-
-// admitClass is a class no rule can name, used to find the matching rule.
-const admitClass = "\x00admit"
 
 func (r *Rule) action(class string) Action {
 	switch {

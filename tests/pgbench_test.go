@@ -53,7 +53,6 @@ logfile = %s/pgbouncer.log
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	_ = err
 	lgtest.Eventually(t, 10*time.Second, "pgbouncer", func() bool {
 		return exec.Command("pg_isready", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).Run() == nil
 	})

@@ -44,14 +44,15 @@ func (q *recordQueue) push(ev event.Event) {
 	}
 }
 
-// take returns everything queued (nil and false once closed and empty).
+// take returns everything queued, and whether the queue is closed (then
+// nothing more will come).
 func (q *recordQueue) take() ([]event.Event, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	evs := q.evs
 	q.evs = nil
 	q.cond.Broadcast()
-	return evs, len(evs) > 0 || !q.closed
+	return evs, q.closed
 }
 
 func (q *recordQueue) close() {

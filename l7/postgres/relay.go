@@ -229,19 +229,13 @@ func (r *relay) recordResults() {
 		case <-r.ctx.Done():
 			timer.Stop()
 		}
-		evs, more := r.results.take()
+		evs, closed := r.results.take()
 		if len(evs) > 0 {
 			if err := r.s.Record(ctx, evs...); err != nil {
 				r.s.Log.Error("command records not written", "err", err, "count", len(evs))
 			}
 		}
-		if !more {
-			return
-		}
-		r.results.mu.Lock()
-		done := r.results.closed && len(r.results.evs) == 0
-		r.results.mu.Unlock()
-		if done {
+		if closed {
 			return
 		}
 	}
@@ -500,19 +494,9 @@ func (r *relay) recordFailed(err error) error {
 	return fmt.Errorf("record command: %w", err)
 }
 
-// push queues commands awaiting completion in the next cycle (they end at
-// the next ReadyForQuery), and response types to swallow.
-func (r *relay) push(cmds []*command, drop []byte) {
-	r.sent++
-	now := time.Now()
-	r.mu.Lock()
-	for _, c := range cmds {
-		c.start, c.ready = now, r.sent
-		r.pending = append(r.pending, c)
-	}
-	r.drop = append(r.drop, drop...)
-	r.mu.Unlock()
-}
+// push queues commands awaiting completion in a new cycle (they end at the
+// next ReadyForQuery), and response types to swallow.
+func (r *relay) push(cmds []*command, drop []byte) { r.queue(cmds, drop, true) }
 
 // flushBatch forwards held extended-protocol messages. If an Execute in it
 // is not allowed, the messages before it go through, the Execute is
@@ -571,17 +555,19 @@ func (r *relay) flushBatch() error {
 	return r.upw.Flush()
 }
 
-// queue is push for a batch: only a batch that ends in Sync starts a new
-// cycle; commands of one that does not end with the next ReadyForQuery.
-func (r *relay) queue(cmds []*command, drop []byte, sync bool) {
-	if sync {
-		r.push(cmds, drop)
-		return
+// queue queues commands awaiting completion and response types to
+// swallow. Only what ends in Sync (or is a simple query or function call)
+// starts a new cycle; commands of a batch that does not end with the next
+// ReadyForQuery.
+func (r *relay) queue(cmds []*command, drop []byte, newCycle bool) {
+	ready := r.sent + 1
+	if newCycle {
+		r.sent++
 	}
 	now := time.Now()
 	r.mu.Lock()
 	for _, c := range cmds {
-		c.start, c.ready = now, r.sent+1
+		c.start, c.ready = now, ready
 		r.pending = append(r.pending, c)
 	}
 	r.drop = append(r.drop, drop...)
@@ -616,127 +602,125 @@ func (r *relay) fromTarget() error {
 // relayMessage passes one message from the target to the agent's buffer.
 // Called with clientMu held.
 func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) error {
-	{ // one message
-		typ := hdr[0]
-		n := int64(binary.BigEndian.Uint32(hdr[1:])) - 4
-		if n < 0 || n > maxResponseBody {
-			return fmt.Errorf("target sent a %q message of %d bytes", typ, n)
-		}
+	typ := hdr[0]
+	n := int64(binary.BigEndian.Uint32(hdr[1:])) - 4
+	if n < 0 || n > maxResponseBody {
+		return fmt.Errorf("target sent a %q message of %d bytes", typ, n)
+	}
+	r.mu.Lock()
+	swallow := len(r.drop) > 0 && r.drop[0] == typ
+	if swallow {
+		r.drop = r.drop[1:]
+	}
+	r.mu.Unlock()
+	if swallow {
+		_, err := br.Discard(int(n))
+		return err
+	}
+	switch typ {
+	case 'D': // DataRow: count; stream through unless masked
 		r.mu.Lock()
-		swallow := len(r.drop) > 0 && r.drop[0] == typ
-		if swallow {
-			r.drop = r.drop[1:]
+		var lay *layout
+		var build *command
+		var fields []pgproto3.FieldDescription
+		if len(r.pending) > 0 {
+			head := r.pending[0]
+			head.rows++
+			if !head.masker.Empty() {
+				if head.layout == nil {
+					build, fields = head, r.stmtCols[head.stmt]
+				} else if head.layout.active() {
+					lay = head.layout
+				}
+			}
 		}
 		r.mu.Unlock()
-		if swallow {
-			_, err := br.Discard(int(n))
+		if build != nil {
+			// First row of an Execute described earlier: its layout,
+			// with real column names (looked up outside the lock).
+			l := newLayout(fields, build.formats, build.masker, r.columnNames(fields))
+			r.mu.Lock()
+			build.layout = l
+			r.mu.Unlock()
+			if l.active() {
+				lay = l
+			}
+		}
+		if lay != nil {
+			body := make([]byte, n)
+			if _, err := io.ReadFull(br, body); err != nil {
+				return err
+			}
+			out, ok := lay.maskRow(body)
+			if !ok {
+				return fmt.Errorf("target sent a malformed DataRow")
+			}
+			_, err := cw.Write(out)
 			return err
 		}
-		switch typ {
-		case 'D': // DataRow: count; stream through unless masked
-			r.mu.Lock()
-			var lay *layout
-			var build *command
-			var fields []pgproto3.FieldDescription
-			if len(r.pending) > 0 {
-				head := r.pending[0]
-				head.rows++
-				if !head.masker.Empty() {
-					if head.layout == nil {
-						build, fields = head, r.stmtCols[head.stmt]
-					} else if head.layout.active() {
-						lay = head.layout
-					}
-				}
-			}
-			r.mu.Unlock()
-			if build != nil {
-				// First row of an Execute described earlier: its layout,
-				// with real column names (looked up outside the lock).
-				l := newLayout(fields, build.formats, build.masker, r.columnNames(fields))
-				r.mu.Lock()
-				build.layout = l
-				r.mu.Unlock()
-				if l.active() {
-					lay = l
-				}
-			}
-			if lay != nil {
-				body := make([]byte, n)
-				if _, err := io.ReadFull(br, body); err != nil {
-					return err
-				}
-				out, ok := lay.maskRow(body)
-				if !ok {
-					return fmt.Errorf("target sent a malformed DataRow")
-				}
-				_, err := cw.Write(out)
-				return err
-			}
+		cw.Write(hdr[:])
+		if _, err := io.CopyN(cw, br, n); err != nil {
+			return err
+		}
+	case 'H', 'd':
+		r.mu.Lock()
+		var m *mask.Masker
+		if len(r.pending) > 0 && r.pending[0].masker.HasDetectors() {
+			m = r.pending[0].masker
+		}
+		r.mu.Unlock()
+		if m == nil {
 			cw.Write(hdr[:])
 			if _, err := io.CopyN(cw, br, n); err != nil {
 				return err
 			}
-		case 'H', 'd':
-			r.mu.Lock()
-			var m *mask.Masker
-			if len(r.pending) > 0 && r.pending[0].masker.HasDetectors() {
-				m = r.pending[0].masker
+			break
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return err
+		}
+		if typ == 'H' {
+			if len(body) > 0 && body[0] == 1 {
+				// Binary COPY cannot be scanned: end the session.
+				out, _ := fatal(codeFeatureNotSupported, "loopgate: binary COPY of masked data is refused").Encode(nil)
+				cw.Write(out)
+				cw.Flush()
+				return fmt.Errorf("binary COPY under masks refused")
 			}
-			r.mu.Unlock()
-			if m == nil {
-				cw.Write(hdr[:])
-				if _, err := io.CopyN(cw, br, n); err != nil {
-					return err
-				}
-				break
-			}
-			body := make([]byte, n)
-			if _, err := io.ReadFull(br, body); err != nil {
-				return err
-			}
-			if typ == 'H' {
-				if len(body) > 0 && body[0] == 1 {
-					// Binary COPY cannot be scanned: end the session.
-					out, _ := fatal(codeFeatureNotSupported, "loopgate: binary COPY of masked data is refused").Encode(nil)
-					cw.Write(out)
-					cw.Flush()
-					return fmt.Errorf("binary COPY under masks refused")
-				}
-				cw.Write(hdr[:])
-				cw.Write(body)
-				break
-			}
-			out, _ := (&pgproto3.CopyData{Data: m.Scan(body)}).Encode(nil)
+			cw.Write(hdr[:])
+			cw.Write(body)
+			break
+		}
+		out, _ := (&pgproto3.CopyData{Data: m.Scan(body)}).Encode(nil)
+		cw.Write(out)
+	case 't', 'T', 'n', 'A':
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return err
+		}
+		if out := r.describeOrNotify(typ, body); out != nil {
 			cw.Write(out)
-		case 't', 'T', 'n', 'A':
-			body := make([]byte, n)
-			if _, err := io.ReadFull(br, body); err != nil {
-				return err
-			}
-			if out := r.describeOrNotify(typ, body); out != nil {
-				cw.Write(out)
-			} else {
-				cw.Write(hdr[:])
-				cw.Write(body)
-			}
-		case 'C', 'I', 's', 'E', 'Z':
-			body := make([]byte, n)
-			if _, err := io.ReadFull(br, body); err != nil {
-				return err
-			}
-			out := r.complete(typ, body)
-			if out == nil {
-				cw.Write(hdr[:])
-				cw.Write(body)
-			} else {
-				cw.Write(out)
-			}
-		default:
+		} else {
 			cw.Write(hdr[:])
-			if _, err := io.CopyN(cw, br, n); err != nil {
-				return err
-			}
+			cw.Write(body)
+		}
+	case 'C', 'I', 's', 'E', 'Z':
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return err
+		}
+		out := r.complete(typ, body)
+		if out == nil {
+			cw.Write(hdr[:])
+			cw.Write(body)
+		} else {
+			cw.Write(out)
+		}
+	default:
+		cw.Write(hdr[:])
+		if _, err := io.CopyN(cw, br, n); err != nil {
+			return err
 		}
 	}
 	return nil
