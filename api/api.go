@@ -223,16 +223,9 @@ func (s *Server) getApproval(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, q)
 		return
 	}
-	if s.Store != nil {
-		hist, err := s.Store.Approvals(r.Context(), "", 0)
-		if err == nil {
-			for _, a := range hist {
-				if a.ID == id {
-					writeJSON(w, http.StatusOK, recorded(a))
-					return
-				}
-			}
-		}
+	if a, ok := s.historical(r, id); ok {
+		writeJSON(w, http.StatusOK, a)
+		return
 	}
 	writeError(w, http.StatusNotFound, "not_found", "no approval "+id)
 }
@@ -286,20 +279,16 @@ func (s *Server) decide(approve bool) http.HandlerFunc {
 	}
 }
 
+// historical returns a recorded (no longer pending) approval.
 func (s *Server) historical(r *http.Request, id string) (any, bool) {
 	if s.Store == nil {
 		return nil, false
 	}
-	hist, err := s.Store.Approvals(r.Context(), "", 0)
+	a, err := s.Store.Approval(r.Context(), id)
 	if err != nil {
 		return nil, false
 	}
-	for _, a := range hist {
-		if a.ID == id {
-			return recorded(a), true
-		}
-	}
-	return nil, false
+	return recorded(a), true
 }
 
 // streamApprovals sends the pending requests, then new and changed ones,

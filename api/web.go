@@ -138,16 +138,9 @@ func (s *Server) webIndex(w http.ResponseWriter, r *http.Request) {
 	}
 	d := indexData{Name: ws.name, CSRF: ws.csrf, Pending: s.Broker.Pending(), Message: r.URL.Query().Get("m")}
 	if s.Store != nil {
-		var all []store.View
-		s.Store.Sessions(r.Context(), store.Filter{}, func(x *store.Session) error {
-			all = append(all, x.View())
-			if len(all) > 20 {
-				all = all[1:]
-			}
-			return nil
-		})
-		for i := len(all) - 1; i >= 0; i-- { // newest first
-			d.Sessions = append(d.Sessions, all[i])
+		recent, _ := s.Store.RecentSessions(r.Context(), 20)
+		for _, x := range recent {
+			d.Sessions = append(d.Sessions, x.View())
 		}
 	}
 	pages.ExecuteTemplate(w, "index.html", d)

@@ -84,10 +84,24 @@ func approvalJSON(a event.Approval) approvalView {
 		Expires: fmtTime(a.Expires), Decided: fmtTime(a.Decided)}
 }
 
+const approvalColumns = `SELECT id, session_id, rule_id, command, params_hash, requested, expires, state,
+	COALESCE(decided, ''), decided_by, reason, class, workload, target, scope, approved_by FROM approvals`
+
+// Approval returns one recorded approval.
+func (s *DB) Approval(ctx context.Context, id string) (event.Approval, error) {
+	list, err := s.queryApprovals(ctx, approvalColumns+" WHERE id = ?", id)
+	if err != nil {
+		return event.Approval{}, err
+	}
+	if len(list) == 0 {
+		return event.Approval{}, fmt.Errorf("approval %s: %w", id, ErrNotFound)
+	}
+	return list[0], nil
+}
+
 // Approvals returns recorded approvals, newest first; state "" means all.
 func (s *DB) Approvals(ctx context.Context, state string, limit int) ([]event.Approval, error) {
-	q := `SELECT id, session_id, rule_id, command, params_hash, requested, expires, state, COALESCE(decided, ''),
-		decided_by, reason, class, workload, target, scope, approved_by FROM approvals`
+	q := approvalColumns
 	var args []any
 	if state != "" {
 		q += " WHERE state = ?"
@@ -97,6 +111,10 @@ func (s *DB) Approvals(ctx context.Context, state string, limit int) ([]event.Ap
 	if limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", limit)
 	}
+	return s.queryApprovals(ctx, q, args...)
+}
+
+func (s *DB) queryApprovals(ctx context.Context, q string, args ...any) ([]event.Approval, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list approvals: %w", err)

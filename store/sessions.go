@@ -162,6 +162,24 @@ func (s *DB) Sessions(ctx context.Context, f Filter, fn func(*Session) error) er
 	return nil
 }
 
+// RecentSessions returns the n newest sessions, newest first.
+func (s *DB) RecentSessions(ctx context.Context, n int) ([]*Session, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+sessionColumns+" FROM sessions ORDER BY started DESC, id DESC LIMIT ?", n)
+	if err != nil {
+		return nil, fmt.Errorf("recent sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []*Session
+	for rows.Next() {
+		x, err := scanSession(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
+
 // Session returns one session by id.
 func (s *DB) Session(ctx context.Context, id string) (*Session, error) {
 	row := s.db.QueryRowContext(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE id = ?", id)
