@@ -20,7 +20,7 @@ import (
 // concurrent use; mu guards cache.
 type columnNames struct {
 	mu    sync.Mutex
-	cache map[string]map[[2]uint32]colName // target -> (oid, attnum) -> name
+	cache map[string]map[[2]uint32]colName // target \x00 database -> (oid, attnum) -> name
 }
 
 // resolve returns names parallel to fields. A failure leaves names empty,
@@ -32,10 +32,16 @@ func (c *columnNames) resolve(ctx context.Context, t *policy.Target, addr string
 	if c.cache == nil {
 		c.cache = map[string]map[[2]uint32]colName{}
 	}
-	known := c.cache[t.Name]
+	// OIDs are per database: the cache is too.
+	db := params["database"]
+	if db == "" {
+		db = params["user"]
+	}
+	key := t.Name + "\x00" + db
+	known := c.cache[key]
 	if known == nil {
 		known = map[[2]uint32]colName{}
-		c.cache[t.Name] = known
+		c.cache[key] = known
 	}
 	var missing []uint32
 	for i, f := range fields {
