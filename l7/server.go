@@ -25,6 +25,10 @@ type Recorder interface {
 	OpenSession(ctx context.Context, s event.Session) error
 	CloseSession(ctx context.Context, id string, e event.End) error
 	AppendEvents(ctx context.Context, events ...event.Event) error
+	// AppendEventsAsync queues events to be written soon, in order, and
+	// no later than the next durable write (so before the session's end).
+	// It waits only when too many are queued.
+	AppendEventsAsync(events ...event.Event)
 }
 
 // Handler speaks one protocol for one session. Serve returns when the
@@ -110,6 +114,19 @@ func (s *Session) Record(ctx context.Context, evs ...event.Event) error {
 		}
 	}
 	return s.srv.Recorder.AppendEvents(ctx, evs...)
+}
+
+// RecordAsync queues events for the session's record: for what may trail
+// the traffic (results, statements under record: async rules). They are
+// written before the session's end.
+func (s *Session) RecordAsync(evs ...event.Event) {
+	for i := range evs {
+		evs[i].SessionID = s.ID
+		if evs[i].Time.IsZero() {
+			evs[i].Time = time.Now()
+		}
+	}
+	s.srv.Recorder.AppendEventsAsync(evs...)
 }
 
 // Admit notes classes the session now holds open (a TCP connection holds

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+
+	"github.com/loopgate/loopgate/store/event"
 )
 
 // DB is an open loopgate store. It is safe for concurrent use.
@@ -32,6 +34,18 @@ type DB struct {
 
 	insertEvent  *sql.Stmt
 	insertEvents *sql.Stmt // rowsPerInsert rows
+
+	// async holds events queued by AppendEventsAsync (guarded by wmu);
+	// asyncRoom is signalled when it drains. The flusher goroutine commits
+	// them asyncLinger after the first arrives, unless a durable write
+	// takes them along first.
+	async     []event.Event
+	asyncRoom *sync.Cond
+	asyncKick chan struct{}
+	asyncNow  chan struct{}
+	stopFlush chan struct{}
+	flushDone chan struct{}
+	asyncErr  func(err error, events int)
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -57,7 +71,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &DB{db: db, path: path}
+	s := &DB{db: db, path: path, asyncKick: make(chan struct{}, 1), asyncNow: make(chan struct{}, 1),
+		stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
+	s.asyncRoom = sync.NewCond(&s.wmu)
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -74,12 +90,16 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
+	go s.flushAsync()
 	return s, nil
 }
 
 // Close closes the database. It is idempotent.
 func (s *DB) Close() error {
 	s.closeOnce.Do(func() {
+		// Events queued asynchronously are written before the end.
+		close(s.stopFlush)
+		<-s.flushDone
 		for _, st := range []*sql.Stmt{s.insertEvent, s.insertEvents} {
 			if st != nil {
 				st.Close()

@@ -43,10 +43,16 @@ func (s *DB) write(ctx context.Context, o *op) error {
 	}
 	s.committing = true
 	for len(s.pending) > 0 {
-		batch := s.pending
-		s.pending = nil
+		batch, async := s.pending, s.async
+		s.pending, s.async = nil, nil
+		s.asyncRoom.Broadcast()
 		s.wmu.Unlock()
-		s.commit(context.WithoutCancel(ctx), batch)
+		if !s.commit(context.WithoutCancel(ctx), async, batch) && len(async) > 0 {
+			// Keep them, ahead of anything queued since.
+			s.wmu.Lock()
+			s.async = append(async, s.async...)
+			s.wmu.Unlock()
+		}
 		s.wmu.Lock()
 	}
 	s.committing = false
@@ -54,9 +60,10 @@ func (s *DB) write(ctx context.Context, o *op) error {
 	return <-o.done
 }
 
-// commit applies a batch in one transaction. Each op runs inside a savepoint
-// so one failing op fails alone.
-func (s *DB) commit(ctx context.Context, batch []*op) {
+// commit applies a batch in one transaction, after the queued async
+// events. Each op runs inside a savepoint so one failing op fails alone.
+// It reports whether the transaction committed.
+func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok bool) {
 	errs := make([]error, len(batch))
 	fail := func(err error) {
 		for _, o := range batch {
@@ -71,6 +78,13 @@ func (s *DB) commit(ctx context.Context, batch []*op) {
 	head := s.head // tentative; becomes s.head only after commit
 	ins := tx.StmtContext(ctx, s.insertEvent)
 	rows := &rowBuffer{one: ins, many: tx.StmtContext(ctx, s.insertEvents)}
+	for _, e := range async {
+		if err := rows.add(ctx, chainRow(&head, e)); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+	}
 	for i, o := range batch {
 		if o.apply == nil {
 			// Events only: rows are inserted in multi-row statements. An
@@ -150,6 +164,7 @@ func (s *DB) commit(ctx context.Context, batch []*op) {
 	for i, o := range batch {
 		o.done <- errs[i]
 	}
+	return true
 }
 
 // insertEventSQL appends one event; prepared once at Open.

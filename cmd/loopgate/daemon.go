@@ -89,6 +89,9 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		return err
 	}
 	defer db.Close()
+	db.OnAsyncError(func(err error, n int) {
+		d.log.Error("queued records not written yet; kept for the next commit", "err", err, "events", n)
+	})
 	if err := db.EnableCheckpoints(ctx, cfg.AuditKey); err != nil {
 		return err
 	}

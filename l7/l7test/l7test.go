@@ -57,6 +57,12 @@ func (m *Recorder) AppendEvents(_ context.Context, evs ...event.Event) error {
 	return nil
 }
 
+// AppendEventsAsync implements l7.Recorder: in memory there is nothing
+// to wait for.
+func (m *Recorder) AppendEventsAsync(evs ...event.Event) {
+	m.AppendEvents(context.Background(), evs...)
+}
+
 // Ends returns the recorded session ends.
 func (m *Recorder) Ends() []event.End {
 	m.mu.Lock()

@@ -117,8 +117,7 @@ type relay struct {
 	maskers map[string]*mask.Masker
 	session *mask.Masker
 
-	results *recordQueue
-	params  map[string]string // the agent's startup parameters
+	params map[string]string // the agent's startup parameters
 }
 
 type prepared struct {
@@ -136,7 +135,6 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 		sqlPrepared: map[string][]string{},
 		stmtCols:    map[string][]pgproto3.FieldDescription{},
 		maskers:     map[string]*mask.Masker{},
-		results:     newRecordQueue(),
 	}
 }
 
@@ -183,8 +181,6 @@ func (r *relay) maskerFor(d policy.Decision) *mask.Masker {
 // run relays until either side ends. It returns the first error that was
 // not an ordinary end of session.
 func (r *relay) run() error {
-	var wg sync.WaitGroup
-	wg.Go(r.recordResults)
 	var downErr error
 	var down sync.WaitGroup
 	down.Go(func() {
@@ -194,8 +190,6 @@ func (r *relay) run() error {
 	upErr := r.fromAgent()
 	r.up.SetReadDeadline(time.Unix(1, 0))
 	down.Wait()
-	r.results.close()
-	wg.Wait()
 	if upErr != nil && !isEnd(upErr) {
 		return upErr
 	}
@@ -209,36 +203,6 @@ func isEnd(err error) bool {
 	var ne net.Error
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.As(err, &ne) && ne.Timeout() || isReset(err)
-}
-
-// recordLinger is how long recordResults waits for more events before it
-// writes a batch: a few milliseconds of delay on records that are already
-// behind the traffic buys far fewer commits (and fsyncs) under load.
-const recordLinger = 5 * time.Millisecond
-
-// recordResults writes queued records (command results, and commands of
-// record: async rules): woken by the first record of a batch, it lingers a
-// few milliseconds so one commit takes many.
-func (r *relay) recordResults() {
-	ctx := context.WithoutCancel(r.ctx)
-	for {
-		<-r.results.kick
-		timer := time.NewTimer(recordLinger)
-		select {
-		case <-timer.C:
-		case <-r.ctx.Done():
-			timer.Stop()
-		}
-		evs, closed := r.results.take()
-		if len(evs) > 0 {
-			if err := r.s.Record(ctx, evs...); err != nil {
-				r.s.Log.Error("command records not written", "err", err, "count", len(evs))
-			}
-		}
-		if closed {
-			return
-		}
-	}
 }
 
 // fromAgent reads the agent's messages, decides, and forwards them as they
@@ -901,9 +865,9 @@ func (r *relay) finish(c *command, tag, errText string) {
 	if c.deferred {
 		ev.Kind, ev.Text, ev.Params = event.KindCommand, c.text, c.params
 	}
-	// push may wait for the writer (a full queue); never hold mu then.
+	// RecordAsync may wait for the writer (a full queue); never hold mu then.
 	r.mu.Unlock()
-	r.results.push(ev)
+	r.s.RecordAsync(ev)
 	r.mu.Lock()
 }
 

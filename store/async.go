@@ -1,0 +1,106 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// Asynchronous appends: for records that may trail the traffic they
+// describe (a statement's result, statements under rules that say
+// record: async). They are chained and committed in order with the next
+// commit: either a durable write by anyone (which then carries them, ahead
+// of its own events) or the flusher, asyncLinger after the first of them
+// arrived. Under load one commit carries thousands of them instead of each
+// session paying for its own.
+const (
+	// asyncLinger is how long a queued event may wait for company.
+	asyncLinger = 20 * time.Millisecond
+	// asyncBatch queued events are committed without waiting out the linger.
+	asyncBatch = 4096
+	// maxAsync bounds the queue: past it, AppendEventsAsync waits for the
+	// disk (backpressure) rather than drop a record.
+	maxAsync = 1 << 16
+)
+
+// AppendEventsAsync queues events to be appended to the chain soon, in
+// order. It returns at once unless the queue is full. Events queued before
+// a durable write (AppendEvents, CloseSession, Checkpoint, ...) are
+// committed no later than that write; Close writes the rest. A failed
+// commit keeps them queued for the next one.
+func (s *DB) AppendEventsAsync(events ...event.Event) {
+	if len(events) == 0 {
+		return
+	}
+	s.wmu.Lock()
+	for len(s.async) >= maxAsync {
+		s.signalAsync(s.asyncNow)
+		s.asyncRoom.Wait()
+	}
+	first := len(s.async) == 0
+	s.async = append(s.async, events...)
+	full := len(s.async) >= asyncBatch
+	s.wmu.Unlock()
+	if first {
+		s.signalAsync(s.asyncKick)
+	}
+	if full {
+		s.signalAsync(s.asyncNow)
+	}
+}
+
+// OnAsyncError sets what is told when a commit carrying queued events
+// fails (the events stay queued). Set it before use.
+func (s *DB) OnAsyncError(f func(err error, events int)) {
+	s.wmu.Lock()
+	s.asyncErr = f
+	s.wmu.Unlock()
+}
+
+func (s *DB) signalAsync(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// flushAsync commits queued events a linger after the first arrives, until
+// Close, which commits what is left.
+func (s *DB) flushAsync() {
+	defer close(s.flushDone)
+	ctx := context.Background()
+	for {
+		select {
+		case <-s.asyncKick:
+		case <-s.asyncNow:
+		case <-s.stopFlush:
+			s.commitAsync(ctx)
+			return
+		}
+		timer := time.NewTimer(asyncLinger)
+		select {
+		case <-timer.C:
+		case <-s.asyncNow:
+			timer.Stop()
+		case <-s.stopFlush:
+			timer.Stop()
+			s.commitAsync(ctx)
+			return
+		}
+		s.commitAsync(ctx)
+	}
+}
+
+// commitAsync commits queued events, if any are left.
+func (s *DB) commitAsync(ctx context.Context) {
+	s.wmu.Lock()
+	n, report := len(s.async), s.asyncErr
+	s.wmu.Unlock()
+	if n == 0 {
+		return
+	}
+	if err := s.write(ctx, &op{}); err != nil && report != nil {
+		report(err, n)
+	}
+}
