@@ -21,7 +21,8 @@ type pgxResult struct {
 	PrepDelete string   `json:"prep_delete"`
 	PrepDrop   string   `json:"prep_drop"`
 	Final      int64    `json:"final"`
-	Masked     []string `json:"masked"` // email and ssn of user 1, binary and text formats
+	Masked     []string `json:"masked"`   // email and ssn of user 1, binary and text formats
+	Computed   string   `json:"computed"` // an expression over a masked column, extended protocol
 	Err        string   `json:"err,omitempty"`
 }
 
@@ -99,6 +100,8 @@ func pgxScenario(dsn string) (r pgxResult) {
 		return r
 	}
 	r.Masked = []string{email, ssn, fmt.Sprint(n)}
+	var up string
+	r.Computed = sqlstate(conn.QueryRow(ctx, "SELECT upper(ssn) FROM users WHERE id = $1", 1).Scan(&up))
 	return r
 }
 

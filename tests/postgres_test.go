@@ -246,6 +246,34 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("masked columns may be selected, not computed on", func(t *testing.T) {
+		for _, tc := range []struct{ sql, want string }{
+			{"SELECT upper(ssn) FROM users", "column ssn is masked by rule agent-app"},
+			{"SELECT ssn || '' FROM users", "column ssn is masked"},
+			{"SELECT id FROM users WHERE ssn LIKE '123%'", "column ssn is masked"},
+			{"SELECT x FROM (SELECT ssn AS x FROM users) s", "column ssn is masked"},
+			{"SELECT id FROM t UNION ALL SELECT ssn::int FROM users", "column ssn is masked"},
+			{"UPDATE users SET email = ssn WHERE id = 1", "column ssn is masked"},
+			{"SELECT u FROM users u", "a whole-row reference to u"},
+			{"SELECT row_to_json(u) FROM users u", "a whole-row reference to u"},
+			{"SELECT json_agg(u.*) FROM users u", "a whole row (u.*) used in an expression"},
+			{"SELECT x FROM users AS u(a, b, x)", "column aliases in FROM"},
+		} {
+			_, stderr, code := s.psql(t, "agent", nil, "-c", tc.sql)
+			if code == 0 || !strings.Contains(stderr, "42501") && !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, tc.want) {
+				t.Errorf("%s: code %d stderr %q, want %q", tc.sql, code, stderr, tc.want)
+			}
+			if strings.Contains(stderr, "123-45-6789") {
+				t.Errorf("%s leaked an SSN: %q", tc.sql, stderr)
+			}
+		}
+		// Plain columns, renamed or not, stay usable; so do conditions on
+		// columns no mask names.
+		if got := s.psqlOK(t, "agent", "SELECT * FROM (SELECT id, ssn FROM users) s WHERE id = 3"); got != "3|[redacted]" {
+			t.Errorf("subquery star: %q", got)
+		}
+	})
+
 	t.Run("masked copy", func(t *testing.T) {
 		// Column masks cannot follow COPY: refused, table or query.
 		for _, sql := range []string{"COPY users TO STDOUT", "COPY (SELECT ssn FROM users) TO STDOUT"} {
@@ -288,7 +316,7 @@ func TestPostgresClients(t *testing.T) {
 		}
 		want := pgxResult{Count: 3, Batch: []string{"ok", "42501", r.Batch[2]}, After: 0, PrepDelete: "ok", PrepDrop: "42501", Final: 9}
 		if r.Count != want.Count || r.Batch[0] != "ok" || r.Batch[1] != "42501" || r.Batch[2] == "ok" ||
-			r.After != 0 || r.PrepDelete != "ok" || r.PrepDrop != "42501" || r.Final != 9 ||
+			r.After != 0 || r.PrepDelete != "ok" || r.PrepDrop != "42501" || r.Final != 9 || r.Computed != "42501" ||
 			strings.Join(r.Masked, "|") != "***********.com|[redacted]|0" {
 			t.Errorf("pgx saw %+v\nwant %+v (the batch's implicit transaction rolled back, as postgres does)", r, want)
 		}

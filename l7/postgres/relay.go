@@ -123,6 +123,7 @@ type relay struct {
 type prepared struct {
 	text    string
 	classes []string
+	parsed  []sqlclass.Statement // read-only: shared with the classifier's cache
 }
 
 func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backend, in *agentReader, client, up *countingConn) *relay {
@@ -138,18 +139,41 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 	}
 }
 
-// checkMaskedCopy denies a COPY under a rule whose masks name columns:
-// COPY output names no columns, so they could not be applied. Value
-// detectors are applied to text COPY output instead.
-func (r *relay) checkMaskedCopy(c *command) {
-	// Only COPY ... TO sends rows back (classes copy and read).
-	if c.decision.Action == policy.Deny || len(c.decision.Masks) == 0 ||
-		!slices.Contains(c.classes, sqlclass.Copy) || !slices.Contains(c.classes, sqlclass.Read) {
+// checkMasks denies what a rule's column masks could not be applied to.
+// Column masks apply to plain result columns (RowDescription says which
+// table column each comes from), so a statement that computes on a masked
+// column, or uses whole rows, or renames columns in FROM, is refused; so is
+// COPY ... TO, whose output names no columns. Value detectors still scan
+// text COPY output.
+func (r *relay) checkMasks(c *command, sts []sqlclass.Statement) {
+	if c.decision.Action == policy.Deny || len(c.decision.Masks) == 0 {
 		return
 	}
-	if r.maskerFor(c.decision).HasColumns() {
+	m := r.maskerFor(c.decision)
+	if !m.HasColumns() {
+		return
+	}
+	deny := func(reason string) {
 		c.decision.Action = policy.Deny
-		c.decision.Reason = fmt.Sprintf("COPY cannot apply the column masks of rule %s; SELECT the columns instead", c.decision.RuleID)
+		c.decision.Reason = reason
+	}
+	// Only COPY ... TO sends rows back (classes copy and read).
+	if slices.Contains(c.classes, sqlclass.Copy) && slices.Contains(c.classes, sqlclass.Read) {
+		deny(fmt.Sprintf("COPY cannot apply the column masks of rule %s; SELECT the columns instead", c.decision.RuleID))
+		return
+	}
+	for _, st := range sts {
+		rf := st.Refs
+		if rf.Opaque != "" {
+			deny(fmt.Sprintf("rule %s masks columns, which %s would bypass; select columns by name", c.decision.RuleID, rf.Opaque))
+			return
+		}
+		for _, name := range rf.Used {
+			if m.NamesColumn(name) {
+				deny(fmt.Sprintf("column %s is masked by rule %s: it may be selected, not computed on, filtered, sorted or copied", name, c.decision.RuleID))
+				return
+			}
+		}
 	}
 }
 
@@ -236,7 +260,7 @@ func (r *relay) fromAgent() error {
 				return r.violation(err)
 			}
 			res := r.h.classifier().Classify(m.Query, r.lookupSQLPrepared)
-			r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes}
+			r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes, parsed: res.Statements}
 			r.hold(raw, nil, false)
 		case 'B':
 			var m pgproto3.Bind
@@ -272,7 +296,7 @@ func (r *relay) fromAgent() error {
 			}
 			c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, formats: p.formats}
 			c.decision = r.s.Policy().Decide(r.s.Subject, classes)
-			r.checkMaskedCopy(c)
+			r.checkMasks(c, st.parsed)
 			c.masker = r.maskerFor(c.decision)
 			if c.masker.HasDetectors() {
 				c.params = c.masker.String(c.params)
@@ -385,7 +409,7 @@ func (r *relay) query(sql string, raw []byte) error {
 	res := r.h.classifier().Classify(sql, r.lookupSQLPrepared)
 	c := &command{text: sql, classes: res.Classes}
 	c.decision = r.s.Policy().Decide(r.s.Subject, res.Classes)
-	r.checkMaskedCopy(c)
+	r.checkMasks(c, res.Statements)
 	if c.decision.Action == policy.Approve {
 		c.decision = r.approve(c)
 	}

@@ -165,6 +165,27 @@ func (m *Masker) Column(table, column, alias string) string {
 	return ""
 }
 
+// NamesColumn reports whether a column of this name is masked in some
+// table (a pattern's table part is ignored: where the table is not known,
+// the name alone decides).
+func (m *Masker) NamesColumn(name string) bool {
+	if m == nil {
+		return false
+	}
+	name = strings.ToLower(name)
+	for _, r := range m.rules {
+		for _, p := range r.columns {
+			if i := strings.LastIndexByte(p, '.'); i >= 0 {
+				p = p[i+1:]
+			}
+			if ok, _ := path.Match(p, name); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // HasColumns reports whether any mask names columns.
 func (m *Masker) HasColumns() bool {
 	if m == nil {

@@ -37,6 +37,8 @@ type Statement struct {
 	Prepares string
 	// Inner are the classes of what a PREPARE prepares.
 	Inner []string
+	// Refs is how it uses columns (for column masks).
+	Refs Refs
 }
 
 // Result is a classified query string (one or more statements).
@@ -119,7 +121,7 @@ func classify(sql string, prepared Prepared) (Result, bool) {
 		if cl.dependsOnSession {
 			cacheable = false
 		}
-		st := Statement{Text: stmtText(sql, raw), Classes: cl.list(), Prepares: cl.prepares, Inner: cl.inner}
+		st := Statement{Text: stmtText(sql, raw), Classes: cl.list(), Prepares: cl.prepares, Inner: cl.inner, Refs: refsOf(raw.Stmt)}
 		if st.Prepares != "" {
 			local[st.Prepares] = st.Inner
 		}
