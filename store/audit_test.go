@@ -349,6 +349,30 @@ func BenchmarkAppendBatch(b *testing.B) {
 	b.ReportMetric(float64(b.N*len(evs))/time.Since(start).Seconds(), "events/s")
 }
 
+// BenchmarkAppendAsync: eight sessions queueing one event per statement,
+// as the PostgreSQL relay does for results; Close writes the tail.
+func BenchmarkAppendAsync(b *testing.B) {
+	db, err := Open(context.Background(), filepath.Join(b.TempDir(), "a.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range b.N {
+				db.AppendEventsAsync(event.Event{SessionID: "s", Kind: event.KindCommand, Text: "SELECT abalance FROM pgbench_accounts WHERE aid = 42", Tag: "SELECT 1", Rows: 1})
+			}
+		})
+	}
+	wg.Wait()
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(8*b.N)/time.Since(start).Seconds(), "events/s")
+}
+
 func BenchmarkVerify(b *testing.B) {
 	db, err := Open(context.Background(), filepath.Join(b.TempDir(), "v.db"))
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 
 	"github.com/loopgate/loopgate/store/event"
 )
@@ -42,14 +43,54 @@ func canonical(e event.Event) canonicalEvent {
 }
 
 func chainHash(prev []byte, c canonicalEvent) []byte {
-	b, err := json.Marshal(c)
-	if err != nil {
-		panic(err) // strings and ints only: cannot fail
-	}
+	var buf [512]byte
 	h := sha256.New()
 	h.Write(prev)
-	h.Write(b)
+	h.Write(c.appendJSON(buf[:0]))
 	return h.Sum(nil)
+}
+
+// appendJSON appends exactly what json.Marshal(c) gives, without its
+// reflection (this runs for every event written).
+func (c *canonicalEvent) appendJSON(b []byte) []byte {
+	field := func(b []byte, name, v string) []byte {
+		b = append(b, name...)
+		return appendJSONString(b, v)
+	}
+	b = field(b, `{"session":`, c.Session)
+	b = field(b, `,"time":`, c.Time)
+	b = field(b, `,"kind":`, c.Kind)
+	b = field(b, `,"text":`, c.Text)
+	b = field(b, `,"params":`, c.Params)
+	b = field(b, `,"decision":`, c.Decision)
+	b = field(b, `,"rule":`, c.Rule)
+	b = field(b, `,"approval":`, c.Approval)
+	if c.Tag != "" {
+		b = field(b, `,"tag":`, c.Tag)
+	}
+	b = strconv.AppendInt(append(b, `,"duration_ns":`...), c.DurationNS, 10)
+	b = strconv.AppendInt(append(b, `,"rows":`...), c.Rows, 10)
+	b = strconv.AppendInt(append(b, `,"bytes":`...), c.Bytes, 10)
+	b = field(b, `,"error":`, c.Error)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as encoding/json quotes it: printable ASCII
+// that needs no escape is copied; anything else (escapes, HTML-safe
+// escapes, UTF-8 checks) is left to encoding/json itself.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, err := json.Marshal(s)
+			if err != nil {
+				panic(err) // a string always encodes
+			}
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // chainState is the head of the chain.
