@@ -2,6 +2,8 @@ package tests
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
+
+var latencyLine = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
 
 var tpsLine = regexp.MustCompile(`tps = ([0-9.]+) \((?:without initial connection time|including reconnection times)\)`)
 
@@ -59,12 +63,46 @@ logfile = %s/pgbouncer.log
 	return strconv.Itoa(port)
 }
 
+// startGoRelay runs the least a Go proxy can do: accept, dial the server,
+// copy bytes both ways (no protocol, no policy, no record). It is the
+// benchmark's reference for what Go's runtime costs on this machine.
+func startGoRelay(t testing.TB, upstream string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", upstream)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { io.Copy(c, u); c.Close() }()
+				io.Copy(u, c)
+			}()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
 // BenchmarkPgbench runs pgbench against the same server direct, through
-// loopgate (recording on) and through PgBouncer (session mode), alternating
-// rounds in the same run, and reports TPS ratios against direct.
+// loopgate (recording on, a column mask on), through PgBouncer (session
+// mode) and through a bare Go relay, alternating rounds in the same run,
+// and reports TPS ratios against direct.
 func BenchmarkPgbench(b *testing.B) {
 	s, appPass := newPGBench(b)
 	bouncer := startPgBouncer(b, s, appPass)
+	relay := startGoRelay(b, "127.0.0.1:"+s.port)
 	rounds := 3
 	if v, err := strconv.Atoi(os.Getenv("LG_BENCH_ROUNDS")); err == nil {
 		rounds = v
@@ -82,9 +120,9 @@ func BenchmarkPgbench(b *testing.B) {
 	}
 	for _, cell := range cells {
 		b.Run(cell.name, func(b *testing.B) {
-			tps := map[string]float64{}
+			tps, lat := map[string]float64{}, map[string]float64{}
 			for r := 0; r < rounds; r++ {
-				for _, via := range []string{"direct", "loopgate", "pgbouncer"} {
+				for _, via := range []string{"direct", "loopgate", "pgbouncer", "go-relay"} {
 					args := append(strings.Fields(cell.args), "-n", "-T", secs, "-h", "127.0.0.1", "-U", "bench", "app")
 					var cmd *exec.Cmd
 					switch via {
@@ -93,9 +131,12 @@ func BenchmarkPgbench(b *testing.B) {
 						cmd = exec.Command("pgbench", direct...)
 						cmd.Env = append(os.Environ(), "PGPASSWORD="+appPass)
 					case "loopgate":
-						cmd = exec.Command(lgtest.Binary(b), append([]string{"run", "--config", s.cfg, "--workload", "admin", "--", "pgbench"}, append(args, "-p", s.port)...)...)
+						cmd = exec.Command(lgtest.Binary(b), append([]string{"run", "--config", s.cfg, "--workload", "bench", "--", "pgbench"}, append(args, "-p", s.port)...)...)
 					case "pgbouncer":
 						cmd = exec.Command("pgbench", append(args, "-p", bouncer)...)
+					case "go-relay":
+						cmd = exec.Command("pgbench", append(strings.Fields(cell.args), "-n", "-T", secs, "-h", "127.0.0.1", "-p", relay, "-U", "app", "app")...)
+						cmd.Env = append(os.Environ(), "PGPASSWORD="+appPass)
 					}
 					out, err := cmd.CombinedOutput()
 					m := tpsLine.FindSubmatch(out)
@@ -104,6 +145,10 @@ func BenchmarkPgbench(b *testing.B) {
 					}
 					v, _ := strconv.ParseFloat(string(m[1]), 64)
 					tps[via] += v / float64(rounds)
+					if l := latencyLine.FindSubmatch(out); l != nil {
+						ms, _ := strconv.ParseFloat(string(l[1]), 64)
+						lat[via] += ms / float64(rounds)
+					}
 				}
 			}
 			b.ReportMetric(tps["direct"], "direct-tps")
@@ -111,8 +156,10 @@ func BenchmarkPgbench(b *testing.B) {
 			b.ReportMetric(tps["pgbouncer"], "pgbouncer-tps")
 			b.ReportMetric(tps["loopgate"]/tps["direct"], "loopgate/direct")
 			b.ReportMetric(tps["pgbouncer"]/tps["direct"], "pgbouncer/direct")
-			fmt.Printf("    pgbench %-18s direct %8.0f  loopgate %8.0f (%.2f)  pgbouncer %8.0f (%.2f)\n", cell.name,
-				tps["direct"], tps["loopgate"], tps["loopgate"]/tps["direct"], tps["pgbouncer"], tps["pgbouncer"]/tps["direct"])
+			b.ReportMetric(tps["go-relay"]/tps["direct"], "go-relay/direct")
+			fmt.Printf("    pgbench %-16s tps: direct %6.0f  loopgate %6.0f (%.2f)  pgbouncer %6.0f (%.2f)  go-relay %6.0f (%.2f)  | latency ms d/lg/pgb/go %.3f %.3f %.3f %.3f\n", cell.name,
+				tps["direct"], tps["loopgate"], tps["loopgate"]/tps["direct"], tps["pgbouncer"], tps["pgbouncer"]/tps["direct"],
+				tps["go-relay"], tps["go-relay"]/tps["direct"], lat["direct"], lat["loopgate"], lat["pgbouncer"], lat["go-relay"])
 		})
 	}
 }

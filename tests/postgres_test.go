@@ -72,6 +72,8 @@ workloads:
     cgroup: %s/stranger
   - name: careful
     cgroup: %s/careful
+  - name: bench
+    cgroup: %s/bench
 masks:
   - {name: email, detect: email, mode: partial}
   - {name: ssn, columns: ["*.ssn"], mode: redact}
@@ -97,8 +99,14 @@ rules:
     targets: [appdb]
     allow: ["*"]
     record: async
+  - id: bench-app
+    workloads: [bench]
+    targets: [appdb]
+    allow: ["*"]
+    mask: [ssn]
+    record: async
 `, lgtest.FreePort(t), filepath.Join(dir, "loopgate.db"), lgtest.PinDir(t), lgtest.CgroupName(t)+"-daemon",
-		pg.Addr(), passFile, lgtest.CgroupName(t), lgtest.CgroupName(t)+"-b", lgtest.CgroupName(t)+"-c", lgtest.CgroupName(t)+"-d", lgtest.CgroupName(t)+"-e"))
+		pg.Addr(), passFile, lgtest.CgroupName(t), lgtest.CgroupName(t)+"-b", lgtest.CgroupName(t)+"-c", lgtest.CgroupName(t)+"-d", lgtest.CgroupName(t)+"-e", lgtest.CgroupName(t)+"-f"))
 	s.daemon = lgtest.StartDaemon(t, s.cfg)
 	// Schema, made through loopgate by the admin workload.
 	s.psqlOK(t, "admin", `CREATE TABLE users (id int primary key, email text unique, ssn text);
@@ -275,11 +283,37 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("masked copy", func(t *testing.T) {
-		// Column masks cannot follow COPY: refused, table or query.
-		for _, sql := range []string{"COPY users TO STDOUT", "COPY (SELECT ssn FROM users) TO STDOUT"} {
-			_, stderr, code := s.psql(t, "agent", nil, "-c", sql)
-			if code == 0 || !strings.Contains(stderr, "COPY cannot apply the column masks of rule agent-app") {
-				t.Errorf("%s under column masks: %d %q", sql, code, stderr)
+		// Column masks apply to COPY rows: columns named by the statement,
+		// or by the header line loopgate asks the server for.
+		for _, tc := range []struct{ sql, want string }{
+			{"COPY users TO STDOUT", "1\t***********.com\t[redacted]\n2\t"},
+			{"COPY users (id, ssn) TO STDOUT WITH (FORMAT csv)", "1,\"[redacted]\"\n2,\"[redacted]\"\n3,\"[redacted]\"\n"},
+			{"COPY (SELECT id, ssn AS tax FROM users WHERE id < 3 ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)", "id,tax\n1,\"[redacted]\"\n2,\"[redacted]\"\n"},
+			{"COPY users TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';')", "id;email;ssn\n1;***********.com;\"[redacted]\"\n"},
+		} {
+			out, stderr, code := s.psql(t, "agent", nil, "-c", tc.sql)
+			if code != 0 || !strings.HasPrefix(out, tc.want) || strings.Contains(out, "123-45-6789") || strings.Contains(out, "@example.com") {
+				t.Errorf("%s: %d out %q err %q, want prefix %q", tc.sql, code, out, stderr, tc.want)
+			}
+		}
+		// psql's \copy to a file: the file holds masked rows.
+		f := filepath.Join(t.TempDir(), "users.tsv")
+		os.WriteFile(f, nil, 0o666)
+		os.Chmod(filepath.Dir(f), 0o777)
+		s.psqlOK(t, "agent", `\copy users to '`+f+`'`)
+		if b, _ := os.ReadFile(f); !strings.Contains(string(b), "[redacted]") || strings.Contains(string(b), "123-45-6789") {
+			t.Errorf("\\copy wrote %q", b)
+		}
+		// What cannot be laid out is refused.
+		for _, tc := range []struct{ sql, want string }{
+			{"COPY (SELECT * FROM users) TO STDOUT", "must name its columns"},
+			{"COPY users TO STDOUT WITH (FORMAT binary)", "COPY in binary format cannot apply the column masks"},
+			{"COPY (SELECT upper(ssn) FROM users) TO STDOUT", "column ssn is masked"},
+			{"SELECT 1; COPY users TO STDOUT", "unless it copies to the client, alone"},
+		} {
+			_, stderr, code := s.psql(t, "agent", nil, "-c", tc.sql)
+			if code == 0 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("%s: %d %q, want %q", tc.sql, code, stderr, tc.want)
 			}
 		}
 		// Value detectors scan text COPY output.

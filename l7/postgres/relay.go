@@ -43,6 +43,8 @@ type command struct {
 	copyMasked bool
 	// masker masks this command's results (nil: fast path, rows stream).
 	masker *mask.Masker
+	// copyOut applies column masks to the rows of a COPY ... TO STDOUT.
+	copyOut *copyMask
 	// stmt and formats locate the result layout of an Execute whose
 	// RowDescription came earlier (Describe of the statement).
 	stmt    string
@@ -142,10 +144,12 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 // checkMasks denies what a rule's column masks could not be applied to.
 // Column masks apply to plain result columns (RowDescription says which
 // table column each comes from), so a statement that computes on a masked
-// column, or uses whole rows, or renames columns in FROM, is refused; so is
-// COPY ... TO, whose output names no columns. Value detectors still scan
-// text COPY output.
-func (r *relay) checkMasks(c *command, sts []sqlclass.Statement) {
+// column, or uses whole rows, or renames columns in FROM, is refused. COPY
+// ... TO STDOUT is masked row by row when it is a simple query of its own
+// in text or CSV format whose columns are known (named in the statement,
+// or a whole table, whose header loopgate asks for); other COPY ... TO is
+// refused. simple says the statements came in a simple Query.
+func (r *relay) checkMasks(c *command, sts []sqlclass.Statement, simple bool) {
 	if c.decision.Action == policy.Deny || len(c.decision.Masks) == 0 {
 		return
 	}
@@ -153,24 +157,41 @@ func (r *relay) checkMasks(c *command, sts []sqlclass.Statement) {
 	if !m.HasColumns() {
 		return
 	}
-	deny := func(reason string) {
+	deny := func(format string, args ...any) {
 		c.decision.Action = policy.Deny
-		c.decision.Reason = reason
+		c.decision.Reason = fmt.Sprintf(format, args...)
 	}
+	rule := c.decision.RuleID
 	// Only COPY ... TO sends rows back (classes copy and read).
 	if slices.Contains(c.classes, sqlclass.Copy) && slices.Contains(c.classes, sqlclass.Read) {
-		deny(fmt.Sprintf("COPY cannot apply the column masks of rule %s; SELECT the columns instead", c.decision.RuleID))
-		return
+		var co *sqlclass.CopyOut
+		if simple && len(sts) == 1 {
+			co = sts[0].CopyOut
+		}
+		switch {
+		case co == nil:
+			deny("COPY cannot apply the column masks of rule %s unless it copies to the client, alone, as a simple query", rule)
+			return
+		case co.Format != "text" && co.Format != "csv":
+			deny("COPY in %s format cannot apply the column masks of rule %s; use text or csv", co.Format, rule)
+			return
+		case co.Columns == nil && co.Table == "":
+			deny("COPY (query) under the column masks of rule %s must name its columns (no *, no UNION)", rule)
+			return
+		case len(co.Delimiter) != 1 || co.Format == "csv" && (len(co.Quote) != 1 || len(co.Escape) != 1):
+			deny("COPY options that PostgreSQL would refuse")
+			return
+		}
 	}
 	for _, st := range sts {
 		rf := st.Refs
 		if rf.Opaque != "" {
-			deny(fmt.Sprintf("rule %s masks columns, which %s would bypass; select columns by name", c.decision.RuleID, rf.Opaque))
+			deny("rule %s masks columns, which %s would bypass; select columns by name", rule, rf.Opaque)
 			return
 		}
 		for _, name := range rf.Used {
 			if m.NamesColumn(name) {
-				deny(fmt.Sprintf("column %s is masked by rule %s: it may be selected, not computed on, filtered, sorted or copied", name, c.decision.RuleID))
+				deny("column %s is masked by rule %s: it may be selected, not computed on, filtered, sorted or copied", name, rule)
 				return
 			}
 		}
@@ -296,7 +317,7 @@ func (r *relay) fromAgent() error {
 			}
 			c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, formats: p.formats}
 			c.decision = r.s.Policy().Decide(r.s.Subject, classes)
-			r.checkMasks(c, st.parsed)
+			r.checkMasks(c, st.parsed, false)
 			c.masker = r.maskerFor(c.decision)
 			if c.masker.HasDetectors() {
 				c.params = c.masker.String(c.params)
@@ -409,7 +430,7 @@ func (r *relay) query(sql string, raw []byte) error {
 	res := r.h.classifier().Classify(sql, r.lookupSQLPrepared)
 	c := &command{text: sql, classes: res.Classes}
 	c.decision = r.s.Policy().Decide(r.s.Subject, res.Classes)
-	r.checkMasks(c, res.Statements)
+	r.checkMasks(c, res.Statements, true)
 	if c.decision.Action == policy.Approve {
 		c.decision = r.approve(c)
 	}
@@ -436,11 +457,35 @@ func (r *relay) query(sql string, raw []byte) error {
 			cmds[i].text = res.Statements[i].Text
 		}
 	}
+	if co := copyOutUnder(res, m); co != nil {
+		// checkMasks let it through: one COPY ... TO STDOUT, text or csv.
+		ours := co.Columns == nil
+		if ours {
+			// The server names the columns it copies in a header line.
+			q, err := sqlclass.CopyWithHeader(sql)
+			if err != nil {
+				return r.violation(fmt.Errorf("rewrite COPY: %w", err))
+			}
+			if raw, err = (&pgproto3.Query{String: q}).Encode(nil); err != nil {
+				return err
+			}
+		}
+		cmds[0].copyOut = newCopyMask(co, m, ours)
+	}
 	r.push(cmds, nil)
 	if _, err := r.upw.Write(raw); err != nil {
 		return err
 	}
 	return r.upw.Flush()
+}
+
+// copyOutUnder returns the COPY ... TO STDOUT of a query string whose
+// rows column masks apply to, or nil.
+func copyOutUnder(res sqlclass.Result, m *mask.Masker) *sqlclass.CopyOut {
+	if len(res.Statements) != 1 || res.Statements[0].CopyOut == nil || !m.HasColumns() {
+		return nil
+	}
+	return res.Statements[0].CopyOut
 }
 
 // functionCall handles the legacy FunctionCall message: which function it
@@ -653,11 +698,15 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 	case 'H', 'd':
 		r.mu.Lock()
 		var m *mask.Masker
-		if len(r.pending) > 0 && r.pending[0].masker.HasDetectors() {
-			m = r.pending[0].masker
+		var cm *copyMask
+		if len(r.pending) > 0 {
+			if r.pending[0].masker.HasDetectors() {
+				m = r.pending[0].masker
+			}
+			cm = r.pending[0].copyOut
 		}
 		r.mu.Unlock()
-		if m == nil {
+		if m == nil && cm == nil {
 			cw.Write(hdr[:])
 			if _, err := io.CopyN(cw, br, n); err != nil {
 				return err
@@ -668,19 +717,40 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		if _, err := io.ReadFull(br, body); err != nil {
 			return err
 		}
+		refuse := func(err error) error {
+			out, _ := fatal(codeFeatureNotSupported, "loopgate: COPY cannot be masked: "+err.Error()).Encode(nil)
+			cw.Write(out)
+			cw.Flush()
+			return err
+		}
 		if typ == 'H' {
 			if len(body) > 0 && body[0] == 1 {
 				// Binary COPY cannot be scanned: end the session.
-				out, _ := fatal(codeFeatureNotSupported, "loopgate: binary COPY of masked data is refused").Encode(nil)
-				cw.Write(out)
-				cw.Flush()
-				return fmt.Errorf("binary COPY under masks refused")
+				return refuse(fmt.Errorf("binary COPY of masked data is refused"))
+			}
+			if cm != nil && len(body) >= 3 {
+				if err := cm.columns(int(binary.BigEndian.Uint16(body[1:3]))); err != nil {
+					return refuse(err)
+				}
 			}
 			cw.Write(hdr[:])
 			cw.Write(body)
 			break
 		}
-		out, _ := (&pgproto3.CopyData{Data: m.Scan(body)}).Encode(nil)
+		data := body
+		if cm != nil {
+			var err error
+			if data, err = cm.row(body); err != nil {
+				return refuse(err)
+			}
+			if len(data) == 0 {
+				break // loopgate's own header line
+			}
+		}
+		if m != nil {
+			data = m.Scan(data)
+		}
+		out, _ := (&pgproto3.CopyData{Data: data}).Encode(nil)
 		cw.Write(out)
 	case 't', 'T', 'n', 'A':
 		body := make([]byte, n)

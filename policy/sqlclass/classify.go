@@ -39,6 +39,8 @@ type Statement struct {
 	Inner []string
 	// Refs is how it uses columns (for column masks).
 	Refs Refs
+	// CopyOut describes a COPY ... TO STDOUT (nil for anything else).
+	CopyOut *CopyOut
 }
 
 // Result is a classified query string (one or more statements).
@@ -122,6 +124,9 @@ func classify(sql string, prepared Prepared) (Result, bool) {
 			cacheable = false
 		}
 		st := Statement{Text: stmtText(sql, raw), Classes: cl.list(), Prepares: cl.prepares, Inner: cl.inner, Refs: refsOf(raw.Stmt)}
+		if cs := raw.Stmt.GetCopyStmt(); cs != nil {
+			st.CopyOut = copyOut(cs)
+		}
 		if st.Prepares != "" {
 			local[st.Prepares] = st.Inner
 		}

@@ -34,6 +34,10 @@ func refsOf(stmt *pg_query.Node) Refs {
 		return refsOf(s.PrepareStmt.Query)
 	case *pg_query.Node_DeclareCursorStmt:
 		return refsOf(s.DeclareCursorStmt.Query)
+	case *pg_query.Node_CopyStmt:
+		if s.CopyStmt.Query != nil {
+			return refsOf(s.CopyStmt.Query)
+		}
 	}
 	plain := map[*pg_query.ColumnRef]bool{} // returned as they are
 	markSafe(stmt, true, plain)
