@@ -20,8 +20,17 @@ import (
 // concurrent use; mu guards cache.
 type columnNames struct {
 	mu    sync.Mutex
-	cache map[string]map[[2]uint32]colName // target \x00 database -> (oid, attnum) -> name
+	cache map[string]*nameCache // target \x00 database
 }
+
+// nameCache holds the names of one database's columns for up to
+// namesTTL: a column renamed since is seen under its new name by then.
+type nameCache struct {
+	at    time.Time
+	names map[[2]uint32]colName // (table oid, attnum) -> name
+}
+
+const namesTTL = 30 * time.Second
 
 // resolve returns names parallel to fields. A failure leaves names empty,
 // which makes table-qualified masks apply to the column name alone (more,
@@ -30,7 +39,7 @@ func (c *columnNames) resolve(ctx context.Context, t *policy.Target, addr string
 	out := make([]colName, len(fields))
 	c.mu.Lock()
 	if c.cache == nil {
-		c.cache = map[string]map[[2]uint32]colName{}
+		c.cache = map[string]*nameCache{}
 	}
 	// OIDs are per database: the cache is too.
 	db := params["database"]
@@ -38,11 +47,12 @@ func (c *columnNames) resolve(ctx context.Context, t *policy.Target, addr string
 		db = params["user"]
 	}
 	key := t.Name + "\x00" + db
-	known := c.cache[key]
-	if known == nil {
-		known = map[[2]uint32]colName{}
-		c.cache[key] = known
+	nc := c.cache[key]
+	if nc == nil || time.Since(nc.at) > namesTTL {
+		nc = &nameCache{at: time.Now(), names: map[[2]uint32]colName{}}
+		c.cache[key] = nc
 	}
+	known := nc.names
 	var missing []uint32
 	for i, f := range fields {
 		if f.TableOID == 0 {

@@ -102,6 +102,9 @@ func (l *layout) maskRow(body []byte) ([]byte, bool) {
 		return nil, false
 	}
 	n := int(binary.BigEndian.Uint16(body))
+	if n != len(l.cols) {
+		return nil, false // not the described shape: never pass a column unmasked
+	}
 	out := make([]byte, 5, len(body)+64)
 	out[0] = 'D'
 	out = binary.BigEndian.AppendUint16(out, uint16(n))

@@ -113,6 +113,12 @@ type relay struct {
 	// Owned by the target side.
 	describing *string
 	stmtCols   map[string][]pgproto3.FieldDescription
+	// Layouts already built: by statement (extended protocol) and by
+	// RowDescription bytes (simple protocol), so a repeated statement
+	// under masks costs a map lookup, not a decode and a name lookup.
+	stmtLayouts map[string]cachedLayout
+	descLayouts map[string]cachedLayout
+	scratch     []byte // bodies of messages not kept past relayMessage
 
 	// maskers by rule id, built on first use (agent side); session masks
 	// error details and notifications.
@@ -121,6 +127,23 @@ type relay struct {
 
 	params map[string]string // the agent's startup parameters
 }
+
+// cachedLayout is a layout built for a masker and result formats.
+type cachedLayout struct {
+	m       *mask.Masker
+	formats []int16
+	l       *layout
+	at      time.Time
+}
+
+// fresh reports whether c was built for m and formats recently enough
+// that its column names still hold (see namesTTL).
+func (c cachedLayout) fresh(m *mask.Masker, formats []int16) bool {
+	return c.l != nil && c.m == m && slices.Equal(c.formats, formats) && time.Since(c.at) < namesTTL
+}
+
+// maxCachedLayouts bounds descLayouts; it is cleared when full.
+const maxCachedLayouts = 256
 
 type prepared struct {
 	text    string
@@ -137,6 +160,8 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 		portals:     map[string]portal{},
 		sqlPrepared: map[string][]string{},
 		stmtCols:    map[string][]pgproto3.FieldDescription{},
+		stmtLayouts: map[string]cachedLayout{},
+		descLayouts: map[string]cachedLayout{},
 		maskers:     map[string]*mask.Masker{},
 	}
 }
@@ -671,7 +696,13 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		if build != nil {
 			// First row of an Execute described earlier: its layout,
 			// with real column names (looked up outside the lock).
-			l := newLayout(fields, build.formats, build.masker, r.columnNames(fields))
+			c := r.stmtLayouts[build.stmt]
+			if !c.fresh(build.masker, build.formats) {
+				c = cachedLayout{m: build.masker, formats: build.formats, at: time.Now(),
+					l: newLayout(fields, build.formats, build.masker, r.columnNames(fields))}
+				r.stmtLayouts[build.stmt] = c
+			}
+			l := c.l
 			r.mu.Lock()
 			build.layout = l
 			r.mu.Unlock()
@@ -764,9 +795,16 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 			cw.Write(body)
 		}
 	case 'C', 'I', 's', 'E', 'Z':
-		body := make([]byte, n)
+		// complete keeps nothing of the body: read it into scratch.
+		if int64(cap(r.scratch)) < n {
+			r.scratch = make([]byte, n)
+		}
+		body := r.scratch[:n]
 		if _, err := io.ReadFull(br, body); err != nil {
 			return err
+		}
+		if cap(r.scratch) > 1<<20 {
+			r.scratch = nil
 		}
 		out := r.complete(typ, body)
 		if out == nil {
@@ -920,19 +958,32 @@ func (r *relay) describeOrNotify(typ byte, body []byte) []byte {
 	case 'n':
 		r.describing = nil
 	case 'T':
-		var rd pgproto3.RowDescription
-		if err := rd.Decode(body); err != nil {
-			return nil
-		}
 		if r.describing != nil {
+			var rd pgproto3.RowDescription
+			if err := rd.Decode(body); err != nil {
+				return nil
+			}
 			r.stmtCols[*r.describing] = rd.Fields
+			delete(r.stmtLayouts, *r.describing)
 			r.describing = nil
 		} else if len(r.pending) > 0 && !r.pending[0].masker.Empty() {
 			head := r.pending[0]
+			if c := r.descLayouts[string(body)]; c.fresh(head.masker, nil) {
+				head.layout = c.l
+				return nil
+			}
+			var rd pgproto3.RowDescription
+			if err := rd.Decode(body); err != nil {
+				return nil
+			}
 			r.mu.Unlock() // the name lookup may go to the target
 			l := newLayout(rd.Fields, nil, head.masker, r.columnNames(rd.Fields))
 			r.mu.Lock()
 			head.layout = l
+			if len(r.descLayouts) >= maxCachedLayouts {
+				clear(r.descLayouts)
+			}
+			r.descLayouts[string(body)] = cachedLayout{m: head.masker, l: l, at: time.Now()}
 		}
 	case 'A':
 		if !r.session.HasDetectors() {
