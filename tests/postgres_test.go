@@ -282,6 +282,24 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("policy explain classifies SQL like the proxy", func(t *testing.T) {
+		for _, tc := range []struct {
+			sql, want string
+			code      int
+		}{
+			{"SELECT id, ssn FROM users", "decision: allow\nrule:     agent-app\nclasses:  read", 0},
+			{"DROP TABLE t", "decision: deny", 1},
+			{"SELECT upper(ssn) FROM users", "column ssn is masked by rule agent-app", 1},
+			{"DELETE FROM t", "decision: approve", 0},
+		} {
+			cmd := exec.Command(lgtest.Binary(t), "policy", "explain", "--config", s.cfg, "--workload", "agent", "--target", "appdb", tc.sql)
+			out, _ := cmd.CombinedOutput()
+			if cmd.ProcessState.ExitCode() != tc.code || !strings.Contains(string(out), tc.want) {
+				t.Errorf("explain %q: exit %d\n%s\nwant exit %d and %q", tc.sql, cmd.ProcessState.ExitCode(), out, tc.code, tc.want)
+			}
+		}
+	})
+
 	t.Run("masked copy", func(t *testing.T) {
 		// Column masks apply to COPY rows: columns named by the statement,
 		// or by the header line loopgate asks the server for.

@@ -7,7 +7,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/loopgate/loopgate/l7/postgres"
 	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/policy/mask"
+	"github.com/loopgate/loopgate/policy/sqlclass"
 )
 
 func policyCommand() *cli.Command {
@@ -42,7 +45,9 @@ func explainCommand() *cli.Command {
 		ArgsUsage: "[COMMAND]",
 		Description: `Decides as the daemon would for a process of --workload talking to --target.
 The command is sorted into classes by the target protocol's classifier (tcp:
-every session is "connect"); --class gives classes directly. --token-file
+every session is "connect"; postgres: COMMAND is SQL, sent as a simple query,
+and the rule's column masks are checked as the proxy checks them); --class
+gives classes directly. --token-file
 verifies an OIDC token as if the workload had presented it (this contacts the
 issuer).`,
 		Flags: []cli.Flag{
@@ -78,15 +83,35 @@ issuer).`,
 				fmt.Printf("token:    verified, sub %q, groups %v\n", sub.Claims.Subject, sub.Claims.Groups)
 			}
 			classes := c.StringSlice("class")
+			var parsed *sqlclass.Result
 			if len(classes) == 0 {
 				switch t.Protocol {
 				case policy.ProtocolTCP:
 					classes = []string{"connect"}
+				case policy.ProtocolPostgres:
+					if c.NArg() != 1 {
+						return cli.Exit("explain: give the SQL as one argument (or --class)", 2)
+					}
+					var cl sqlclass.Classifier
+					res := cl.Classify(c.Args().First(), nil)
+					if res.Err != nil {
+						fmt.Printf("parse:    %v\n", res.Err)
+					}
+					parsed, classes = &res, res.Classes
 				default:
 					return cli.Exit(fmt.Sprintf("explain: this build has no %s classifier yet; pass --class", t.Protocol), 2)
 				}
 			}
 			d := cfg.Decide(sub, classes)
+			if parsed != nil && d.Action != policy.Deny && len(d.Masks) > 0 {
+				m, err := mask.New(cfg, d.Masks, nil)
+				if err != nil {
+					return err
+				}
+				if reason := postgres.MaskDenial(m, d.RuleID, classes, parsed.Statements, true); reason != "" {
+					d.Action, d.Reason = policy.Deny, reason
+				}
+			}
 			rule := d.RuleID
 			if rule == "" {
 				rule = "(none: default deny)"

@@ -166,61 +166,60 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 	}
 }
 
-// checkMasks denies what a rule's column masks could not be applied to.
-// Column masks apply to plain result columns (RowDescription says which
-// table column each comes from), so a statement that computes on a masked
-// column, or uses whole rows, or renames columns in FROM, is refused. COPY
-// ... TO STDOUT is masked row by row when it is a simple query of its own
-// in text or CSV format whose columns are known (named in the statement,
-// or a whole table, whose header loopgate asks for); other COPY ... TO is
-// refused. simple says the statements came in a simple Query.
+// checkMasks denies what the decision's column masks could not be applied
+// to (see MaskDenial). simple says the statements came in a simple Query.
 func (r *relay) checkMasks(c *command, sts []sqlclass.Statement, simple bool) {
 	if c.decision.Action == policy.Deny || len(c.decision.Masks) == 0 {
 		return
 	}
-	m := r.maskerFor(c.decision)
-	if !m.HasColumns() {
-		return
-	}
-	deny := func(format string, args ...any) {
+	if reason := MaskDenial(r.maskerFor(c.decision), c.decision.RuleID, c.classes, sts, simple); reason != "" {
 		c.decision.Action = policy.Deny
-		c.decision.Reason = fmt.Sprintf(format, args...)
+		c.decision.Reason = reason
 	}
-	rule := c.decision.RuleID
+}
+
+// MaskDenial returns why statements cannot run under a rule's masks, or ""
+// when they can. Column masks apply to plain result columns (RowDescription
+// says which table column each comes from), so a statement that computes on
+// a masked column, or uses whole rows, or renames columns in FROM, is
+// refused. COPY ... TO STDOUT is masked row by row when it is a simple
+// query of its own in text or CSV format whose columns are known (named in
+// the statement, or a whole table, whose header loopgate asks for); other
+// COPY ... TO is refused. classes are the statements' classes; simple says
+// they came in a simple Query.
+func MaskDenial(m *mask.Masker, rule string, classes []string, sts []sqlclass.Statement, simple bool) string {
+	if !m.HasColumns() {
+		return ""
+	}
 	// Only COPY ... TO sends rows back (classes copy and read).
-	if slices.Contains(c.classes, sqlclass.Copy) && slices.Contains(c.classes, sqlclass.Read) {
+	if slices.Contains(classes, sqlclass.Copy) && slices.Contains(classes, sqlclass.Read) {
 		var co *sqlclass.CopyOut
 		if simple && len(sts) == 1 {
 			co = sts[0].CopyOut
 		}
 		switch {
 		case co == nil:
-			deny("COPY cannot apply the column masks of rule %s unless it copies to the client, alone, as a simple query", rule)
-			return
+			return fmt.Sprintf("COPY cannot apply the column masks of rule %s unless it copies to the client, alone, as a simple query", rule)
 		case co.Format != "text" && co.Format != "csv":
-			deny("COPY in %s format cannot apply the column masks of rule %s; use text or csv", co.Format, rule)
-			return
+			return fmt.Sprintf("COPY in %s format cannot apply the column masks of rule %s; use text or csv", co.Format, rule)
 		case co.Columns == nil && co.Table == "":
-			deny("COPY (query) under the column masks of rule %s must name its columns (no *, no UNION)", rule)
-			return
+			return fmt.Sprintf("COPY (query) under the column masks of rule %s must name its columns (no *, no UNION)", rule)
 		case len(co.Delimiter) != 1 || co.Format == "csv" && (len(co.Quote) != 1 || len(co.Escape) != 1):
-			deny("COPY options that PostgreSQL would refuse")
-			return
+			return "COPY options that PostgreSQL would refuse"
 		}
 	}
 	for _, st := range sts {
 		rf := st.Refs
 		if rf.Opaque != "" {
-			deny("rule %s masks columns, which %s would bypass; select columns by name", rule, rf.Opaque)
-			return
+			return fmt.Sprintf("rule %s masks columns, which %s would bypass; select columns by name", rule, rf.Opaque)
 		}
 		for _, name := range rf.Used {
 			if m.NamesColumn(name) {
-				deny("column %s is masked by rule %s: it may be selected, not computed on, filtered, sorted or copied", name, rule)
-				return
+				return fmt.Sprintf("column %s is masked by rule %s: it may be selected, not computed on, filtered, sorted or copied", name, rule)
 			}
 		}
 	}
+	return ""
 }
 
 // columnNames finds the real table and column of result columns. Called
