@@ -201,25 +201,21 @@ func (cm *copyMask) value(f field) []byte {
 			continue
 		}
 		i++
-		switch raw[i] {
-		case 'b':
-			v = append(v, '\b')
-		case 'f':
-			v = append(v, '\f')
-		case 'n':
-			v = append(v, '\n')
-		case 'r':
-			v = append(v, '\r')
-		case 't':
-			v = append(v, '\t')
-		case 'v':
-			v = append(v, '\v')
-		default:
+		if c, ok := textUnescape[raw[i]]; ok {
+			v = append(v, c)
+		} else {
 			v = append(v, raw[i])
 		}
 	}
 	return v
 }
+
+// textEscape is how COPY's text format writes special bytes (after a
+// backslash); textUnescape reads them back.
+var (
+	textEscape   = map[byte]byte{'\\': '\\', '\b': 'b', '\f': 'f', '\n': 'n', '\r': 'r', '\t': 't', '\v': 'v'}
+	textUnescape = map[byte]byte{'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t', 'v': '\v'}
+)
 
 // encode appends a value written as the format writes it.
 func (cm *copyMask) encode(out, v []byte) []byte {
@@ -234,27 +230,14 @@ func (cm *copyMask) encode(out, v []byte) []byte {
 		return append(out, cm.quote)
 	}
 	for _, c := range v {
-		switch c {
-		case '\\':
-			out = append(out, '\\', '\\')
-		case '\b':
-			out = append(out, '\\', 'b')
-		case '\f':
-			out = append(out, '\\', 'f')
-		case '\n':
-			out = append(out, '\\', 'n')
-		case '\r':
-			out = append(out, '\\', 'r')
-		case '\t':
-			out = append(out, '\\', 't')
-		case '\v':
-			out = append(out, '\\', 'v')
-		default:
-			if c == cm.delim {
-				out = append(out, '\\')
-			}
-			out = append(out, c)
+		if e, ok := textEscape[c]; ok {
+			out = append(out, '\\', e)
+			continue
 		}
+		if c == cm.delim {
+			out = append(out, '\\')
+		}
+		out = append(out, c)
 	}
 	return out
 }
