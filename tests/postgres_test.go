@@ -341,6 +341,41 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("server connections are reused only when clean", func(t *testing.T) {
+		pidOf := func(workload, sql string) string {
+			t.Helper()
+			out, stderr, code := s.psql(t, workload, nil, "-c", sql)
+			if code != 0 {
+				t.Fatalf("%s: %d %s", sql, code, stderr)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			return lines[len(lines)-1] // psql prints the tags of the statements before
+		}
+		// A session that leaves state behind and says goodbye.
+		first := pidOf("admin", "CREATE TEMP TABLE tmp_left (a int); SET work_mem = '7MB'; PREPARE p1 AS SELECT 1; SELECT pg_backend_pid()")
+		// The next session of the workload gets the same server
+		// connection, reset: no temp table, no setting, no statement.
+		got := pidOf("admin", "SELECT pg_backend_pid() || ' ' || current_setting('work_mem') || ' ' || (SELECT count(*) FROM pg_class WHERE relname = 'tmp_left') || ' ' || (SELECT count(*) FROM pg_prepared_statements)")
+		if got != first+" 4MB 0 0" {
+			t.Errorf("second session saw %q, want %q (same backend, reset)", got, first+" 4MB 0 0")
+		}
+		// Another workload never gets it.
+		if other := pidOf("agent", "SELECT pg_backend_pid()"); other == first {
+			t.Errorf("workload agent got admin's server connection %s", first)
+		}
+		// A session that ends inside a transaction is not kept: its
+		// server connection is closed, which rolls the transaction back.
+		if pid := pidOf("admin", "BEGIN; INSERT INTO t VALUES (4242, 'open'); SELECT pg_backend_pid()"); pid != first {
+			t.Fatalf("third session got backend %s, want the kept %s", pid, first)
+		}
+		if pid := pidOf("admin", "SELECT pg_backend_pid()"); pid == first {
+			t.Errorf("a server connection left inside a transaction was reused")
+		}
+		lgtest.Eventually(t, 10*time.Second, "the open transaction rolled back", func() bool {
+			return s.pg.MustExecIn(t, "app", "SELECT count(*) FROM t WHERE id = 4242") == "0"
+		})
+	})
+
 	t.Run("no rule, no session", func(t *testing.T) {
 		_, stderr, code := s.psql(t, "stranger", nil, "-c", "SELECT 1")
 		if code == 0 || !strings.Contains(stderr, "FATAL:  loopgate: no rule lets workload stranger use target appdb") {

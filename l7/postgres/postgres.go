@@ -35,6 +35,7 @@ type Handler struct {
 
 	cancels    cancelKeys
 	names      columnNames
+	pool       serverPool
 	defaultCls sqlclass.Classifier
 }
 
@@ -136,7 +137,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		return refuse(codeInvalidAuthorization, "loopgate: "+ad.Reason, &l7.DeniedError{Decision: ad})
 	}
 
-	hj, role, err := connectUpstream(ctx, s.Subject.Target, s.Subject.OrigDst.String(), st.params)
+	server, err := h.connectUpstream(ctx, s.Subject.Target, s.Subject.OrigDst.String(), st.params, s.Subject.Workload)
 	if err != nil {
 		var sr *startupRefused
 		if errors.As(err, &sr) {
@@ -144,8 +145,14 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		}
 		return refuse(codeConnectionFailure, "loopgate: cannot reach the database", err)
 	}
+	hj, role := server.hj, server.role
 	up := &countingConn{Conn: hj.Conn}
-	defer up.Close()
+	pooled := false // the pool took the connection
+	defer func() {
+		if !pooled {
+			up.Close()
+		}
+	}()
 	var expired atomic.Bool
 	if role != nil {
 		s.Log.Info("session role created", "role", role.name, "valid_until", role.expires)
@@ -191,12 +198,24 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	conn.SetDeadline(time.Time{})
 	ar.max = maxMessageBody
 	s.Admit() // statements are decided one by one; nothing to re-check at connect level
-	s.Log.Info("postgres session ready", "database", st.params["database"], "user", st.params["user"], "backend_pid", hj.PID)
+	s.Log.Info("postgres session ready", "database", st.params["database"], "user", st.params["user"], "backend_pid", hj.PID, "reused", server.reused)
 
 	r := newRelay(ctx, h, s, be, ar, client, up)
 	r.session = r.maskerFor(ad)
 	r.params = st.params
+	r.txStatus = tx
 	err = r.run()
+	switch {
+	case server.key != "" && r.reusable() && stopUp():
+		// The agent said goodbye between transactions: keep the login.
+		pooled = true
+		hj.Conn.SetDeadline(time.Time{})
+		if perr := h.pool.put(context.WithoutCancel(ctx), server.key, hj); perr != nil {
+			s.Log.Warn("server connection not kept", "err", perr)
+		}
+	case r.terminated:
+		up.Write([]byte{'X', 0, 0, 0, 4}) // pass the goodbye on
+	}
 	if ctx.Err() != nil {
 		return result(), context.Cause(ctx)
 	}

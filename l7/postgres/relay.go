@@ -125,6 +125,16 @@ type relay struct {
 	maskers map[string]*mask.Masker
 	session *mask.Masker
 
+	// How the session ended, for reusing the server connection: the agent
+	// sent Terminate (terminated), the last ReadyForQuery said txStatus,
+	// an extended batch went out without Sync (unsynced), both sides
+	// stopped without error (cleanEnd). br is the target side's reader.
+	terminated bool
+	txStatus   byte
+	unsynced   bool
+	cleanEnd   bool
+	br         *bufio.Reader
+
 	params map[string]string // the agent's startup parameters
 }
 
@@ -259,6 +269,8 @@ func (r *relay) run() error {
 	upErr := r.fromAgent()
 	r.up.SetReadDeadline(time.Unix(1, 0))
 	down.Wait()
+	var ne net.Error
+	r.cleanEnd = upErr == nil && errors.As(downErr, &ne) && ne.Timeout()
 	if upErr != nil && !isEnd(upErr) {
 		return upErr
 	}
@@ -382,13 +394,24 @@ func (r *relay) fromAgent() error {
 				return err
 			}
 		case 'X':
-			r.upw.Write(raw)
-			r.upw.Flush()
+			// Not forwarded: the server connection may be kept (Serve
+			// says goodbye for the agent otherwise).
+			r.terminated = true
 			return nil
 		default:
 			return r.violation(fmt.Errorf("unexpected message type %q", typ))
 		}
 	}
+}
+
+// reusable reports whether the server connection is between transactions
+// with nothing in flight after the session: the agent said goodbye (after
+// run has returned).
+func (r *relay) reusable() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.terminated && r.cleanEnd && r.txStatus == 'I' && !r.unsynced && !r.skipToSync && len(r.batch) == 0 &&
+		len(r.pending) == 0 && len(r.drop) == 0 && r.sent == r.seen && r.br != nil && r.br.Buffered() == 0
 }
 
 // violation ends the session on a malformed or unexpected message, telling
@@ -585,6 +608,7 @@ func (r *relay) flushBatch() error {
 		return r.recordFailed(err)
 	}
 	endsWithSync := batch[len(batch)-1].sync
+	r.unsynced = !endsWithSync
 	if denied < 0 {
 		for _, b := range batch {
 			r.upw.Write(b.raw)
@@ -635,6 +659,7 @@ func (r *relay) queue(cmds []*command, drop []byte, newCycle bool) {
 // those that end a command; DataRow bodies are streamed, never held whole.
 func (r *relay) fromTarget() error {
 	br := bufio.NewReaderSize(r.up, 64<<10)
+	r.br = br
 	cw := r.cw
 	var hdr [5]byte
 	for {
@@ -865,6 +890,9 @@ func (r *relay) complete(typ byte, body []byte) []byte {
 	defer r.mu.Unlock()
 	if typ == 'Z' {
 		r.seen++
+		if len(body) > 0 {
+			r.txStatus = body[0]
+		}
 		for len(r.describes) > 0 && r.describes[0].ready <= r.seen {
 			r.describes = r.describes[1:]
 		}

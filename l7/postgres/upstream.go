@@ -50,27 +50,48 @@ var forwardedParams = map[string]bool{
 	"timezone": true, "intervalstyle": true, "standard_conforming_strings": true,
 }
 
+// upstream is a logged-in server connection for one session.
+type upstream struct {
+	hj     *pgconn.HijackedConn
+	role   *sessionRole // set for dynamic credentials
+	key    string       // pool key; "" when the connection may not be pooled
+	reused bool         // taken from the pool
+}
+
 // connectUpstream logs in to the target with the target's credentials (or,
 // for dynamic credentials, with a session role it creates with them) and
-// hijacks the connection from pgconn.
-func connectUpstream(ctx context.Context, t *policy.Target, addr string, params map[string]string) (*pgconn.HijackedConn, *sessionRole, error) {
+// hijacks the connection from pgconn. A static login may come from the
+// pool of connections earlier sessions of the workload left (see pool.go).
+func (h *Handler) connectUpstream(ctx context.Context, t *policy.Target, addr string, params map[string]string, workload string) (*upstream, error) {
 	cfg, err := upstreamConfig(t, addr, params)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	if t.Credentials.Dynamic == nil {
+		key := poolKey(workload, cfg)
+		if hj := h.pool.get(key); hj != nil {
+			return &upstream{hj: hj, key: key, reused: true}, nil
+		}
+		hj, err := dialHijack(ctx, cfg, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &upstream{hj: hj, key: key}, nil
 	}
 	var role *sessionRole
 	if dyn := t.Credentials.Dynamic; dyn != nil {
 		admin := cfg.Copy()
 		if role, err = createRole(ctx, admin, dyn); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		cfg.User, cfg.Password = role.name, role.password
 	}
 	hj, err := dialHijack(ctx, cfg, addr)
-	if err != nil && role != nil {
+	if err != nil {
 		role.drop(context.WithoutCancel(ctx))
+		return nil, err
 	}
-	return hj, role, err
+	return &upstream{hj: hj, role: role}, nil
 }
 
 func upstreamConfig(t *policy.Target, addr string, params map[string]string) (*pgconn.Config, error) {
