@@ -41,7 +41,13 @@ func (s *DB) AppendEventsAsync(events ...event.Event) {
 	first := len(s.async) == 0
 	s.async = append(s.async, events...)
 	full := len(s.async) >= asyncBatch
+	start := !s.flushing
+	s.flushing = true
 	s.wmu.Unlock()
+	if start {
+		// Close waits for it.
+		go s.flushAsync()
+	}
 	if first {
 		s.signalAsync(s.asyncKick)
 	}

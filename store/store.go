@@ -46,6 +46,7 @@ type DB struct {
 	stopFlush chan struct{}
 	flushDone chan struct{}
 	asyncErr  func(err error, events int)
+	flushing  bool // the flusher was started (by the first async event)
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -90,7 +91,6 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
-	go s.flushAsync()
 	return s, nil
 }
 
@@ -98,8 +98,14 @@ func Open(ctx context.Context, path string) (*DB, error) {
 func (s *DB) Close() error {
 	s.closeOnce.Do(func() {
 		// Events queued asynchronously are written before the end.
-		close(s.stopFlush)
-		<-s.flushDone
+		s.wmu.Lock()
+		started := s.flushing
+		s.flushing = true // none is started from now on
+		s.wmu.Unlock()
+		if started {
+			close(s.stopFlush)
+			<-s.flushDone
+		}
 		for _, st := range []*sql.Stmt{s.insertEvent, s.insertEvents} {
 			if st != nil {
 				st.Close()
