@@ -122,7 +122,7 @@ func (cm *copyMask) split(line []byte) ([]field, error) {
 	if n := len(body); n > 0 && body[n-1] == '\r' && !cm.csv {
 		body = body[:n-1]
 	}
-	var fields []field
+	fields := make([]field, 0, max(len(cm.modes), 8))
 	start, i := 0, 0
 	quoted := false
 	for i <= len(body) {
