@@ -97,7 +97,16 @@ func appendJSONString(b []byte, s string) []byte {
 type chainState struct {
 	seq             int64
 	hash            []byte
+	hashHex         string // hash in hex, as stored ("" until computed)
 	sinceCheckpoint int
+}
+
+// hex returns the head hash as stored.
+func (c *chainState) hex() string {
+	if c.hashHex == "" {
+		c.hashHex = hexs(c.hash)
+	}
+	return c.hashHex
 }
 
 func hexs(b []byte) string { return hex.EncodeToString(b) }

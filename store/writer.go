@@ -45,6 +45,11 @@ func (s *DB) write(ctx context.Context, o *op) error {
 	for len(s.pending) > 0 {
 		batch, async := s.pending, s.async
 		s.pending, s.async = nil, nil
+		if len(async) > 0 {
+			// The next batch is likely as big: one allocation, not a
+			// doubling series under the producers.
+			s.async = make([]event.Event, 0, cap(async))
+		}
 		s.asyncRoom.Broadcast()
 		s.wmu.Unlock()
 		if !s.commit(context.WithoutCancel(ctx), async, batch) && len(async) > 0 {
@@ -196,9 +201,9 @@ func chainRow(head *chainState, e event.Event) []any {
 	c := canonical(e)
 	h := chainHash(head.hash, c)
 	row := []any{head.seq + 1, c.Session, c.Time, c.Kind, c.Text, c.Params, c.Decision, c.Rule, c.Approval,
-		c.DurationNS, c.Rows, c.Bytes, c.Error, hexs(head.hash), hexs(h), c.Tag}
+		c.DurationNS, c.Rows, c.Bytes, c.Error, head.hex(), hexs(h), c.Tag}
 	head.seq++
-	head.hash = h
+	head.hash, head.hashHex = h, row[14].(string)
 	head.sinceCheckpoint++
 	return row
 }
