@@ -52,9 +52,15 @@ rules:
 	psql := func(port int, sql string) (string, string, int) {
 		return lgtest.Run(t, cfg, "agent", nil, nil, "psql", "-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-d", "postgres", "-c", sql)
 	}
-	out, stderr, code := psql(tlsPG.Port, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-	if code != 0 || strings.TrimSpace(out) != "t" {
+	out, stderr, code := psql(tlsPG.Port, "SELECT ssl || ' ' || pg_backend_pid() FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+	first := strings.Fields(out)
+	if code != 0 || len(first) != 2 || first[0] != "true" && first[0] != "t" {
 		t.Errorf("verified TLS: code %d out %q err %q", code, out, stderr)
+	}
+	// The TLS server connection is kept and works for the next session.
+	out, stderr, code = psql(tlsPG.Port, "SELECT ssl || ' ' || pg_backend_pid() FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+	if code != 0 || strings.Join(first, " ") != strings.TrimSpace(out) {
+		t.Errorf("reused TLS connection: code %d out %q err %q, want %q", code, out, stderr, strings.Join(first, " "))
 	}
 	for name, port := range map[string]int{"plaintext server": plainPG.Port, "certificate from another CA": strangerPG.Port} {
 		_, stderr, code = psql(port, "SELECT 1")
