@@ -94,3 +94,29 @@ func (a *agentReader) next() (byte, []byte, error) {
 	}
 	return typ, msg, nil
 }
+
+// copyN moves the next n bytes of br to w through br's own buffer, without
+// the allocation io.CopyN makes per call (it runs for every DataRow).
+func copyN(w io.Writer, br *bufio.Reader, n int64) error {
+	for n > 0 {
+		k := int64(br.Size())
+		if n < k {
+			k = n
+		}
+		b, err := br.Peek(int(k))
+		if len(b) > 0 {
+			if _, werr := w.Write(b); werr != nil {
+				return werr
+			}
+			br.Discard(len(b))
+			n -= int64(len(b))
+		}
+		if err != nil && len(b) < int(k) {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}

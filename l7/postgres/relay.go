@@ -747,7 +747,7 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 			return err
 		}
 		cw.Write(hdr[:])
-		if _, err := io.CopyN(cw, br, n); err != nil {
+		if err := copyN(cw, br, n); err != nil {
 			return err
 		}
 	case 'H', 'd':
@@ -763,7 +763,7 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		r.mu.Unlock()
 		if m == nil && cm == nil {
 			cw.Write(hdr[:])
-			if _, err := io.CopyN(cw, br, n); err != nil {
+			if err := copyN(cw, br, n); err != nil {
 				return err
 			}
 			break
@@ -839,7 +839,7 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		}
 	default:
 		cw.Write(hdr[:])
-		if _, err := io.CopyN(cw, br, n); err != nil {
+		if err := copyN(cw, br, n); err != nil {
 			return err
 		}
 	}
