@@ -21,8 +21,10 @@ type pgxResult struct {
 	PrepDelete string   `json:"prep_delete"`
 	PrepDrop   string   `json:"prep_drop"`
 	Final      int64    `json:"final"`
-	Masked     []string `json:"masked"`   // email and ssn of user 1, binary and text formats
-	Computed   string   `json:"computed"` // an expression over a masked column, extended protocol
+	Masked     []string `json:"masked"`      // email and ssn of user 1, binary and text formats
+	Computed   string   `json:"computed"`    // an expression over a masked column, extended protocol
+	ExecDrop   string   `json:"exec_drop"`   // SQL EXECUTE of a protocol-level DROP, the name reused after DEALLOCATE
+	ExecMasked string   `json:"exec_masked"` // SQL EXECUTE of a protocol-level statement computing on a masked column
 	Err        string   `json:"err,omitempty"`
 }
 
@@ -102,6 +104,28 @@ func pgxScenario(dsn string) (r pgxResult) {
 	r.Masked = []string{email, ssn, fmt.Sprint(n)}
 	var up string
 	r.Computed = sqlstate(conn.QueryRow(ctx, "SELECT upper(ssn) FROM users WHERE id = $1", 1).Scan(&up))
+	// SQL EXECUTE runs protocol-level statements too (one namespace): it is
+	// decided by what it runs, not by a stale PREPARE of the same name.
+	if _, err := conn.Exec(ctx, "PREPARE sp AS SELECT 1"); err != nil {
+		r.Err = "prepare sp: " + err.Error()
+		return r
+	}
+	if _, err := conn.Exec(ctx, "DEALLOCATE sp"); err != nil {
+		r.Err = "deallocate sp: " + err.Error()
+		return r
+	}
+	if _, err := conn.Prepare(ctx, "sp", "DROP TABLE t"); err != nil {
+		r.Err = "prepare drop: " + err.Error()
+		return r
+	}
+	_, err = conn.Exec(ctx, "EXECUTE sp")
+	r.ExecDrop = sqlstate(err)
+	if _, err := conn.Prepare(ctx, "up", "SELECT upper(ssn) FROM users"); err != nil {
+		r.Err = "prepare up: " + err.Error()
+		return r
+	}
+	_, err = conn.Exec(ctx, "EXECUTE up")
+	r.ExecMasked = sqlstate(err)
 	return r
 }
 

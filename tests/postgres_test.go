@@ -403,7 +403,7 @@ func TestPostgresClients(t *testing.T) {
 		}
 		want := pgxResult{Count: 3, Batch: []string{"ok", "42501", r.Batch[2]}, After: 0, PrepDelete: "ok", PrepDrop: "42501", Final: 9}
 		if r.Count != want.Count || r.Batch[0] != "ok" || r.Batch[1] != "42501" || r.Batch[2] == "ok" ||
-			r.After != 0 || r.PrepDelete != "ok" || r.PrepDrop != "42501" || r.Final != 9 || r.Computed != "42501" ||
+			r.After != 0 || r.PrepDelete != "ok" || r.PrepDrop != "42501" || r.Final != 9 || r.Computed != "42501" || r.ExecDrop != "42501" || r.ExecMasked != "42501" ||
 			strings.Join(r.Masked, "|") != "***********.com|[redacted]|0" {
 			t.Errorf("pgx saw %+v\nwant %+v (the batch's implicit transaction rolled back, as postgres does)", r, want)
 		}

@@ -108,7 +108,7 @@ issuer).`,
 				if err != nil {
 					return err
 				}
-				if reason := postgres.MaskDenial(m, d.RuleID, classes, parsed.Statements, true); reason != "" {
+				if reason := postgres.MaskDenial(m, d.RuleID, classes, parsed.Statements, true, nil); reason != "" {
 					d.Action, d.Reason = policy.Deny, reason
 				}
 			}

@@ -96,7 +96,9 @@ type relay struct {
 	stmts       map[string]prepared // protocol-level prepared statements
 	portals     map[string]portal
 	sqlPrepared map[string][]string // SQL-level PREPARE name -> classes
-	sent        int64               // cycles sent (each ends in one ReadyForQuery)
+	// sqlPreparedRefs: SQL-level PREPARE name -> how it uses columns.
+	sqlPreparedRefs map[string]sqlclass.Refs
+	sent            int64 // cycles sent (each ends in one ReadyForQuery)
 
 	mu        sync.Mutex
 	pending   []*command
@@ -164,15 +166,16 @@ type prepared struct {
 func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backend, in *agentReader, client, up *countingConn) *relay {
 	return &relay{
 		ctx: ctx, h: h, s: s, be: be, in: in, client: client, up: up,
-		upw:         bufio.NewWriterSize(up, 64<<10),
-		cw:          bufio.NewWriterSize(client, 64<<10),
-		stmts:       map[string]prepared{},
-		portals:     map[string]portal{},
-		sqlPrepared: map[string][]string{},
-		stmtCols:    map[string][]pgproto3.FieldDescription{},
-		stmtLayouts: map[string]cachedLayout{},
-		descLayouts: map[string]cachedLayout{},
-		maskers:     map[string]*mask.Masker{},
+		upw:             bufio.NewWriterSize(up, 64<<10),
+		cw:              bufio.NewWriterSize(client, 64<<10),
+		stmts:           map[string]prepared{},
+		portals:         map[string]portal{},
+		sqlPrepared:     map[string][]string{},
+		sqlPreparedRefs: map[string]sqlclass.Refs{},
+		stmtCols:        map[string][]pgproto3.FieldDescription{},
+		stmtLayouts:     map[string]cachedLayout{},
+		descLayouts:     map[string]cachedLayout{},
+		maskers:         map[string]*mask.Masker{},
 	}
 }
 
@@ -182,7 +185,7 @@ func (r *relay) checkMasks(c *command, sts []sqlclass.Statement, simple bool) {
 	if c.decision.Action == policy.Deny || len(c.decision.Masks) == 0 {
 		return
 	}
-	if reason := MaskDenial(r.maskerFor(c.decision), c.decision.RuleID, c.classes, sts, simple); reason != "" {
+	if reason := MaskDenial(r.maskerFor(c.decision), c.decision.RuleID, c.classes, sts, simple, r.preparedRefs); reason != "" {
 		c.decision.Action = policy.Deny
 		c.decision.Reason = reason
 	}
@@ -196,8 +199,10 @@ func (r *relay) checkMasks(c *command, sts []sqlclass.Statement, simple bool) {
 // query of its own in text or CSV format whose columns are known (named in
 // the statement, or a whole table, whose header loopgate asks for); other
 // COPY ... TO is refused. classes are the statements' classes; simple says
-// they came in a simple Query.
-func MaskDenial(m *mask.Masker, rule string, classes []string, sts []sqlclass.Statement, simple bool) string {
+// they came in a simple Query. prepared finds how a prepared statement that
+// an EXECUTE runs uses columns (nil: none are known); an EXECUTE of one it
+// does not know is refused.
+func MaskDenial(m *mask.Masker, rule string, classes []string, sts []sqlclass.Statement, simple bool, prepared func(name string) (sqlclass.Refs, bool)) string {
 	if !m.HasColumns() {
 		return ""
 	}
@@ -218,8 +223,22 @@ func MaskDenial(m *mask.Masker, rule string, classes []string, sts []sqlclass.St
 			return "COPY options that PostgreSQL would refuse"
 		}
 	}
+	local := map[string]sqlclass.Refs{} // PREPAREd earlier in the same string
 	for _, st := range sts {
 		rf := st.Refs
+		if st.Prepares != "" {
+			local[st.Prepares] = st.Refs
+		}
+		if st.Executes != "" {
+			inner, ok := local[st.Executes]
+			if !ok && prepared != nil {
+				inner, ok = prepared(st.Executes)
+			}
+			if !ok {
+				return fmt.Sprintf("EXECUTE of %s under the column masks of rule %s: loopgate did not see it prepared", st.Executes, rule)
+			}
+			rf = inner
+		}
 		if rf.Opaque != "" {
 			return fmt.Sprintf("rule %s masks columns, which %s would bypass; select columns by name", rule, rf.Opaque)
 		}
@@ -318,6 +337,10 @@ func (r *relay) fromAgent() error {
 			}
 			res := r.h.classifier().Classify(m.Query, r.lookupSQLPrepared)
 			r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes, parsed: res.Statements}
+			// A name is either SQL-level or protocol-level: the server
+			// refuses a Parse of a name that exists.
+			delete(r.sqlPrepared, m.Name)
+			delete(r.sqlPreparedRefs, m.Name)
 			r.hold(raw, nil, false)
 		case 'B':
 			var m pgproto3.Bind
@@ -339,6 +362,13 @@ func (r *relay) fromAgent() error {
 			}
 			r.hold(raw, nil, false)
 		case 'C':
+			var m pgproto3.Close
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
+			if m.ObjectType == 'S' {
+				delete(r.stmts, m.Name)
+			}
 			r.hold(raw, nil, false)
 		case 'E':
 			var m pgproto3.Execute
@@ -422,9 +452,29 @@ func (r *relay) violation(err error) error {
 	return fmt.Errorf("protocol violation: %w", err)
 }
 
+// lookupSQLPrepared resolves the statement a SQL EXECUTE runs: one made by
+// PREPARE or by a protocol-level Parse (they share one namespace).
 func (r *relay) lookupSQLPrepared(name string) ([]string, bool) {
-	ks, ok := r.sqlPrepared[name]
-	return ks, ok
+	if ks, ok := r.sqlPrepared[name]; ok {
+		return ks, true
+	}
+	if st, ok := r.stmts[name]; ok && name != "" {
+		return st.classes, true
+	}
+	return nil, false
+}
+
+// preparedRefs is lookupSQLPrepared for column use. A protocol-level
+// statement of several statements cannot be EXECUTEd; one that did not
+// parse is unknown.
+func (r *relay) preparedRefs(name string) (sqlclass.Refs, bool) {
+	if rf, ok := r.sqlPreparedRefs[name]; ok {
+		return rf, true
+	}
+	if st, ok := r.stmts[name]; ok && name != "" && len(st.parsed) == 1 {
+		return st.parsed[0].Refs, true
+	}
+	return sqlclass.Refs{}, false
 }
 
 // forward encodes msg into the upstream buffer.
@@ -488,8 +538,19 @@ func (r *relay) query(sql string, raw []byte) error {
 		return r.recordFailed(err)
 	}
 	for _, st := range res.Statements {
-		if st.Prepares != "" {
+		switch {
+		case st.Prepares != "":
 			r.sqlPrepared[st.Prepares] = st.Inner
+			r.sqlPreparedRefs[st.Prepares] = st.Refs
+		case st.Deallocates == "*":
+			// Protocol-level statements go too (they share the namespace).
+			clear(r.sqlPrepared)
+			clear(r.sqlPreparedRefs)
+			clear(r.stmts)
+		case st.Deallocates != "":
+			delete(r.sqlPrepared, st.Deallocates)
+			delete(r.sqlPreparedRefs, st.Deallocates)
+			delete(r.stmts, st.Deallocates)
 		}
 	}
 	n := len(res.Statements)

@@ -37,6 +37,11 @@ type Statement struct {
 	Prepares string
 	// Inner are the classes of what a PREPARE prepares.
 	Inner []string
+	// Executes names the prepared statement an EXECUTE runs (lower case).
+	Executes string
+	// Deallocates names the prepared statement a DEALLOCATE removes (lower
+	// case), or "*" for DEALLOCATE ALL and DISCARD ALL.
+	Deallocates string
 	// Refs is how it uses columns (for column masks).
 	Refs Refs
 	// CopyOut describes a COPY ... TO STDOUT (nil for anything else).
@@ -126,6 +131,18 @@ func classify(sql string, prepared Prepared) (Result, bool) {
 		st := Statement{Text: stmtText(sql, raw), Classes: cl.list(), Prepares: cl.prepares, Inner: cl.inner, Refs: refsOf(raw.Stmt)}
 		if cs := raw.Stmt.GetCopyStmt(); cs != nil {
 			st.CopyOut = copyOut(cs)
+		}
+		if ex := raw.Stmt.GetExecuteStmt(); ex != nil {
+			st.Executes = strings.ToLower(ex.Name)
+		}
+		if d := raw.Stmt.GetDeallocateStmt(); d != nil {
+			st.Deallocates = strings.ToLower(d.Name)
+			if d.Isall || d.Name == "" {
+				st.Deallocates = "*"
+			}
+		}
+		if d := raw.Stmt.GetDiscardStmt(); d != nil && d.Target == pg_query.DiscardMode_DISCARD_ALL {
+			st.Deallocates = "*"
 		}
 		if st.Prepares != "" {
 			local[st.Prepares] = st.Inner

@@ -67,3 +67,24 @@ func TestRefs(t *testing.T) {
 		}
 	}
 }
+
+func TestPreparedNames(t *testing.T) {
+	t.Parallel()
+	var c Classifier
+	for _, tc := range []struct{ sql, executes, deallocates string }{
+		{"EXECUTE P(1)", "p", ""},
+		{"DEALLOCATE p", "", "p"},
+		{"DEALLOCATE PREPARE p", "", "p"},
+		{"DEALLOCATE ALL", "", "*"},
+		{"DISCARD ALL", "", "*"},
+		{"DISCARD PLANS", "", ""},
+	} {
+		r := c.Classify(tc.sql, nil)
+		if len(r.Statements) != 1 {
+			t.Fatalf("%s: %v", tc.sql, r.Err)
+		}
+		if st := r.Statements[0]; st.Executes != tc.executes || st.Deallocates != tc.deallocates {
+			t.Errorf("%s: executes %q deallocates %q, want %q %q", tc.sql, st.Executes, st.Deallocates, tc.executes, tc.deallocates)
+		}
+	}
+}
