@@ -409,6 +409,27 @@ func TestPostgresClients(t *testing.T) {
 		}
 	})
 
+	t.Run("masks do not rely on a driver's habits", func(t *testing.T) {
+		var r rawResult
+		client(t, s.cfg, "agent", "", &r, "rawpg", "127.0.0.1:"+s.port)
+		if r.Err != "" {
+			t.Fatal(r.Err)
+		}
+		for name, seen := range r.Cases {
+			t.Logf("%s: %q", name, seen)
+			all := strings.Join(seen, "\n")
+			if strings.Contains(all, "123-45-6789") || strings.Contains(all, "987-65-4321") || strings.Contains(all, "555-12-3456") {
+				t.Errorf("%s: an SSN came through: %q", name, seen)
+			}
+		}
+		if got := strings.Join(r.Cases["no describe"], "\n"); !strings.Contains(got, "need a Describe") {
+			t.Errorf("rows without a description: %q, want the session ended with a reason", got)
+		}
+		if got := strings.Join(r.Cases["described portal"], "\n"); got != "[redacted]|3" {
+			t.Errorf("described portal: %q, want [redacted]|3", got)
+		}
+	})
+
 	t.Run("lib/pq", func(t *testing.T) {
 		var r libpqResult
 		client(t, s.cfg, "agent", "", &r, "libpq", "host=127.0.0.1 port="+s.port+" dbname=app user=agent sslmode=disable")

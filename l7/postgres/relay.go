@@ -45,13 +45,16 @@ type command struct {
 	masker *mask.Masker
 	// copyOut applies column masks to the rows of a COPY ... TO STDOUT.
 	copyOut *copyMask
-	// stmt and formats locate the result layout of an Execute whose
-	// RowDescription came earlier (Describe of the statement).
-	stmt    string
-	formats []int16
-	layout  *layout // set by the target side
-	start   time.Time
-	rows    int64
+	// stmt, stmtVer and formats locate the result layout of an Execute
+	// whose RowDescription came earlier (Describe of the statement).
+	stmt      string
+	stmtVer   int
+	portal    string
+	portalVer int
+	formats   []int16
+	layout    *layout // set by the target side
+	start     time.Time
+	rows      int64
 	// ready is the ReadyForQuery (counted from the session's start) that
 	// closes the cycle this command belongs to.
 	ready int64
@@ -66,14 +69,32 @@ type batched struct {
 
 type portal struct {
 	stmt    string
+	ver     int // of stmt when bound
+	pver    int // of this portal name (each Bind makes a new one)
 	params  string
 	formats []int16
 }
 
 // describe is a statement Describe awaiting its ParameterDescription.
 type describe struct {
-	name  string
-	ready int64
+	name   string
+	ver    int  // of the statement (or portal) when described
+	portal bool // a portal's Describe (no ParameterDescription comes first)
+	ready  int64
+}
+
+// portalDesc is the RowDescription of one binding of a portal ("" for
+// NoData), decoded only if a masked Execute needs it.
+type portalDesc struct {
+	ver int
+	raw string
+}
+
+// described is the result columns of one version of a prepared statement
+// (each Parse of a name makes a new version).
+type described struct {
+	ver    int
+	fields []pgproto3.FieldDescription
 }
 
 // relay pumps messages both ways for one session.
@@ -98,7 +119,9 @@ type relay struct {
 	sqlPrepared map[string][]string // SQL-level PREPARE name -> classes
 	// sqlPreparedRefs: SQL-level PREPARE name -> how it uses columns.
 	sqlPreparedRefs map[string]sqlclass.Refs
-	sent            int64 // cycles sent (each ends in one ReadyForQuery)
+	sent            int64          // cycles sent (each ends in one ReadyForQuery)
+	stmtVer         map[string]int // Parses seen per statement name
+	portalVer       map[string]int // Binds seen per portal name
 
 	mu        sync.Mutex
 	pending   []*command
@@ -113,8 +136,9 @@ type relay struct {
 	cw       *bufio.Writer
 
 	// Owned by the target side.
-	describing *string
-	stmtCols   map[string][]pgproto3.FieldDescription
+	describing *describe
+	stmtCols   map[string]described  // latest described version per name
+	portalCols map[string]portalDesc // latest described binding per portal
 	// Layouts already built: by statement (extended protocol) and by
 	// RowDescription bytes (simple protocol), so a repeated statement
 	// under masks costs a map lookup, not a decode and a name lookup.
@@ -146,6 +170,7 @@ type cachedLayout struct {
 	formats []int16
 	l       *layout
 	at      time.Time
+	ver     int // statement version (stmtLayouts)
 }
 
 // fresh reports whether c was built for m and formats recently enough
@@ -172,7 +197,10 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 		portals:         map[string]portal{},
 		sqlPrepared:     map[string][]string{},
 		sqlPreparedRefs: map[string]sqlclass.Refs{},
-		stmtCols:        map[string][]pgproto3.FieldDescription{},
+		stmtCols:        map[string]described{},
+		stmtVer:         map[string]int{},
+		portalVer:       map[string]int{},
+		portalCols:      map[string]portalDesc{},
 		stmtLayouts:     map[string]cachedLayout{},
 		descLayouts:     map[string]cachedLayout{},
 		maskers:         map[string]*mask.Masker{},
@@ -337,6 +365,7 @@ func (r *relay) fromAgent() error {
 			}
 			res := r.h.classifier().Classify(m.Query, r.lookupSQLPrepared)
 			r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes, parsed: res.Statements}
+			r.stmtVer[m.Name]++
 			// A name is either SQL-level or protocol-level: the server
 			// refuses a Parse of a name that exists.
 			delete(r.sqlPrepared, m.Name)
@@ -347,7 +376,9 @@ func (r *relay) fromAgent() error {
 			if err := m.Decode(body); err != nil {
 				return r.violation(err)
 			}
-			r.portals[m.DestinationPortal] = portal{stmt: m.PreparedStatement, params: formatParams(&m),
+			r.portalVer[m.DestinationPortal]++
+			r.portals[m.DestinationPortal] = portal{stmt: m.PreparedStatement, ver: r.stmtVer[m.PreparedStatement],
+				pver: r.portalVer[m.DestinationPortal], params: formatParams(&m),
 				formats: append([]int16(nil), m.ResultFormatCodes...)}
 			r.hold(raw, nil, false)
 		case 'D':
@@ -355,11 +386,13 @@ func (r *relay) fromAgent() error {
 			if err := m.Decode(body); err != nil {
 				return r.violation(err)
 			}
-			if m.ObjectType == 'S' {
-				r.mu.Lock()
-				r.describes = append(r.describes, describe{name: m.Name, ready: r.sent + 1})
-				r.mu.Unlock()
+			d := describe{name: m.Name, ver: r.stmtVer[m.Name], ready: r.sent + 1}
+			if m.ObjectType == 'P' {
+				d.ver, d.portal = r.portalVer[m.Name], true
 			}
+			r.mu.Lock()
+			r.describes = append(r.describes, d)
+			r.mu.Unlock()
 			r.hold(raw, nil, false)
 		case 'C':
 			var m pgproto3.Close
@@ -381,7 +414,8 @@ func (r *relay) fromAgent() error {
 			if !ok {
 				classes = []string{sqlclass.Unknown}
 			}
-			c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, formats: p.formats}
+			c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, stmtVer: p.ver,
+				portal: m.Portal, portalVer: p.pver, formats: p.formats}
 			c.decision = r.s.Policy().Decide(r.s.Subject, classes)
 			r.checkMasks(c, st.parsed, false)
 			c.masker = r.maskerFor(c.decision)
@@ -766,24 +800,60 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		var lay *layout
 		var build *command
 		var fields []pgproto3.FieldDescription
+		var portalRaw string
+		undescribed := false
 		if len(r.pending) > 0 {
 			head := r.pending[0]
 			head.rows++
 			if !head.masker.Empty() {
-				if head.layout == nil {
-					build, fields = head, r.stmtCols[head.stmt]
-				} else if head.layout.active() {
-					lay = head.layout
+				switch {
+				case head.layout != nil:
+					if head.layout.active() {
+						lay = head.layout
+					}
+				default:
+					// Rows of exactly this binding of the portal, or this
+					// version of the statement.
+					build = head
+					if pd, ok := r.portalCols[head.portal]; ok && pd.ver == head.portalVer && pd.raw != "" {
+						portalRaw = pd.raw
+					} else {
+						d, ok := r.stmtCols[head.stmt]
+						fields = d.fields
+						undescribed = !ok || d.ver != head.stmtVer
+					}
 				}
 			}
 		}
 		r.mu.Unlock()
-		if build != nil {
-			// First row of an Execute described earlier: its layout,
-			// with real column names (looked up outside the lock).
+		if undescribed {
+			// Without its description a row's columns are unknown: never
+			// guess (a stale description would put a masked value under
+			// another column's name).
+			out, _ := fatal(codeFeatureNotSupported, "loopgate: result rows under masks need a Describe of the statement or portal first").Encode(nil)
+			cw.Write(out)
+			cw.Flush()
+			return fmt.Errorf("rows of statement %q without its description under masks", build.stmt)
+		}
+		if build != nil && portalRaw != "" {
+			// First row of an Execute whose portal was described.
+			l, ok := r.layoutOf([]byte(portalRaw), build.masker)
+			if !ok {
+				return fmt.Errorf("target sent a malformed RowDescription")
+			}
+			r.mu.Lock()
+			build.layout = l
+			r.mu.Unlock()
+			if l.active() {
+				lay = l
+			}
+		} else if build != nil {
+			// First row of an Execute whose statement was described:
+			// its layout, with real column names (looked up outside the
+			// lock).
 			c := r.stmtLayouts[build.stmt]
-			if !c.fresh(build.masker, build.formats) {
-				c = cachedLayout{m: build.masker, formats: build.formats, at: time.Now(),
+			if !c.fresh(build.masker, build.formats) || c.ver != build.stmtVer {
+				c = cachedLayout{m: build.masker, formats: build.formats, at: time.Now(), ver: build.stmtVer,
 					l: newLayout(fields, build.formats, build.masker, r.columnNames(fields))}
 				r.stmtLayouts[build.stmt] = c
 			}
@@ -1030,6 +1100,26 @@ func (r *relay) maskError(body []byte, m *mask.Masker) []byte {
 	return out
 }
 
+// layoutOf returns the layout of rows described by a RowDescription body
+// under m, from the cache or built (with real column names, which may query
+// the target: call it without mu held). It reports false for a malformed
+// description.
+func (r *relay) layoutOf(body []byte, m *mask.Masker) (*layout, bool) {
+	if c := r.descLayouts[string(body)]; c.fresh(m, nil) {
+		return c.l, true
+	}
+	var rd pgproto3.RowDescription
+	if err := rd.Decode(body); err != nil {
+		return nil, false
+	}
+	l := newLayout(rd.Fields, nil, m, r.columnNames(rd.Fields))
+	if len(r.descLayouts) >= maxCachedLayouts {
+		clear(r.descLayouts)
+	}
+	r.descLayouts[string(body)] = cachedLayout{m: m, l: l, at: time.Now()}
+	return l, true
+}
+
 // describeOrNotify follows statement descriptions (their columns are
 // needed to mask later Executes) and masks notification payloads. It
 // returns a replacement encoding or nil.
@@ -1039,39 +1129,44 @@ func (r *relay) describeOrNotify(typ byte, body []byte) []byte {
 	switch typ {
 	case 't':
 		if len(r.describes) > 0 {
-			name := r.describes[0].name
+			d := r.describes[0]
 			r.describes = r.describes[1:]
-			r.describing = &name
+			r.describing = &d
 		}
 	case 'n':
-		r.describing = nil
+		switch {
+		case r.describing != nil:
+			r.describing = nil
+		case len(r.describes) > 0 && r.describes[0].portal:
+			d := r.describes[0]
+			r.describes = r.describes[1:]
+			r.portalCols[d.name] = portalDesc{ver: d.ver}
+		}
 	case 'T':
+		if r.describing == nil && len(r.describes) > 0 && r.describes[0].portal {
+			// A portal's description: for its Execute's rows.
+			d := r.describes[0]
+			r.describes = r.describes[1:]
+			r.portalCols[d.name] = portalDesc{ver: d.ver, raw: string(body)}
+			return nil
+		}
 		if r.describing != nil {
 			var rd pgproto3.RowDescription
 			if err := rd.Decode(body); err != nil {
 				return nil
 			}
-			r.stmtCols[*r.describing] = rd.Fields
-			delete(r.stmtLayouts, *r.describing)
+			r.stmtCols[r.describing.name] = described{ver: r.describing.ver, fields: rd.Fields}
+			delete(r.stmtLayouts, r.describing.name)
 			r.describing = nil
 		} else if len(r.pending) > 0 && !r.pending[0].masker.Empty() {
+			// A simple query's result: for its rows.
 			head := r.pending[0]
-			if c := r.descLayouts[string(body)]; c.fresh(head.masker, nil) {
-				head.layout = c.l
-				return nil
-			}
-			var rd pgproto3.RowDescription
-			if err := rd.Decode(body); err != nil {
-				return nil
-			}
 			r.mu.Unlock() // the name lookup may go to the target
-			l := newLayout(rd.Fields, nil, head.masker, r.columnNames(rd.Fields))
+			l, ok := r.layoutOf(body, head.masker)
 			r.mu.Lock()
-			head.layout = l
-			if len(r.descLayouts) >= maxCachedLayouts {
-				clear(r.descLayouts)
+			if ok {
+				head.layout = l
 			}
-			r.descLayouts[string(body)] = cachedLayout{m: head.masker, l: l, at: time.Now()}
 		}
 	case 'A':
 		if !r.session.HasDetectors() {
