@@ -132,6 +132,9 @@ func classify(sql string, prepared Prepared) (Result, bool) {
 		if cs := raw.Stmt.GetCopyStmt(); cs != nil {
 			st.CopyOut = copyOut(cs)
 		}
+		if st.Refs.positional {
+			cacheable = false // ORDER BY 1 and ORDER BY 2 differ only in a number
+		}
 		if ex := raw.Stmt.GetExecuteStmt(); ex != nil {
 			st.Executes = strings.ToLower(ex.Name)
 		}

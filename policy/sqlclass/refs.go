@@ -24,6 +24,10 @@ type Refs struct {
 	// name (a whole-row reference, a star inside an expression, column
 	// aliases in FROM); empty when it can.
 	Opaque string
+	// positional: ORDER BY/GROUP BY name output columns by number, so the
+	// numbers matter and the statement must not share a cache entry with
+	// ones that differ only in numbers.
+	positional bool
 }
 
 // refsOf analyses one top-level statement.
@@ -42,10 +46,11 @@ func refsOf(stmt *pg_query.Node) Refs {
 	plain := map[*pg_query.ColumnRef]bool{} // returned as they are
 	markSafe(stmt, true, plain)
 	var (
-		used   = map[string]bool{}
-		single []string // one-name references: a column, or a whole row
-		rels   = map[string]bool{}
-		opaque string
+		used       = map[string]bool{}
+		single     []string // one-name references: a column, or a whole row
+		rels       = map[string]bool{}
+		opaque     string
+		positional bool
 	)
 	walk(stmt.ProtoReflect(), func(m protoreflect.Message) {
 		switch x := m.Interface().(type) {
@@ -60,6 +65,34 @@ func refsOf(stmt *pg_query.Node) Refs {
 			rels[strings.ToLower(x.Ctename)] = true
 			if len(x.Aliascolnames) > 0 && opaque == "" {
 				opaque = "column aliases on WITH " + x.Ctename + " rename columns"
+			}
+		case *pg_query.SelectStmt:
+			// ORDER BY 2 and GROUP BY 2 use the second output column.
+			var ordinals []*pg_query.Node
+			for _, sb := range x.SortClause {
+				ordinals = append(ordinals, sb.GetSortBy().GetNode())
+			}
+			ordinals = append(ordinals, x.GroupClause...)
+			for _, o := range ordinals {
+				k, ok := ordinal(o)
+				if !ok {
+					continue
+				}
+				positional = true
+				if k < 1 || k > len(x.TargetList) {
+					continue // PostgreSQL refuses it
+				}
+				cr := x.TargetList[k-1].GetResTarget().GetVal().GetColumnRef()
+				if cr == nil {
+					continue // an expression: its columns count where they are
+				}
+				names, star := refNames(cr)
+				switch {
+				case star && opaque == "":
+					opaque = "ORDER BY or GROUP BY the position of a star"
+				case len(names) > 0:
+					used[names[len(names)-1]] = true
+				}
 			}
 		case *pg_query.JoinExpr:
 			for _, u := range x.UsingClause {
@@ -91,7 +124,7 @@ func refsOf(stmt *pg_query.Node) Refs {
 			opaque = "a whole-row reference to " + n
 		}
 	}
-	r := Refs{Opaque: opaque}
+	r := Refs{Opaque: opaque, positional: positional}
 	for n := range used {
 		r.Used = append(r.Used, n)
 	}
@@ -157,6 +190,15 @@ func markFrom(n *pg_query.Node, plain map[*pg_query.ColumnRef]bool) {
 		markFrom(f.JoinExpr.Larg, plain)
 		markFrom(f.JoinExpr.Rarg, plain)
 	}
+}
+
+// ordinal returns the integer of an ORDER BY/GROUP BY position.
+func ordinal(n *pg_query.Node) (int, bool) {
+	c := n.GetAConst()
+	if c == nil || c.GetIval() == nil {
+		return 0, false
+	}
+	return int(c.GetIval().Ival), true
 }
 
 // refNames returns a column reference's names (lower case) and whether it

@@ -31,6 +31,10 @@ func TestRefs(t *testing.T) {
 		{"SELECT ssn || '' FROM users", "ssn", false},
 		{"SELECT id FROM users WHERE ssn LIKE '1%'", "ssn", false},
 		{"SELECT id FROM users ORDER BY ssn", "ssn", false},
+		{"SELECT id, ssn FROM users ORDER BY 2", "ssn", false},
+		{"SELECT id, ssn, count(*) FROM users GROUP BY 1, 2", "id,ssn", false},
+		{"SELECT id, upper(email) FROM users ORDER BY 2", "email", false},
+		{"SELECT * FROM users ORDER BY 1", "", true},
 		{"SELECT ssn FROM users UNION SELECT v FROM t", "ssn,v", false},
 		{"UPDATE users SET email = ssn WHERE id = 1", "id,ssn", false},
 		{"INSERT INTO t SELECT id, ssn FROM users", "id,ssn", false},
@@ -65,6 +69,18 @@ func TestRefs(t *testing.T) {
 		if (refs.Opaque != "") != tt.opaque {
 			t.Errorf("%s: opaque = %q, want %v", tt.sql, refs.Opaque, tt.opaque)
 		}
+	}
+}
+
+// Statements that differ only in an ORDER BY position must not share a
+// cached analysis.
+func TestOrdinalsNotFolded(t *testing.T) {
+	t.Parallel()
+	var c Classifier
+	c.Classify("SELECT id, ssn FROM users ORDER BY 1", nil)
+	r := c.Classify("SELECT id, ssn FROM users ORDER BY 2", nil)
+	if got := strings.Join(r.Statements[0].Refs.Used, ","); got != "ssn" {
+		t.Errorf("ORDER BY 2 after ORDER BY 1: used %q, want ssn", got)
 	}
 }
 
