@@ -802,6 +802,9 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		var fields []pgproto3.FieldDescription
 		var portalRaw string
 		undescribed := false
+		// Rows that belong to no statement we sent cannot be laid out:
+		// under masks, never pass them.
+		undescribed = len(r.pending) == 0 && !r.session.Empty()
 		if len(r.pending) > 0 {
 			head := r.pending[0]
 			head.rows++
@@ -833,7 +836,7 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 			out, _ := fatal(codeFeatureNotSupported, "loopgate: result rows under masks need a Describe of the statement or portal first").Encode(nil)
 			cw.Write(out)
 			cw.Flush()
-			return fmt.Errorf("rows of statement %q without its description under masks", build.stmt)
+			return fmt.Errorf("result rows without their description under masks")
 		}
 		if build != nil && portalRaw != "" {
 			// First row of an Execute whose portal was described.
