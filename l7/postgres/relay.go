@@ -801,10 +801,9 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		var build *command
 		var fields []pgproto3.FieldDescription
 		var portalRaw string
-		undescribed := false
 		// Rows that belong to no statement we sent cannot be laid out:
 		// under masks, never pass them.
-		undescribed = len(r.pending) == 0 && !r.session.Empty()
+		undescribed := len(r.pending) == 0 && !r.session.Empty()
 		if len(r.pending) > 0 {
 			head := r.pending[0]
 			head.rows++
