@@ -376,6 +376,45 @@ func TestPostgres(t *testing.T) {
 		})
 	})
 
+	t.Run("settings that change how SQL reads are refused", func(t *testing.T) {
+		// A client encoding whose characters can end in a backslash byte
+		// would let E'…\' hide a statement from the classifier.
+		_, stderr, code := s.psql(t, "agent", []string{"PGCLIENTENCODING=SJIS"}, "-c", "SELECT 1")
+		if code == 0 || !strings.Contains(stderr, "client_encoding=SJIS is not supported") {
+			t.Errorf("SJIS session: %d %q", code, stderr)
+		}
+		// standard_conforming_strings=off would let 'x\' do the same.
+		_, stderr, code = s.psql(t, "agent", nil, "-c", "SET standard_conforming_strings = off")
+		if code == 0 || !strings.Contains(stderr, "unknown denied by rule agent-app") {
+			t.Errorf("SET standard_conforming_strings = off: %d %q", code, stderr)
+		}
+		_, stderr, code = s.psql(t, "agent", nil, "-c", "SELECT set_config('client_encoding', 'BIG5', false)")
+		if code == 0 || !strings.Contains(stderr, "unknown denied by rule agent-app") {
+			t.Errorf("set_config client_encoding BIG5: %d %q", code, stderr)
+		}
+		// A change the classifier cannot see (a function the database
+		// already had) ends the session as soon as the server reports it.
+		s.pg.MustExecIn(t, "app", `CREATE FUNCTION public.legacy_setup() RETURNS text LANGUAGE sql
+			AS $$ SELECT set_config('standard_conforming_strings', 'off', false) $$`)
+		_, stderr, code = s.psql(t, "agent", nil, "-c", "SELECT legacy_setup()", "-c", "SELECT 'after'")
+		if code == 0 || !strings.Contains(stderr, "standard_conforming_strings changed to off") {
+			t.Errorf("server-side change: %d %q", code, stderr)
+		}
+		// A login that comes with it (a role default) is refused; the
+		// running backends go, so no kept connection is reused.
+		t.Cleanup(func() { s.pg.MustExec(t, "ALTER ROLE app RESET standard_conforming_strings") })
+		s.pg.MustExec(t, "ALTER ROLE app SET standard_conforming_strings = off")
+		s.pg.MustExec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'")
+		lgtest.Eventually(t, 10*time.Second, "app's backends gone", func() bool {
+			return s.pg.MustExec(t, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'") == "0"
+		})
+		_, stderr, code = s.psql(t, "agent", nil, "-c", "SELECT 1")
+		if code == 0 || !strings.Contains(stderr, "the server runs with standard_conforming_strings=off") {
+			t.Errorf("login with the role default off: %d %q", code, stderr)
+		}
+		s.pg.MustExec(t, "ALTER ROLE app RESET standard_conforming_strings")
+	})
+
 	t.Run("no rule, no session", func(t *testing.T) {
 		_, stderr, code := s.psql(t, "stranger", nil, "-c", "SELECT 1")
 		if code == 0 || !strings.Contains(stderr, "FATAL:  loopgate: no rule lets workload stranger use target appdb") {

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,10 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sys/unix"
 )
 
 // Server connections of sessions that ended cleanly are kept for the next
@@ -91,14 +94,28 @@ func (p *serverPool) get(key string) *pgconn.HijackedConn {
 }
 
 // quiet reports whether an idle connection has sent nothing (a server
-// that closed it, or said anything unasked, is not reused).
+// that closed it, or said anything unasked, is not reused). It peeks at
+// the socket without waiting (a read deadline in the past would not even
+// try).
 func quiet(c net.Conn) bool {
-	var b [1]byte
-	c.SetReadDeadline(time.Now())
-	n, err := c.Read(b[:])
-	c.SetReadDeadline(time.Time{})
-	var ne net.Error
-	return n == 0 && errors.As(err, &ne) && ne.Timeout()
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var perr error
+	err = rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return true // never wait
+	})
+	return err == nil && errors.Is(perr, unix.EAGAIN)
 }
 
 // put resets a server connection and keeps it, or closes it.

@@ -153,6 +153,18 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 			up.Close()
 		}
 	}()
+	for k, v := range hj.ParameterStatuses {
+		if sqlclass.UnsafeSetting(k, v) {
+			// The server's own default (or the role's): policy would read
+			// SQL differently from it.
+			if role != nil {
+				up.Close()
+				role.drop(context.WithoutCancel(ctx))
+			}
+			return refuse(codeFeatureNotSupported, fmt.Sprintf("loopgate: the server runs with %s=%s, which policy cannot follow", k, v),
+				fmt.Errorf("server setting %s=%s", k, v))
+		}
+	}
 	var expired atomic.Bool
 	if role != nil {
 		s.Log.Info("session role created", "role", role.name, "valid_until", role.expires)

@@ -940,6 +940,20 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		}
 		out, _ := (&pgproto3.CopyData{Data: data}).Encode(nil)
 		cw.Write(out)
+	case 'S': // ParameterStatus: a setting policy depends on must not change
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return err
+		}
+		var ps pgproto3.ParameterStatus
+		if err := ps.Decode(body); err == nil && sqlclass.UnsafeSetting(ps.Name, ps.Value) {
+			out, _ := fatal(codeFeatureNotSupported, fmt.Sprintf("loopgate: %s changed to %s, which policy cannot follow; ending the session", ps.Name, ps.Value)).Encode(nil)
+			cw.Write(out)
+			cw.Flush()
+			return fmt.Errorf("server setting %s changed to %s", ps.Name, ps.Value)
+		}
+		cw.Write(hdr[:])
+		cw.Write(body)
 	case 't', 'T', 'n', 'A':
 		body := make([]byte, n)
 		if _, err := io.ReadFull(br, body); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/policy/sqlclass"
 )
 
 // startupRefused is an error the agent should see as a FATAL ErrorResponse.
@@ -97,6 +98,11 @@ func (h *Handler) connectUpstream(ctx context.Context, t *policy.Target, addr st
 func upstreamConfig(t *policy.Target, addr string, params map[string]string) (*pgconn.Config, error) {
 	if v := params["replication"]; v != "" && v != "false" && v != "0" {
 		return nil, &startupRefused{code: codeFeatureNotSupported, msg: "loopgate: replication connections are not allowed"}
+	}
+	for k, v := range params {
+		if sqlclass.UnsafeSetting(k, v) {
+			return nil, &startupRefused{code: codeFeatureNotSupported, msg: fmt.Sprintf("loopgate: %s=%s is not supported: the server would read SQL differently from policy (use UTF8 and standard_conforming_strings=on)", k, v)}
+		}
 	}
 	if params["options"] != "" {
 		return nil, &startupRefused{code: codeFeatureNotSupported, msg: "loopgate: the startup parameter \"options\" is not allowed (it can set roles and settings around policy)"}

@@ -249,9 +249,12 @@ func (c *classes) statement(n *pg_query.Node) {
 		c.add(Privilege)
 	case *pg_query.Node_VariableSetStmt:
 		name := strings.ToLower(s.VariableSetStmt.Name)
-		if name == "role" || name == "session_authorization" || s.VariableSetStmt.Kind == pg_query.VariableSetKind_VAR_RESET_ALL {
+		switch {
+		case name == "role" || name == "session_authorization" || s.VariableSetStmt.Kind == pg_query.VariableSetKind_VAR_RESET_ALL:
 			c.add(SetRole)
-		} else {
+		case unsafeSet(s.VariableSetStmt):
+			c.add(Unknown) // the server would read later SQL differently
+		default:
 			c.add(Session)
 		}
 	case *pg_query.Node_VariableShowStmt, *pg_query.Node_DiscardStmt, *pg_query.Node_DeallocateStmt,
@@ -469,9 +472,20 @@ func (c *classes) function(f *pg_query.FuncCall) {
 				setting = strings.ToLower(ac.GetSval().Sval)
 			}
 		}
-		if setting == "role" || setting == "session_authorization" || setting == "" {
+		switch setting {
+		case "role", "session_authorization", "":
 			c.add(SetRole)
-		} else {
+		case "standard_conforming_strings", "client_encoding":
+			v, ok := "", false
+			if len(f.Args) > 1 {
+				v, ok = constText(f.Args[1])
+			}
+			if !ok || UnsafeSetting(setting, v) {
+				c.add(Unknown) // the server would read later SQL differently
+			} else {
+				c.add(Session)
+			}
+		default:
 			c.add(Session)
 		}
 	}

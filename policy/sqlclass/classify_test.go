@@ -177,3 +177,32 @@ func TestFoldedCacheKeepsClasses(t *testing.T) {
 		t.Errorf("string literals folded: %v %v", r1.Classes, r2.Classes)
 	}
 }
+
+func TestSettingsTheClassifierDependsOn(t *testing.T) {
+	t.Parallel()
+	var c Classifier
+	for _, tc := range []struct {
+		sql  string
+		want []string
+	}{
+		{"SET standard_conforming_strings = off", []string{Unknown}},
+		{"SET standard_conforming_strings TO false", []string{Unknown}},
+		{"SET LOCAL standard_conforming_strings = 0", []string{Unknown}},
+		{"SET standard_conforming_strings = on", []string{Session}},
+		{"RESET standard_conforming_strings", []string{Session}},
+		{"SET client_encoding = 'SJIS'", []string{Unknown}},
+		{"SET NAMES 'big5'", []string{Unknown}},
+		{"SET client_encoding TO 'Shift_JIS_2004'", []string{Unknown}},
+		{"SET client_encoding = 'UTF8'", []string{Session}},
+		{"SET NAMES 'LATIN1'", []string{Session}},
+		{"SELECT set_config('standard_conforming_strings', 'off', false)", []string{Read, Unknown}},
+		{"SELECT set_config('client_encoding', 'gbk', false)", []string{Read, Unknown}},
+		{"SELECT set_config('client_encoding', $1, false)", []string{Read, Unknown}},
+		{"SELECT set_config('standard_conforming_strings', 'on', false)", []string{Read, Session}},
+	} {
+		r := c.Classify(tc.sql, nil)
+		if strings.Join(r.Classes, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("%s: %v, want %v", tc.sql, r.Classes, tc.want)
+		}
+	}
+}
