@@ -43,6 +43,11 @@ func rawScenario(addr string) (r rawResult) {
 			&pgproto3.Close{ObjectType: 'S', Name: "s3"},
 			&pgproto3.Parse{Name: "s3", Query: "SELECT id, ssn FROM users WHERE id = 1"},
 			&pgproto3.Bind{PreparedStatement: "s3"}, &pgproto3.Execute{}, &pgproto3.Sync{}}},
+		{"portal keeps what it was bound to", []pgproto3.FrontendMessage{
+			&pgproto3.Parse{Query: "DROP TABLE t"},
+			&pgproto3.Bind{DestinationPortal: "p1"},
+			&pgproto3.Parse{Query: "SELECT 1"},
+			&pgproto3.Execute{Portal: "p1"}, &pgproto3.Sync{}}},
 		{"described portal", []pgproto3.FrontendMessage{
 			&pgproto3.Parse{Query: "SELECT ssn, id FROM users WHERE id = 3"},
 			&pgproto3.Bind{}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}}},

@@ -464,6 +464,12 @@ func TestPostgresClients(t *testing.T) {
 		if got := strings.Join(r.Cases["no describe"], "\n"); !strings.Contains(got, "need a Describe") {
 			t.Errorf("rows without a description: %q, want the session ended with a reason", got)
 		}
+		if got := strings.Join(r.Cases["portal keeps what it was bound to"], "\n"); !strings.Contains(got, "ERROR 42501 loopgate: drop denied") {
+			t.Errorf("re-parsed statement under a bound portal: %q, want the DROP denied", got)
+		}
+		if got := s.pg.MustExecIn(t, "app", "SELECT count(*) FROM pg_tables WHERE tablename = 't'"); got != "1" {
+			t.Errorf("table t gone: %s", got)
+		}
 		if got := strings.Join(r.Cases["described portal"], "\n"); got != "[redacted]|3" {
 			t.Errorf("described portal: %q, want [redacted]|3", got)
 		}

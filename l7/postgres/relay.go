@@ -68,6 +68,10 @@ type batched struct {
 }
 
 type portal struct {
+	// prep is the statement as it was when bound: re-parsing its name
+	// later does not change what the portal runs.
+	prep    prepared
+	bound   bool // prep is known (false: not bound here, e.g. a SQL cursor)
 	stmt    string
 	ver     int // of stmt when bound
 	pver    int // of this portal name (each Bind makes a new one)
@@ -377,7 +381,8 @@ func (r *relay) fromAgent() error {
 				return r.violation(err)
 			}
 			r.portalVer[m.DestinationPortal]++
-			r.portals[m.DestinationPortal] = portal{stmt: m.PreparedStatement, ver: r.stmtVer[m.PreparedStatement],
+			prep, bound := r.stmts[m.PreparedStatement]
+			r.portals[m.DestinationPortal] = portal{prep: prep, bound: bound, stmt: m.PreparedStatement, ver: r.stmtVer[m.PreparedStatement],
 				pver: r.portalVer[m.DestinationPortal], params: formatParams(&m),
 				formats: append([]int16(nil), m.ResultFormatCodes...)}
 			r.hold(raw, nil, false)
@@ -408,10 +413,12 @@ func (r *relay) fromAgent() error {
 			if err := m.Decode(body); err != nil {
 				return r.violation(err)
 			}
+			// What the portal runs: its statement as bound. A portal not
+			// bound here (a SQL cursor) is unknown.
 			p := r.portals[m.Portal]
-			st, ok := r.stmts[p.stmt]
+			st := p.prep
 			classes := st.classes
-			if !ok {
+			if !p.bound {
 				classes = []string{sqlclass.Unknown}
 			}
 			c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, stmtVer: p.ver,
