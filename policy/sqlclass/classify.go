@@ -437,7 +437,12 @@ func init() {
 			"pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_ls_logicalsnapdir",
 			"pg_ls_logicalmapdir", "pg_ls_replslotdir", "lo_import", "lo_export", "pg_file_write",
 			"pg_file_rename", "pg_file_unlink", "pg_file_sync", "pg_logdir_ls"},
+		// Functions that run SQL given as text, or read whole tables,
+		// schemas or databases by name: opaque to policy and to masks.
 		Procedural: {"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml",
+			"cursor_to_xmlschema", "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+			"schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema", "database_to_xml",
+			"database_to_xmlschema", "database_to_xml_and_xmlschema", "ts_stat",
 			"dblink", "dblink_exec", "dblink_open", "dblink_send_query", "dblink_fetch"},
 		Privilege: {"pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
 			"pg_promote", "pg_switch_wal", "pg_create_restore_point", "pg_backup_start", "pg_start_backup",

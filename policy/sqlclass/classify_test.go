@@ -74,6 +74,8 @@ func TestClassify(t *testing.T) {
 		{"prepare then execute in one string", "PREPARE q AS DELETE FROM t; EXECUTE q", []string{Session, UnboundedWrite, Write}},
 		{"terminate", "SELECT pg_terminate_backend(123)", []string{Privilege, Read}},
 		{"query_to_xml", "SELECT query_to_xml('DROP TABLE t', true, true, '')", []string{Procedural, Read}},
+		{"table_to_xml reads a table by name", "SELECT table_to_xml('users', true, false, '')", []string{Procedural, Read}},
+		{"ts_stat runs its argument", "SELECT * FROM pg_catalog.ts_stat('SELECT to_tsvector(ssn) FROM users')", []string{Procedural, Read}},
 		// Evasions of a deny on drop.
 		{"comment", "/* harmless */ DROP /* really */ TABLE t -- x", []string{Drop}},
 		{"case", "dRoP tAbLe t", []string{Drop}},
