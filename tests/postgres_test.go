@@ -275,6 +275,13 @@ func TestPostgres(t *testing.T) {
 				t.Errorf("%s leaked an SSN: %q", tc.sql, stderr)
 			}
 		}
+		// An error that prints the stored row ("Failing row contains")
+		// keeps its message but not its detail.
+		_, stderr, code := s.psql(t, "agent", nil, "-c", "UPDATE users SET id = NULL WHERE id = 1")
+		if code == 0 || !strings.Contains(stderr, "violates not-null constraint") || !strings.Contains(stderr, "detail withheld") ||
+			strings.Contains(stderr, "123-45-6789") {
+			t.Errorf("failing row detail: %d %q", code, stderr)
+		}
 		// Plain columns, renamed or not, stay usable; so do conditions on
 		// columns no mask names.
 		if got := s.psqlOK(t, "agent", "SELECT * FROM (SELECT id, ssn FROM users) s WHERE id = 3"); got != "3|[redacted]" {

@@ -947,6 +947,23 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		}
 		out, _ := (&pgproto3.CopyData{Data: data}).Encode(nil)
 		cw.Write(out)
+	case 'N': // NoticeResponse: masked like errors
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		var m *mask.Masker
+		if len(r.pending) > 0 {
+			m = r.pending[0].masker
+		}
+		r.mu.Unlock()
+		if out := r.maskReport('N', body, m); out != nil {
+			cw.Write(out)
+		} else {
+			cw.Write(hdr[:])
+			cw.Write(body)
+		}
 	case 'S': // ParameterStatus: a setting policy depends on must not change
 		body := make([]byte, n)
 		if _, err := io.ReadFull(br, body); err != nil {
@@ -1098,8 +1115,19 @@ func (r *relay) complete(typ byte, body []byte) []byte {
 // maskError masks the text of an ErrorResponse (a unique violation's detail
 // echoes the offending value) with the command's and the session's
 // detectors. It returns nil when nothing changed.
-func (r *relay) maskError(body []byte, m *mask.Masker) []byte {
-	if !m.HasDetectors() && !r.session.HasDetectors() {
+func (r *relay) maskError(body []byte, m *mask.Masker) []byte { return r.maskReport('E', body, m) }
+
+// detailWithheld replaces the detail of errors and notices under column
+// masks: "Failing row contains (…)" and "conflicts with existing key (…)"
+// print stored values, masked columns included.
+const detailWithheld = "loopgate: detail withheld (it can carry stored values; the rule masks columns)"
+
+// maskReport masks an ErrorResponse or NoticeResponse (typ 'E' or 'N'):
+// value detectors over its text, and its detail withheld under column
+// masks. It returns nil when nothing changed.
+func (r *relay) maskReport(typ byte, body []byte, m *mask.Masker) []byte {
+	columns := m.HasColumns() || r.session.HasColumns()
+	if !columns && !m.HasDetectors() && !r.session.HasDetectors() {
 		return nil
 	}
 	var e pgproto3.ErrorResponse
@@ -1116,7 +1144,16 @@ func (r *relay) maskError(body []byte, m *mask.Masker) []byte {
 		return s
 	}
 	e.Message, e.Detail, e.Hint, e.Where = scan(e.Message), scan(e.Detail), scan(e.Hint), scan(e.Where)
-	out, err := e.Encode(nil)
+	if columns && e.Detail != "" {
+		e.Detail = detailWithheld
+	}
+	var out []byte
+	var err error
+	if typ == 'N' {
+		out, err = (*pgproto3.NoticeResponse)(&e).Encode(nil)
+	} else {
+		out, err = e.Encode(nil)
+	}
 	if err != nil {
 		return nil
 	}
