@@ -60,6 +60,8 @@ func clientMain() int {
 		res = pgxScenario(args[0])
 	case "libpq": // libpq DSN: lib/pq through database/sql
 		res = libpqScenario(args[0])
+	case "pgreload": // pgreload ADDR DIR: one session across a reload
+		res = reloadScenario(args[0], args[1])
 	case "rawpg": // rawpg ADDR: hand-driven extended protocol against masks
 		res = rawScenario(args[0])
 	case "bigrow": // bigrow DSN: a 64 MB value in and out

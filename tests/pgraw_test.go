@@ -3,6 +3,8 @@ package tests
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -121,4 +123,60 @@ func readUntilReady(fe *pgproto3.Frontend, seen *[]string) error {
 			return nil
 		}
 	}
+}
+
+// reloadResult is what one session saw of the same query before and after
+// its workload's rule changed.
+type reloadResult struct {
+	Before, After []string
+	Err           string `json:"err,omitempty"`
+}
+
+// reloadScenario runs a query, says so in DIR/ready, waits for DIR/go
+// (the test reloads the daemon meanwhile) and runs it again on the same
+// connection.
+func reloadScenario(addr, dir string) (r reloadResult) {
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	fe := pgproto3.NewFrontend(conn, conn)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": "agent", "database": "app"}})
+	if err := fe.Flush(); err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	if err := readUntilReady(fe, nil); err != nil {
+		r.Err = "login: " + err.Error()
+		return r
+	}
+	query := func(seen *[]string) error {
+		fe.Send(&pgproto3.Query{String: "SELECT ssn FROM users WHERE id = 1"})
+		if err := fe.Flush(); err != nil {
+			return err
+		}
+		return readUntilReady(fe, seen)
+	}
+	if err := query(&r.Before); err != nil {
+		r.Err = "before: " + err.Error()
+		return r
+	}
+	os.WriteFile(filepath.Join(dir, "ready"), nil, 0o644)
+	for i := 0; ; i++ {
+		if _, err := os.Stat(filepath.Join(dir, "go")); err == nil {
+			break
+		}
+		if i > 3000 {
+			r.Err = "no go"
+			return r
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := query(&r.After); err != nil {
+		r.Err = "after: " + err.Error()
+	}
+	return r
 }

@@ -482,6 +482,54 @@ func TestPostgresClients(t *testing.T) {
 		}
 	})
 
+	t.Run("a reload changes what a live session masks", func(t *testing.T) {
+		// The stranger workload has no rule; give the session a rule that
+		// masks emails first, then one that masks ssn too.
+		orig, err := os.ReadFile(s.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write := func(masks string) {
+			cfg := strings.Replace(string(orig), "rules:\n", "rules:\n  - id: live\n    workloads: [stranger]\n    targets: [appdb]\n    allow: [read, session]\n"+masks, 1)
+			if err := os.WriteFile(s.cfg, []byte(cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s.daemon.Signal(syscall.SIGHUP)
+		}
+		reloads := strings.Count(s.daemon.Log(), "config reloaded")
+		waitReload := func() {
+			reloads++
+			lgtest.Eventually(t, 10*time.Second, "the reload", func() bool {
+				return strings.Count(s.daemon.Log(), "config reloaded") >= reloads
+			})
+		}
+		write("    mask: [email]\n")
+		waitReload()
+		t.Cleanup(func() {
+			os.WriteFile(s.cfg, orig, 0o644)
+			s.daemon.Signal(syscall.SIGHUP)
+		})
+		dir := t.TempDir()
+		os.Chmod(dir, 0o777)
+		done := make(chan reloadResult, 1)
+		go func() {
+			var r reloadResult
+			client(t, s.cfg, "stranger", "", &r, "pgreload", "127.0.0.1:"+s.port, dir)
+			done <- r
+		}()
+		lgtest.Eventually(t, 20*time.Second, "the first query", func() bool {
+			_, err := os.Stat(filepath.Join(dir, "ready"))
+			return err == nil
+		})
+		write("    mask: [email, ssn]\n")
+		waitReload()
+		os.WriteFile(filepath.Join(dir, "go"), nil, 0o644)
+		r := <-done
+		if r.Err != "" || strings.Join(r.Before, ",") != "123-45-6789" || strings.Join(r.After, ",") != "[redacted]" {
+			t.Errorf("before %q after %q err %q: want the reload's mask on the live session", r.Before, r.After, r.Err)
+		}
+	})
+
 	t.Run("lib/pq", func(t *testing.T) {
 		var r libpqResult
 		client(t, s.cfg, "agent", "", &r, "libpq", "host=127.0.0.1 port="+s.port+" dbname=app user=agent sslmode=disable")

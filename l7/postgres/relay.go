@@ -152,8 +152,9 @@ type relay struct {
 
 	// maskers by rule id, built on first use (agent side); session masks
 	// error details and notifications.
-	maskers map[string]*mask.Masker
-	session *mask.Masker
+	maskers    map[string]*mask.Masker
+	maskersCfg *policy.Config // the config maskers were built from
+	session    *mask.Masker
 
 	// How the session ended, for reusing the server connection: the agent
 	// sent Terminate (terminated), the last ReadyForQuery said txStatus,
@@ -294,10 +295,17 @@ func (r *relay) maskerFor(d policy.Decision) *mask.Masker {
 	if len(d.Masks) == 0 {
 		return nil
 	}
+	cfg := r.s.Policy()
+	if cfg != r.maskersCfg {
+		// A reload may have changed what a rule masks: live sessions
+		// follow it from their next statement.
+		clear(r.maskers)
+		r.maskersCfg = cfg
+	}
 	if m, ok := r.maskers[d.RuleID]; ok {
 		return m
 	}
-	m, err := mask.New(r.s.Policy(), d.Masks, r.h.MaskKey)
+	m, err := mask.New(cfg, d.Masks, r.h.MaskKey)
 	if err != nil {
 		// The config checks mask names; a reload may have removed one.
 		// Mask everything a column could hold rather than nothing.
