@@ -167,6 +167,7 @@ func TestPostgres(t *testing.T) {
 			{"explain analyze runs the statement", "EXPLAIN ANALYZE DELETE FROM t", "not approved: approval timed out"},
 			{"cte that deletes everything", "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d", "not approved: approval timed out"},
 			{"prepared statement reuse", "PREPARE p AS DELETE FROM t; EXECUTE p", "not approved: approval timed out"},
+			{"too long to show an approver", "DELETE FROM t /* " + strings.Repeat("x", 70000) + " */", "too long to show an approver"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel() // the approval cases each wait for the timeout

@@ -1037,11 +1037,20 @@ func (r *relay) notice(msg string) {
 	r.cw.Flush()
 }
 
+// maxApprovalText is the longest statement put to an approver, whole.
+const maxApprovalText = 64 << 10
+
 // approve holds a command for approval. It returns the decision to apply:
 // allow when approved, deny (with the reason) otherwise.
 func (r *relay) approve(c *command) policy.Decision {
 	d := c.decision
-	out, err := r.s.Approve(r.ctx, d, shorten(c.text, 4000), c.params, func(q policy.Request) {
+	if len(c.text) > maxApprovalText {
+		// An approver must see all of what they approve.
+		d.Action = policy.Deny
+		d.Reason = fmt.Sprintf("not approved: the statement (%d bytes) is too long to show an approver (limit %d); split it", len(c.text), maxApprovalText)
+		return d
+	}
+	out, err := r.s.Approve(r.ctx, d, c.text, c.params, func(q policy.Request) {
 		r.notice(fmt.Sprintf("loopgate: waiting for approval %s (%s under rule %s); an approver runs: loopgate approvals approve %s", q.ID, q.Class, q.RuleID, q.ID))
 	})
 	c.approval = out.ID
