@@ -1,0 +1,480 @@
+package postgres
+
+// The agent side of the relay: messages from the agent are framed,
+// decided (classified, approved, recorded) and forwarded or replaced.
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/policy/mask"
+	"github.com/loopgate/loopgate/policy/sqlclass"
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// fromAgent reads the agent's messages, decides, and forwards them as they
+// came (decoding only what policy needs).
+func (r *relay) fromAgent() error {
+	for {
+		typ, raw, err := r.in.next()
+		if err != nil {
+			return err
+		}
+		body := raw[5:]
+		if r.skipToSync && typ != 'S' {
+			continue
+		}
+		r.skipToSync = false
+		switch typ {
+		case 'Q':
+			var m pgproto3.Query
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
+			if err := r.flushBatch(); err != nil {
+				return err
+			}
+			if err := r.query(m.String, raw); err != nil {
+				return err
+			}
+		case 'P':
+			var m pgproto3.Parse
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
+			res := r.h.classifier().Classify(m.Query, r.lookupSQLPrepared)
+			r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes, parsed: res.Statements}
+			r.stmtVer[m.Name]++
+			// A name is either SQL-level or protocol-level: the server
+			// refuses a Parse of a name that exists.
+			delete(r.sqlPrepared, m.Name)
+			delete(r.sqlPreparedRefs, m.Name)
+			r.hold(raw, nil, false)
+		case 'B':
+			var m pgproto3.Bind
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
+			r.portalVer[m.DestinationPortal]++
+			prep, bound := r.stmts[m.PreparedStatement]
+			r.portals[m.DestinationPortal] = portal{prep: prep, bound: bound, stmt: m.PreparedStatement, ver: r.stmtVer[m.PreparedStatement],
+				pver: r.portalVer[m.DestinationPortal], params: formatParams(&m),
+				formats: append([]int16(nil), m.ResultFormatCodes...)}
+			r.hold(raw, nil, false)
+		case 'D':
+			var m pgproto3.Describe
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
+			d := describe{name: m.Name, ver: r.stmtVer[m.Name], ready: r.sent + 1}
+			if m.ObjectType == 'P' {
+				d.ver, d.portal = r.portalVer[m.Name], true
+			}
+			r.mu.Lock()
+			r.describes = append(r.describes, d)
+			r.mu.Unlock()
+			r.hold(raw, nil, false)
+		case 'C':
+			var m pgproto3.Close
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
+			if m.ObjectType == 'S' {
+				delete(r.stmts, m.Name)
+			}
+			r.hold(raw, nil, false)
+		case 'E':
+			var m pgproto3.Execute
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
+			// What the portal runs: its statement as bound. A portal not
+			// bound here (a SQL cursor) is unknown.
+			p := r.portals[m.Portal]
+			st := p.prep
+			classes := st.classes
+			if !p.bound {
+				classes = []string{sqlclass.Unknown}
+			}
+			c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, stmtVer: p.ver,
+				portal: m.Portal, portalVer: p.pver, formats: p.formats}
+			c.decision = r.s.Policy().Decide(r.s.Subject, classes)
+			r.checkMasks(c, st.parsed, false)
+			c.masker = r.maskerFor(c.decision)
+			if c.masker.HasDetectors() {
+				c.params = c.masker.String(c.params)
+			}
+			r.hold(raw, c, false)
+		case 'S':
+			r.hold(raw, nil, true)
+			if err := r.flushBatch(); err != nil {
+				return err
+			}
+		case 'H':
+			r.hold(raw, nil, false)
+			if err := r.flushBatch(); err != nil {
+				return err
+			}
+		case 'F':
+			var m pgproto3.FunctionCall
+			if err := m.Decode(body); err != nil {
+				return r.violation(err)
+			}
+			if err := r.flushBatch(); err != nil {
+				return err
+			}
+			if err := r.functionCall(m.Function, raw); err != nil {
+				return err
+			}
+		case 'd':
+			// The server answers nothing until CopyDone: let the buffer
+			// fill (psql sends a message per line).
+			if _, err := r.upw.Write(raw); err != nil {
+				return err
+			}
+		case 'c', 'f':
+			if _, err := r.upw.Write(raw); err != nil {
+				return err
+			}
+			if err := r.upw.Flush(); err != nil {
+				return err
+			}
+		case 'X':
+			// Not forwarded: the server connection may be kept (Serve
+			// says goodbye for the agent otherwise).
+			r.terminated = true
+			return nil
+		default:
+			return r.violation(fmt.Errorf("unexpected message type %q", typ))
+		}
+	}
+}
+
+// lookupSQLPrepared resolves the statement a SQL EXECUTE runs: one made by
+// PREPARE or by a protocol-level Parse (they share one namespace).
+func (r *relay) lookupSQLPrepared(name string) ([]string, bool) {
+	if ks, ok := r.sqlPrepared[name]; ok {
+		return ks, true
+	}
+	if st, ok := r.stmts[name]; ok && name != "" {
+		return st.classes, true
+	}
+	return nil, false
+}
+
+// preparedRefs is lookupSQLPrepared for column use. A protocol-level
+// statement of several statements cannot be EXECUTEd; one that did not
+// parse is unknown.
+func (r *relay) preparedRefs(name string) (sqlclass.Refs, bool) {
+	if rf, ok := r.sqlPreparedRefs[name]; ok {
+		return rf, true
+	}
+	if st, ok := r.stmts[name]; ok && name != "" && len(st.parsed) == 1 {
+		return st.parsed[0].Refs, true
+	}
+	return sqlclass.Refs{}, false
+}
+
+// forward encodes msg into the upstream buffer.
+func (r *relay) forward(msg pgproto3.FrontendMessage) error {
+	buf, err := msg.Encode(nil)
+	if err != nil {
+		return err
+	}
+	_, err = r.upw.Write(buf)
+	return err
+}
+
+// hold keeps a copy of an extended-protocol message until Sync or Flush.
+func (r *relay) hold(raw []byte, exec *command, sync bool) {
+	r.batch = append(r.batch, batched{raw: append([]byte(nil), raw...), exec: exec, sync: sync})
+}
+
+// record records decided commands before they are forwarded: durably (no
+// record, no forward) unless every one is allowed under a rule that says
+// record: async, in which case the records queue behind the relay.
+func (r *relay) record(cmds ...*command) error {
+	async := true
+	for _, c := range cmds {
+		async = async && c.decision.Action == policy.Allow && c.decision.AsyncRecord && c.approval == ""
+	}
+	if async {
+		for _, c := range cmds {
+			c.deferred = true
+		}
+		return nil
+	}
+	evs := make([]event.Event, 0, len(cmds))
+	for _, c := range cmds {
+		ev := event.Event{Kind: event.KindCommand, Text: c.text, Params: c.params,
+			Decision: string(c.decision.Action), RuleID: c.decision.RuleID, ApprovalID: c.approval}
+		if c.decision.Action != policy.Allow {
+			ev.Error = c.decision.Reason
+		}
+		evs = append(evs, ev)
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	return r.s.Record(r.ctx, evs...)
+}
+
+// query handles a simple-protocol Query: every statement in the string is
+// classified; if any is not allowed, the whole string is replaced.
+func (r *relay) query(sql string, raw []byte) error {
+	res := r.h.classifier().Classify(sql, r.lookupSQLPrepared)
+	c := &command{text: sql, classes: res.Classes}
+	c.decision = r.s.Policy().Decide(r.s.Subject, res.Classes)
+	r.checkMasks(c, res.Statements, true)
+	if c.decision.Action == policy.Approve {
+		c.decision = r.approve(c)
+	}
+	if c.decision.Action != policy.Allow {
+		return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseSQL(denyMessage(c), denyHint(c))}) })
+	}
+	if err := r.record(c); err != nil {
+		return r.recordFailed(err)
+	}
+	for _, st := range res.Statements {
+		switch {
+		case st.Prepares != "":
+			r.sqlPrepared[st.Prepares] = st.Inner
+			r.sqlPreparedRefs[st.Prepares] = st.Refs
+		case st.Deallocates == "*":
+			// Protocol-level statements go too (they share the namespace).
+			clear(r.sqlPrepared)
+			clear(r.sqlPreparedRefs)
+			clear(r.stmts)
+		case st.Deallocates != "":
+			delete(r.sqlPrepared, st.Deallocates)
+			delete(r.sqlPreparedRefs, st.Deallocates)
+			delete(r.stmts, st.Deallocates)
+		}
+	}
+	n := len(res.Statements)
+	if n == 0 {
+		n = 1 // EmptyQueryResponse
+	}
+	cmds := make([]*command, n)
+	m := r.maskerFor(c.decision)
+	for i := range cmds {
+		cmds[i] = &command{text: sql, classes: res.Classes, decision: c.decision, masker: m}
+		if i < len(res.Statements) {
+			cmds[i].text = res.Statements[i].Text
+		}
+	}
+	if co := copyOutUnder(res, m); co != nil {
+		// checkMasks let it through: one COPY ... TO STDOUT, text or csv.
+		ours := co.Columns == nil
+		if ours {
+			// The server names the columns it copies in a header line.
+			q, err := sqlclass.CopyWithHeader(sql)
+			if err != nil {
+				return r.violation(fmt.Errorf("rewrite COPY: %w", err))
+			}
+			if raw, err = (&pgproto3.Query{String: q}).Encode(nil); err != nil {
+				return err
+			}
+		}
+		cmds[0].copyOut = newCopyMask(co, m, ours)
+	}
+	r.push(cmds, nil)
+	if _, err := r.upw.Write(raw); err != nil {
+		return err
+	}
+	return r.upw.Flush()
+}
+
+// copyOutUnder returns the COPY ... TO STDOUT of a query string whose
+// rows column masks apply to, or nil.
+func copyOutUnder(res sqlclass.Result, m *mask.Masker) *sqlclass.CopyOut {
+	if len(res.Statements) != 1 || res.Statements[0].CopyOut == nil || !m.HasColumns() {
+		return nil
+	}
+	return res.Statements[0].CopyOut
+}
+
+// functionCall handles the legacy FunctionCall message: which function it
+// calls (by OID) is opaque, so it is class unknown.
+func (r *relay) functionCall(oid uint32, raw []byte) error {
+	c := &command{text: fmt.Sprintf("function call oid %d", oid), classes: []string{sqlclass.Unknown}}
+	c.decision = r.s.Policy().Decide(r.s.Subject, c.classes)
+	if c.decision.Action != policy.Allow {
+		return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseSQL(denyMessage(c), denyHint(c))}) })
+	}
+	if err := r.record(c); err != nil {
+		return r.recordFailed(err)
+	}
+	r.push([]*command{c}, nil)
+	if _, err := r.upw.Write(raw); err != nil {
+		return err
+	}
+	return r.upw.Flush()
+}
+
+// deny records a denied simple command and sends its replacement.
+func (r *relay) deny(c *command, send func() error) error {
+	if err := r.record(c); err != nil {
+		return r.recordFailed(err)
+	}
+	c.injected = true
+	r.push([]*command{c}, nil)
+	if err := send(); err != nil {
+		return err
+	}
+	return r.upw.Flush()
+}
+
+// recordFailed ends the session: a command that cannot be recorded is not
+// forwarded.
+func (r *relay) recordFailed(err error) error {
+	r.be.Send(fatal(codeConnectionFailure, "loopgate: the session could not be recorded; ending it"))
+	r.be.Flush()
+	return fmt.Errorf("record command: %w", err)
+}
+
+// push queues commands awaiting completion in a new cycle (they end at the
+// next ReadyForQuery), and response types to swallow.
+func (r *relay) push(cmds []*command, drop []byte) { r.queue(cmds, drop, true) }
+
+// flushBatch forwards held extended-protocol messages. If an Execute in it
+// is not allowed, the messages before it go through, the Execute is
+// replaced by a Parse/Bind/Execute of a raising DO block (whose
+// ParseComplete and BindComplete are swallowed), and the rest up to Sync is
+// dropped, as the server would skip it after an error.
+func (r *relay) flushBatch() error {
+	if len(r.batch) == 0 {
+		return nil
+	}
+	batch := r.batch
+	r.batch = nil
+	var cmds []*command
+	denied := -1
+	for i, b := range batch {
+		if b.exec == nil {
+			continue
+		}
+		cmds = append(cmds, b.exec)
+		if b.exec.decision.Action == policy.Approve {
+			b.exec.decision = r.approve(b.exec)
+		}
+		if b.exec.decision.Action != policy.Allow {
+			denied = i
+			break
+		}
+	}
+	if err := r.record(cmds...); err != nil {
+		return r.recordFailed(err)
+	}
+	endsWithSync := batch[len(batch)-1].sync
+	r.unsynced = !endsWithSync
+	if denied < 0 {
+		for _, b := range batch {
+			r.upw.Write(b.raw)
+		}
+		r.queue(cmds, nil, endsWithSync)
+		return r.upw.Flush()
+	}
+	for _, b := range batch[:denied] {
+		r.upw.Write(b.raw)
+	}
+	c := batch[denied].exec
+	c.injected = true
+	sql := raiseSQL(denyMessage(c), denyHint(c))
+	r.forward(&pgproto3.Parse{Query: sql})
+	r.forward(&pgproto3.Bind{})
+	r.forward(&pgproto3.Execute{})
+	if endsWithSync {
+		r.upw.Write(batch[len(batch)-1].raw)
+	} else {
+		// The server now skips to the agent's Sync; so do we.
+		r.forward(&pgproto3.Flush{})
+		r.skipToSync = true
+	}
+	r.queue(cmds, []byte{'1', '2'}, endsWithSync)
+	return r.upw.Flush()
+}
+
+// queue queues commands awaiting completion and response types to
+// swallow. Only what ends in Sync (or is a simple query or function call)
+// starts a new cycle; commands of a batch that does not end with the next
+// ReadyForQuery.
+func (r *relay) queue(cmds []*command, drop []byte, newCycle bool) {
+	ready := r.sent + 1
+	if newCycle {
+		r.sent++
+	}
+	now := time.Now()
+	r.mu.Lock()
+	for _, c := range cmds {
+		c.start, c.ready = now, ready
+		r.pending = append(r.pending, c)
+	}
+	r.drop = append(r.drop, drop...)
+	r.mu.Unlock()
+}
+
+// maxApprovalText is the longest statement put to an approver, whole.
+const maxApprovalText = 64 << 10
+
+// approve holds a command for approval. It returns the decision to apply:
+// allow when approved, deny (with the reason) otherwise.
+func (r *relay) approve(c *command) policy.Decision {
+	d := c.decision
+	if len(c.text) > maxApprovalText {
+		// An approver must see all of what they approve.
+		d.Action = policy.Deny
+		d.Reason = fmt.Sprintf("not approved: the statement (%d bytes) is too long to show an approver (limit %d); split it", len(c.text), maxApprovalText)
+		return d
+	}
+	out, err := r.s.Approve(r.ctx, d, c.text, c.params, func(q policy.Request) {
+		r.notice(fmt.Sprintf("loopgate: waiting for approval %s (%s under rule %s); an approver runs: loopgate approvals approve %s", q.ID, q.Class, q.RuleID, q.ID))
+	})
+	c.approval = out.ID
+	if err == nil && out.Approved {
+		d.Action = policy.Allow
+		d.Reason = out.Reason
+		return d
+	}
+	d.Action = policy.Deny
+	d.Reason = "not approved: " + nonEmpty(out.Reason, errString(err))
+	return d
+}
+
+func denyMessage(c *command) string {
+	return "loopgate: " + c.decision.Reason
+}
+
+func denyHint(c *command) string {
+	h := "statement classes: " + strings.Join(c.classes, ", ")
+	if c.decision.RuleID != "" {
+		h += "; rule " + c.decision.RuleID
+	}
+	return h
+}
+
+// formatParams renders bind parameters for the record: text values as
+// they are, binary ones as their length.
+func formatParams(b *pgproto3.Bind) string {
+	if len(b.Parameters) == 0 {
+		return ""
+	}
+	parts := make([]string, len(b.Parameters))
+	for i, p := range b.Parameters {
+		binary := len(b.ParameterFormatCodes) == 1 && b.ParameterFormatCodes[0] == 1 ||
+			i < len(b.ParameterFormatCodes) && len(b.ParameterFormatCodes) > 1 && b.ParameterFormatCodes[i] == 1
+		switch {
+		case p == nil:
+			parts[i] = "NULL"
+		case binary:
+			parts[i] = fmt.Sprintf("<binary %d bytes>", len(p))
+		default:
+			parts[i] = shorten(string(p), 200)
+		}
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,501 @@
+package postgres
+
+// The target side of the relay: messages from the target are framed and
+// passed on, masked where a rule says so, and close the commands they end.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/loopgate/loopgate/policy/mask"
+	"github.com/loopgate/loopgate/policy/sqlclass"
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// columnNames finds the real table and column of result columns. Called
+// without mu held: it may query the target.
+func (r *relay) columnNames(fields []pgproto3.FieldDescription) []colName {
+	return r.h.names.resolve(r.ctx, r.s.Subject.Target, r.s.Subject.OrigDst.String(), r.params, fields)
+}
+
+// fromTarget frames the target's messages and passes them on, decoding only
+// those that end a command; DataRow bodies are streamed, never held whole.
+func (r *relay) fromTarget() error {
+	br := bufio.NewReaderSize(r.up, 64<<10)
+	r.br = br
+	cw := r.cw
+	var hdr [5]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			r.clientMu.Lock()
+			cw.Flush()
+			r.clientMu.Unlock()
+			return err
+		}
+		r.clientMu.Lock()
+		err := r.relayMessage(br, cw, hdr)
+		if err == nil && br.Buffered() == 0 {
+			err = cw.Flush()
+		}
+		r.clientMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// relayMessage passes one message from the target to the agent's buffer.
+// Called with clientMu held.
+func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) error {
+	typ := hdr[0]
+	n := int64(binary.BigEndian.Uint32(hdr[1:])) - 4
+	if n < 0 || n > maxResponseBody {
+		return fmt.Errorf("target sent a %q message of %d bytes", typ, n)
+	}
+	r.mu.Lock()
+	swallow := len(r.drop) > 0 && r.drop[0] == typ
+	if swallow {
+		r.drop = r.drop[1:]
+	}
+	r.mu.Unlock()
+	if swallow {
+		_, err := br.Discard(int(n))
+		return err
+	}
+	switch typ {
+	case 'D': // DataRow: count; stream through unless masked
+		r.mu.Lock()
+		var lay *layout
+		var build *command
+		var fields []pgproto3.FieldDescription
+		var portalRaw string
+		// Rows that belong to no statement we sent cannot be laid out:
+		// under masks, never pass them.
+		undescribed := len(r.pending) == 0 && !r.session.Empty()
+		if len(r.pending) > 0 {
+			head := r.pending[0]
+			head.rows++
+			if !head.masker.Empty() {
+				switch {
+				case head.layout != nil:
+					if head.layout.active() {
+						lay = head.layout
+					}
+				default:
+					// Rows of exactly this binding of the portal, or this
+					// version of the statement.
+					build = head
+					if pd, ok := r.portalCols[head.portal]; ok && pd.ver == head.portalVer && pd.raw != "" {
+						portalRaw = pd.raw
+					} else {
+						d, ok := r.stmtCols[head.stmt]
+						fields = d.fields
+						undescribed = !ok || d.ver != head.stmtVer
+					}
+				}
+			}
+		}
+		r.mu.Unlock()
+		if undescribed {
+			// Without its description a row's columns are unknown: never
+			// guess (a stale description would put a masked value under
+			// another column's name).
+			out, _ := fatal(codeFeatureNotSupported, "loopgate: result rows under masks need a Describe of the statement or portal first").Encode(nil)
+			cw.Write(out)
+			cw.Flush()
+			return fmt.Errorf("result rows without their description under masks")
+		}
+		if build != nil && portalRaw != "" {
+			// First row of an Execute whose portal was described.
+			l, ok := r.layoutOf([]byte(portalRaw), build.masker)
+			if !ok {
+				return fmt.Errorf("target sent a malformed RowDescription")
+			}
+			r.mu.Lock()
+			build.layout = l
+			r.mu.Unlock()
+			if l.active() {
+				lay = l
+			}
+		} else if build != nil {
+			// First row of an Execute whose statement was described:
+			// its layout, with real column names (looked up outside the
+			// lock).
+			c := r.stmtLayouts[build.stmt]
+			if !c.fresh(build.masker, build.formats) || c.ver != build.stmtVer {
+				c = cachedLayout{m: build.masker, formats: build.formats, at: time.Now(), ver: build.stmtVer,
+					l: newLayout(fields, build.formats, build.masker, r.columnNames(fields))}
+				r.stmtLayouts[build.stmt] = c
+			}
+			l := c.l
+			r.mu.Lock()
+			build.layout = l
+			r.mu.Unlock()
+			if l.active() {
+				lay = l
+			}
+		}
+		if lay != nil {
+			body := make([]byte, n)
+			if _, err := io.ReadFull(br, body); err != nil {
+				return err
+			}
+			out, ok := lay.maskRow(body)
+			if !ok {
+				return fmt.Errorf("target sent a malformed DataRow")
+			}
+			_, err := cw.Write(out)
+			return err
+		}
+		cw.Write(hdr[:])
+		if err := copyN(cw, br, n); err != nil {
+			return err
+		}
+	case 'H', 'd':
+		r.mu.Lock()
+		var m *mask.Masker
+		var cm *copyMask
+		if len(r.pending) > 0 {
+			if r.pending[0].masker.HasDetectors() {
+				m = r.pending[0].masker
+			}
+			cm = r.pending[0].copyOut
+		}
+		r.mu.Unlock()
+		if m == nil && cm == nil {
+			cw.Write(hdr[:])
+			if err := copyN(cw, br, n); err != nil {
+				return err
+			}
+			break
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return err
+		}
+		refuse := func(err error) error {
+			out, _ := fatal(codeFeatureNotSupported, "loopgate: COPY cannot be masked: "+err.Error()).Encode(nil)
+			cw.Write(out)
+			cw.Flush()
+			return err
+		}
+		if typ == 'H' {
+			if len(body) > 0 && body[0] == 1 {
+				// Binary COPY cannot be scanned: end the session.
+				return refuse(fmt.Errorf("binary COPY of masked data is refused"))
+			}
+			if cm != nil && len(body) >= 3 {
+				if err := cm.columns(int(binary.BigEndian.Uint16(body[1:3]))); err != nil {
+					return refuse(err)
+				}
+			}
+			cw.Write(hdr[:])
+			cw.Write(body)
+			break
+		}
+		data := body
+		if cm != nil {
+			var err error
+			if data, err = cm.row(body); err != nil {
+				return refuse(err)
+			}
+			if len(data) == 0 {
+				break // loopgate's own header line
+			}
+		}
+		if m != nil {
+			data = m.Scan(data)
+		}
+		out, _ := (&pgproto3.CopyData{Data: data}).Encode(nil)
+		cw.Write(out)
+	case 'N': // NoticeResponse: masked like errors
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		var m *mask.Masker
+		if len(r.pending) > 0 {
+			m = r.pending[0].masker
+		}
+		r.mu.Unlock()
+		if out := r.maskReport('N', body, m); out != nil {
+			cw.Write(out)
+		} else {
+			cw.Write(hdr[:])
+			cw.Write(body)
+		}
+	case 'S': // ParameterStatus: a setting policy depends on must not change
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return err
+		}
+		var ps pgproto3.ParameterStatus
+		if err := ps.Decode(body); err == nil && sqlclass.UnsafeSetting(ps.Name, ps.Value) {
+			out, _ := fatal(codeFeatureNotSupported, fmt.Sprintf("loopgate: %s changed to %s, which policy cannot follow; ending the session", ps.Name, ps.Value)).Encode(nil)
+			cw.Write(out)
+			cw.Flush()
+			return fmt.Errorf("server setting %s changed to %s", ps.Name, ps.Value)
+		}
+		cw.Write(hdr[:])
+		cw.Write(body)
+	case 't', 'T', 'n', 'A':
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return err
+		}
+		if out := r.describeOrNotify(typ, body); out != nil {
+			cw.Write(out)
+		} else {
+			cw.Write(hdr[:])
+			cw.Write(body)
+		}
+	case 'C', 'I', 's', 'E', 'Z':
+		// complete keeps nothing of the body: read it into scratch.
+		if int64(cap(r.scratch)) < n {
+			r.scratch = make([]byte, n)
+		}
+		body := r.scratch[:n]
+		if _, err := io.ReadFull(br, body); err != nil {
+			return err
+		}
+		if cap(r.scratch) > 1<<20 {
+			r.scratch = nil
+		}
+		out := r.complete(typ, body)
+		if out == nil {
+			cw.Write(hdr[:])
+			cw.Write(body)
+		} else {
+			cw.Write(out)
+		}
+	default:
+		cw.Write(hdr[:])
+		if err := copyN(cw, br, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// notice sends the agent a NoticeResponse between two target messages.
+func (r *relay) notice(msg string) {
+	b, err := (&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000", Message: msg}).Encode(nil)
+	if err != nil {
+		return
+	}
+	r.clientMu.Lock()
+	defer r.clientMu.Unlock()
+	r.cw.Write(b)
+	r.cw.Flush()
+}
+
+// complete accounts a message that ends a command or a cycle. It returns a
+// replacement encoding, or nil to pass the message through as it came.
+func (r *relay) complete(typ byte, body []byte) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if typ == 'Z' {
+		r.seen++
+		if len(body) > 0 {
+			r.txStatus = body[0]
+		}
+		for len(r.describes) > 0 && r.describes[0].ready <= r.seen {
+			r.describes = r.describes[1:]
+		}
+		r.describing = nil
+		for len(r.pending) > 0 && r.pending[0].ready <= r.seen {
+			r.finish(r.pending[0], "", "not executed: an earlier statement failed")
+			r.pending = r.pending[1:]
+		}
+		return nil
+	}
+	if len(r.pending) == 0 {
+		if typ == 'E' {
+			return r.maskError(body, nil)
+		}
+		return nil
+	}
+	c := r.pending[0]
+	r.pending = r.pending[1:]
+	switch typ {
+	case 'C':
+		r.finish(c, cstring(body), "")
+	case 'I':
+		r.finish(c, "EMPTY", "")
+	case 's':
+		r.finish(c, "SUSPENDED", "")
+	case 'E':
+		var e pgproto3.ErrorResponse
+		if err := e.Decode(body); err != nil {
+			r.finish(c, "", "undecodable error")
+			return nil
+		}
+		if c.injected {
+			// Our own denial: drop the PL/pgSQL context line that the
+			// DO block adds, so the agent sees loopgate's message alone.
+			r.finish(c, "", c.decision.Reason)
+			e.Where, e.Routine, e.File, e.Line = "", "", "", 0
+			out, err := e.Encode(nil)
+			if err == nil {
+				return out
+			}
+			return nil
+		}
+		r.finish(c, "", e.Code+": "+e.Message)
+		return r.maskError(body, c.masker)
+	}
+	return nil
+}
+
+// maskError masks the text of an ErrorResponse (a unique violation's detail
+// echoes the offending value) with the command's and the session's
+// detectors. It returns nil when nothing changed.
+func (r *relay) maskError(body []byte, m *mask.Masker) []byte { return r.maskReport('E', body, m) }
+
+// detailWithheld replaces the detail of errors and notices under column
+// masks: "Failing row contains (…)" and "conflicts with existing key (…)"
+// print stored values, masked columns included.
+const detailWithheld = "loopgate: detail withheld (it can carry stored values; the rule masks columns)"
+
+// maskReport masks an ErrorResponse or NoticeResponse (typ 'E' or 'N'):
+// value detectors over its text, and its detail withheld under column
+// masks. It returns nil when nothing changed.
+func (r *relay) maskReport(typ byte, body []byte, m *mask.Masker) []byte {
+	columns := m.HasColumns() || r.session.HasColumns()
+	if !columns && !m.HasDetectors() && !r.session.HasDetectors() {
+		return nil
+	}
+	var e pgproto3.ErrorResponse
+	if err := e.Decode(body); err != nil {
+		return nil
+	}
+	scan := func(s string) string {
+		if m.HasDetectors() {
+			s = m.String(s)
+		}
+		if r.session.HasDetectors() {
+			s = r.session.String(s)
+		}
+		return s
+	}
+	e.Message, e.Detail, e.Hint, e.Where = scan(e.Message), scan(e.Detail), scan(e.Hint), scan(e.Where)
+	if columns && e.Detail != "" {
+		e.Detail = detailWithheld
+	}
+	var out []byte
+	var err error
+	if typ == 'N' {
+		out, err = (*pgproto3.NoticeResponse)(&e).Encode(nil)
+	} else {
+		out, err = e.Encode(nil)
+	}
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// layoutOf returns the layout of rows described by a RowDescription body
+// under m, from the cache or built (with real column names, which may query
+// the target: call it without mu held). It reports false for a malformed
+// description.
+func (r *relay) layoutOf(body []byte, m *mask.Masker) (*layout, bool) {
+	if c := r.descLayouts[string(body)]; c.fresh(m, nil) {
+		return c.l, true
+	}
+	var rd pgproto3.RowDescription
+	if err := rd.Decode(body); err != nil {
+		return nil, false
+	}
+	l := newLayout(rd.Fields, nil, m, r.columnNames(rd.Fields))
+	if len(r.descLayouts) >= maxCachedLayouts {
+		clear(r.descLayouts)
+	}
+	r.descLayouts[string(body)] = cachedLayout{m: m, l: l, at: time.Now()}
+	return l, true
+}
+
+// describeOrNotify follows statement descriptions (their columns are
+// needed to mask later Executes) and masks notification payloads. It
+// returns a replacement encoding or nil.
+func (r *relay) describeOrNotify(typ byte, body []byte) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch typ {
+	case 't':
+		if len(r.describes) > 0 {
+			d := r.describes[0]
+			r.describes = r.describes[1:]
+			r.describing = &d
+		}
+	case 'n':
+		switch {
+		case r.describing != nil:
+			r.describing = nil
+		case len(r.describes) > 0 && r.describes[0].portal:
+			d := r.describes[0]
+			r.describes = r.describes[1:]
+			r.portalCols[d.name] = portalDesc{ver: d.ver}
+		}
+	case 'T':
+		if r.describing == nil && len(r.describes) > 0 && r.describes[0].portal {
+			// A portal's description: for its Execute's rows.
+			d := r.describes[0]
+			r.describes = r.describes[1:]
+			r.portalCols[d.name] = portalDesc{ver: d.ver, raw: string(body)}
+			return nil
+		}
+		if r.describing != nil {
+			var rd pgproto3.RowDescription
+			if err := rd.Decode(body); err != nil {
+				return nil
+			}
+			r.stmtCols[r.describing.name] = described{ver: r.describing.ver, fields: rd.Fields}
+			delete(r.stmtLayouts, r.describing.name)
+			r.describing = nil
+		} else if len(r.pending) > 0 && !r.pending[0].masker.Empty() {
+			// A simple query's result: for its rows.
+			head := r.pending[0]
+			r.mu.Unlock() // the name lookup may go to the target
+			l, ok := r.layoutOf(body, head.masker)
+			r.mu.Lock()
+			if ok {
+				head.layout = l
+			}
+		}
+	case 'A':
+		if !r.session.HasDetectors() {
+			return nil
+		}
+		var n pgproto3.NotificationResponse
+		if err := n.Decode(body); err != nil {
+			return nil
+		}
+		n.Payload = r.session.String(n.Payload)
+		out, err := n.Encode(nil)
+		if err != nil {
+			return nil
+		}
+		return out
+	}
+	return nil
+}
+
+// finish queues the result record of a command. Called with mu held.
+func (r *relay) finish(c *command, tag, errText string) {
+	ev := event.Event{Kind: event.KindResult, Text: shorten(c.text, 200), Tag: tag, Decision: string(c.decision.Action),
+		RuleID: c.decision.RuleID, Duration: time.Since(c.start), Rows: c.rows, Error: errText}
+	if c.deferred {
+		ev.Kind, ev.Text, ev.Params = event.KindCommand, c.text, c.params
+	}
+	// RecordAsync may wait for the writer (a full queue); never hold mu then.
+	r.mu.Unlock()
+	r.s.RecordAsync(ev)
+	r.mu.Lock()
+}
