@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -228,7 +229,7 @@ func (b *Broker) Decide(ctx context.Context, id string, who Identity, approve bo
 		return r, err
 	}
 	if !approve {
-		final, ok := b.finish(id, StateDenied, name, nonEmpty(reason, "denied by "+name), "")
+		final, ok := b.finish(id, StateDenied, name, cmp.Or(reason, "denied by "+name), "")
 		if !ok {
 			return r, ErrAlreadyDecided
 		}
@@ -262,7 +263,7 @@ func (b *Broker) Decide(ctx context.Context, id string, who Identity, approve bo
 	if scope == "" {
 		scope = ScopeOnce
 	}
-	final, ok := b.finish(id, StateApproved, name, nonEmpty(reason, "approved by "+joinNames(cur.ApprovedBy)), scope)
+	final, ok := b.finish(id, StateApproved, name, cmp.Or(reason, "approved by "+joinNames(cur.ApprovedBy)), scope)
 	if !ok {
 		return r, ErrAlreadyDecided
 	}
@@ -375,13 +376,6 @@ func newApprovalID() string {
 	var x [8]byte
 	rand.Read(x[:])
 	return "apr_" + hex.EncodeToString(x[:])
-}
-
-func nonEmpty(s, def string) string {
-	if s != "" {
-		return s
-	}
-	return def
 }
 
 func joinNames(ns []string) string {

@@ -200,10 +200,11 @@ func chainRow(head *chainState, e event.Event) []any {
 	}
 	c := canonical(e)
 	h := chainHash(head.hash, c)
+	hh := hexs(h)
 	row := []any{head.seq + 1, c.Session, c.Time, c.Kind, c.Text, c.Params, c.Decision, c.Rule, c.Approval,
-		c.DurationNS, c.Rows, c.Bytes, c.Error, head.hex(), hexs(h), c.Tag}
+		c.DurationNS, c.Rows, c.Bytes, c.Error, head.hex(), hh, c.Tag}
 	head.seq++
-	head.hash, head.hashHex = h, row[14].(string)
+	head.hash, head.hashHex = h, hh
 	head.sinceCheckpoint++
 	return row
 }

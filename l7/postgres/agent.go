@@ -4,6 +4,7 @@ package postgres
 // decided (classified, approved, recorded) and forwarded or replaced.
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -441,7 +442,7 @@ func (r *relay) approve(c *command) policy.Decision {
 		return d
 	}
 	d.Action = policy.Deny
-	d.Reason = "not approved: " + nonEmpty(out.Reason, errString(err))
+	d.Reason = "not approved: " + cmp.Or(out.Reason, errString(err))
 	return d
 }
 

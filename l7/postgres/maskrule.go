@@ -55,10 +55,13 @@ func MaskDenial(m *mask.Masker, rule string, classes []string, sts []sqlclass.St
 			return "COPY options that PostgreSQL would refuse"
 		}
 	}
-	local := map[string]sqlclass.Refs{} // PREPAREd earlier in the same string
+	var local map[string]sqlclass.Refs // PREPAREd earlier in the same string
 	for _, st := range sts {
 		rf := st.Refs
 		if st.Prepares != "" {
+			if local == nil {
+				local = map[string]sqlclass.Refs{}
+			}
 			local[st.Prepares] = st.Refs
 		}
 		if st.Executes != "" {

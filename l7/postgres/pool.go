@@ -148,18 +148,6 @@ func (p *serverPool) put(ctx context.Context, key string, hj *pgconn.HijackedCon
 	return nil
 }
 
-// close closes every idle connection.
-func (p *serverPool) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for k, list := range p.idle {
-		for _, ps := range list {
-			ps.hj.Conn.Close()
-		}
-		delete(p.idle, k)
-	}
-}
-
 // discardAll runs DISCARD ALL and reads up to the server's ReadyForQuery,
 // which must say idle. Parameters the reset reports are noted for the next
 // session's startup.

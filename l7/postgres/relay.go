@@ -256,13 +256,6 @@ func (r *relay) violation(err error) error {
 	return fmt.Errorf("protocol violation: %w", err)
 }
 
-func nonEmpty(s, def string) string {
-	if s != "" {
-		return s
-	}
-	return def
-}
-
 func cstring(b []byte) string {
 	if i := indexByte(b, 0); i >= 0 {
 		return string(b[:i])

@@ -1,6 +1,8 @@
 package sqlclass
 
 import (
+	"cmp"
+	"errors"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -55,11 +57,11 @@ func copyOut(cs *pg_query.CopyStmt) *CopyOut {
 		}
 	}
 	if co.Format == "csv" {
-		co.Delimiter = nonEmpty(co.Delimiter, ",")
-		co.Quote = nonEmpty(co.Quote, `"`)
-		co.Escape = nonEmpty(co.Escape, co.Quote)
+		co.Delimiter = cmp.Or(co.Delimiter, ",")
+		co.Quote = cmp.Or(co.Quote, `"`)
+		co.Escape = cmp.Or(co.Escape, co.Quote)
 	} else {
-		co.Delimiter = nonEmpty(co.Delimiter, "\t")
+		co.Delimiter = cmp.Or(co.Delimiter, "\t")
 		if !hasOption(cs, "null") {
 			co.Null = `\N`
 		}
@@ -122,13 +124,6 @@ func hasOption(cs *pg_query.CopyStmt, name string) bool {
 	return false
 }
 
-func nonEmpty(s, def string) string {
-	if s != "" {
-		return s
-	}
-	return def
-}
-
 // CopyWithHeader rewrites a single COPY ... TO STDOUT statement so that its
 // output starts with a header line naming the columns (the server's own
 // account of what it copies).
@@ -153,8 +148,4 @@ func CopyWithHeader(sql string) (string, error) {
 	return pg_query.Deparse(tree)
 }
 
-type copyError string
-
-func (e copyError) Error() string { return string(e) }
-
-const errNotOneCopy = copyError("not a single COPY statement")
+var errNotOneCopy = errors.New("not a single COPY statement")
