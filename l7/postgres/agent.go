@@ -5,6 +5,7 @@ package postgres
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -25,134 +26,149 @@ func (r *relay) fromAgent() error {
 		if err != nil {
 			return err
 		}
-		body := raw[5:]
-		if r.skipToSync && typ != 'S' {
-			continue
-		}
-		r.skipToSync = false
-		switch typ {
-		case 'Q':
-			var m pgproto3.Query
-			if err := m.Decode(body); err != nil {
-				return r.violation(err)
+		if err := r.agentMessage(typ, raw); err != nil {
+			if err == errTerminated {
+				return nil
 			}
-			if err := r.flushBatch(); err != nil {
-				return err
-			}
-			if err := r.query(m.String, raw); err != nil {
-				return err
-			}
-		case 'P':
-			var m pgproto3.Parse
-			if err := m.Decode(body); err != nil {
-				return r.violation(err)
-			}
-			res := r.h.classifier().Classify(m.Query, r.lookupSQLPrepared)
-			r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes, parsed: res.Statements}
-			r.stmtVer[m.Name]++
-			// A name is either SQL-level or protocol-level: the server
-			// refuses a Parse of a name that exists.
-			delete(r.sqlPrepared, m.Name)
-			delete(r.sqlPreparedRefs, m.Name)
-			r.hold(raw, nil, false)
-		case 'B':
-			var m pgproto3.Bind
-			if err := m.Decode(body); err != nil {
-				return r.violation(err)
-			}
-			r.portalVer[m.DestinationPortal]++
-			prep, bound := r.stmts[m.PreparedStatement]
-			r.portals[m.DestinationPortal] = portal{prep: prep, bound: bound, stmt: m.PreparedStatement, ver: r.stmtVer[m.PreparedStatement],
-				pver: r.portalVer[m.DestinationPortal], params: formatParams(&m),
-				formats: append([]int16(nil), m.ResultFormatCodes...)}
-			r.hold(raw, nil, false)
-		case 'D':
-			var m pgproto3.Describe
-			if err := m.Decode(body); err != nil {
-				return r.violation(err)
-			}
-			d := describe{name: m.Name, ver: r.stmtVer[m.Name], ready: r.sent + 1}
-			if m.ObjectType == 'P' {
-				d.ver, d.portal = r.portalVer[m.Name], true
-			}
-			r.mu.Lock()
-			r.describes = append(r.describes, d)
-			r.mu.Unlock()
-			r.hold(raw, nil, false)
-		case 'C':
-			var m pgproto3.Close
-			if err := m.Decode(body); err != nil {
-				return r.violation(err)
-			}
-			if m.ObjectType == 'S' {
-				delete(r.stmts, m.Name)
-			}
-			r.hold(raw, nil, false)
-		case 'E':
-			var m pgproto3.Execute
-			if err := m.Decode(body); err != nil {
-				return r.violation(err)
-			}
-			// What the portal runs: its statement as bound. A portal not
-			// bound here (a SQL cursor) is unknown.
-			p := r.portals[m.Portal]
-			st := p.prep
-			classes := st.classes
-			if !p.bound {
-				classes = []string{sqlclass.Unknown}
-			}
-			c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, stmtVer: p.ver,
-				portal: m.Portal, portalVer: p.pver, formats: p.formats}
-			c.decision = r.s.Policy().Decide(r.s.Subject, classes)
-			r.checkMasks(c, st.parsed, false)
-			c.masker = r.maskerFor(c.decision)
-			if c.masker.HasDetectors() {
-				c.params = c.masker.String(c.params)
-			}
-			r.hold(raw, c, false)
-		case 'S':
-			r.hold(raw, nil, true)
-			if err := r.flushBatch(); err != nil {
-				return err
-			}
-		case 'H':
-			r.hold(raw, nil, false)
-			if err := r.flushBatch(); err != nil {
-				return err
-			}
-		case 'F':
-			var m pgproto3.FunctionCall
-			if err := m.Decode(body); err != nil {
-				return r.violation(err)
-			}
-			if err := r.flushBatch(); err != nil {
-				return err
-			}
-			if err := r.functionCall(m.Function, raw); err != nil {
-				return err
-			}
-		case 'd':
-			// The server answers nothing until CopyDone: let the buffer
-			// fill (psql sends a message per line).
-			if _, err := r.upw.Write(raw); err != nil {
-				return err
-			}
-		case 'c', 'f':
-			if _, err := r.upw.Write(raw); err != nil {
-				return err
-			}
-			if err := r.upw.Flush(); err != nil {
-				return err
-			}
-		case 'X':
-			// Not forwarded: the server connection may be kept (Serve
-			// says goodbye for the agent otherwise).
-			r.terminated = true
-			return nil
-		default:
-			return r.violation(fmt.Errorf("unexpected message type %q", typ))
+			return err
 		}
 	}
+}
+
+// errTerminated is agentMessage's answer to Terminate: the agent is done.
+var errTerminated = errors.New("agent terminated the session")
+
+// agentMessage decides and forwards one message of the agent (type typ,
+// whole encoding raw, valid only during the call).
+func (r *relay) agentMessage(typ byte, raw []byte) error {
+	body := raw[5:]
+	if r.skipToSync && typ != 'S' {
+		return nil
+	}
+	r.skipToSync = false
+	switch typ {
+	case 'Q':
+		var m pgproto3.Query
+		if err := m.Decode(body); err != nil {
+			return r.violation(err)
+		}
+		if err := r.flushBatch(); err != nil {
+			return err
+		}
+		if err := r.query(m.String, raw); err != nil {
+			return err
+		}
+	case 'P':
+		var m pgproto3.Parse
+		if err := m.Decode(body); err != nil {
+			return r.violation(err)
+		}
+		res := r.h.classifier().Classify(m.Query, r.lookupSQLPrepared)
+		r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes, parsed: res.Statements}
+		r.stmtVer[m.Name]++
+		// A name is either SQL-level or protocol-level: the server
+		// refuses a Parse of a name that exists.
+		delete(r.sqlPrepared, m.Name)
+		delete(r.sqlPreparedRefs, m.Name)
+		r.hold(raw, nil, false)
+	case 'B':
+		var m pgproto3.Bind
+		if err := m.Decode(body); err != nil {
+			return r.violation(err)
+		}
+		r.portalVer[m.DestinationPortal]++
+		prep, bound := r.stmts[m.PreparedStatement]
+		r.portals[m.DestinationPortal] = portal{prep: prep, bound: bound, stmt: m.PreparedStatement, ver: r.stmtVer[m.PreparedStatement],
+			pver: r.portalVer[m.DestinationPortal], params: formatParams(&m),
+			formats: append([]int16(nil), m.ResultFormatCodes...)}
+		r.hold(raw, nil, false)
+	case 'D':
+		var m pgproto3.Describe
+		if err := m.Decode(body); err != nil {
+			return r.violation(err)
+		}
+		d := describe{name: m.Name, ver: r.stmtVer[m.Name], ready: r.sent + 1}
+		if m.ObjectType == 'P' {
+			d.ver, d.portal = r.portalVer[m.Name], true
+		}
+		r.mu.Lock()
+		r.describes = append(r.describes, d)
+		r.mu.Unlock()
+		r.hold(raw, nil, false)
+	case 'C':
+		var m pgproto3.Close
+		if err := m.Decode(body); err != nil {
+			return r.violation(err)
+		}
+		if m.ObjectType == 'S' {
+			delete(r.stmts, m.Name)
+		}
+		r.hold(raw, nil, false)
+	case 'E':
+		var m pgproto3.Execute
+		if err := m.Decode(body); err != nil {
+			return r.violation(err)
+		}
+		// What the portal runs: its statement as bound. A portal not
+		// bound here (a SQL cursor) is unknown.
+		p := r.portals[m.Portal]
+		st := p.prep
+		classes := st.classes
+		if !p.bound {
+			classes = []string{sqlclass.Unknown}
+		}
+		c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, stmtVer: p.ver,
+			portal: m.Portal, portalVer: p.pver, formats: p.formats}
+		c.decision = r.s.Policy().Decide(r.s.Subject, classes)
+		r.checkMasks(c, st.parsed, false)
+		c.masker = r.maskerFor(c.decision)
+		if c.masker.HasDetectors() {
+			c.params = c.masker.String(c.params)
+		}
+		r.hold(raw, c, false)
+	case 'S':
+		r.hold(raw, nil, true)
+		if err := r.flushBatch(); err != nil {
+			return err
+		}
+	case 'H':
+		r.hold(raw, nil, false)
+		if err := r.flushBatch(); err != nil {
+			return err
+		}
+	case 'F':
+		var m pgproto3.FunctionCall
+		if err := m.Decode(body); err != nil {
+			return r.violation(err)
+		}
+		if err := r.flushBatch(); err != nil {
+			return err
+		}
+		if err := r.functionCall(m.Function, raw); err != nil {
+			return err
+		}
+	case 'd':
+		// The server answers nothing until CopyDone: let the buffer
+		// fill (psql sends a message per line).
+		if _, err := r.upw.Write(raw); err != nil {
+			return err
+		}
+	case 'c', 'f':
+		if _, err := r.upw.Write(raw); err != nil {
+			return err
+		}
+		if err := r.upw.Flush(); err != nil {
+			return err
+		}
+	case 'X':
+		// Not forwarded: the server connection may be kept (Serve
+		// says goodbye for the agent otherwise).
+		r.terminated = true
+		return errTerminated
+	default:
+		return r.violation(fmt.Errorf("unexpected message type %q", typ))
+	}
+	return nil
 }
 
 // lookupSQLPrepared resolves the statement a SQL EXECUTE runs: one made by

@@ -120,3 +120,64 @@ func copyN(w io.Writer, br *bufio.Reader, n int64) error {
 	}
 	return nil
 }
+
+// msgSource yields the body of the target message whose header relayMessage
+// was given: from a stream (bufSource) or from a message already read whole
+// (memSource, on the event loop).
+type msgSource interface {
+	// body returns the body for the caller to keep.
+	body(n int64) ([]byte, error)
+	// transient returns the body, valid until the next call.
+	transient(n int64) ([]byte, error)
+	// passOn writes the body to w as it comes.
+	passOn(w io.Writer, n int64) error
+	skip(n int64) error
+}
+
+// bufSource reads bodies from a buffered stream; big ones pass through
+// without being held whole.
+type bufSource struct {
+	br      *bufio.Reader
+	scratch []byte
+}
+
+func (s *bufSource) body(n int64) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(s.br, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (s *bufSource) transient(n int64) ([]byte, error) {
+	if int64(cap(s.scratch)) < n {
+		s.scratch = make([]byte, n)
+	}
+	b := s.scratch[:n]
+	_, err := io.ReadFull(s.br, b)
+	if cap(s.scratch) > 1<<20 {
+		s.scratch = nil // do not keep a huge buffer for the whole session
+	}
+	return b, err
+}
+
+func (s *bufSource) passOn(w io.Writer, n int64) error { return copyN(w, s.br, n) }
+
+func (s *bufSource) skip(n int64) error {
+	_, err := s.br.Discard(int(n))
+	return err
+}
+
+// memSource is a body already in memory, valid during one relayMessage.
+type memSource struct{ b []byte }
+
+func (s *memSource) body(n int64) ([]byte, error) { return append([]byte(nil), s.b...), nil }
+
+func (s *memSource) transient(n int64) ([]byte, error) { return s.b, nil }
+
+func (s *memSource) passOn(w io.Writer, n int64) error {
+	_, err := w.Write(s.b)
+	return err
+}
+
+func (s *memSource) skip(n int64) error { return nil }

@@ -145,7 +145,6 @@ type relay struct {
 	// under masks costs a map lookup, not a decode and a name lookup.
 	stmtLayouts map[string]cachedLayout
 	descLayouts map[string]cachedLayout
-	scratch     []byte // bodies of messages not kept past relayMessage
 
 	// maskers by rule id, built on first use (agent side); session masks
 	// error details and notifications.

@@ -28,6 +28,7 @@ func (r *relay) columnNames(fields []pgproto3.FieldDescription) []colName {
 func (r *relay) fromTarget() error {
 	br := bufio.NewReaderSize(r.up, 64<<10)
 	r.br = br
+	src := &bufSource{br: br}
 	cw := r.cw
 	var hdr [5]byte
 	for {
@@ -38,7 +39,7 @@ func (r *relay) fromTarget() error {
 			return err
 		}
 		r.clientMu.Lock()
-		err := r.relayMessage(br, cw, hdr)
+		err := r.relayMessage(src, cw, hdr)
 		if err == nil && br.Buffered() == 0 {
 			err = cw.Flush()
 		}
@@ -51,7 +52,7 @@ func (r *relay) fromTarget() error {
 
 // relayMessage passes one message from the target to the agent's buffer.
 // Called with clientMu held.
-func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) error {
+func (r *relay) relayMessage(src msgSource, cw *bufio.Writer, hdr [5]byte) error {
 	typ := hdr[0]
 	n := int64(binary.BigEndian.Uint32(hdr[1:])) - 4
 	if n < 0 || n > maxResponseBody {
@@ -64,8 +65,7 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 	}
 	r.mu.Unlock()
 	if swallow {
-		_, err := br.Discard(int(n))
-		return err
+		return src.skip(n)
 	}
 	switch typ {
 	case 'D': // DataRow: count; stream through unless masked
@@ -141,19 +141,19 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 			}
 		}
 		if lay != nil {
-			body := make([]byte, n)
-			if _, err := io.ReadFull(br, body); err != nil {
+			body, err := src.body(n)
+			if err != nil {
 				return err
 			}
 			out, ok := lay.maskRow(body)
 			if !ok {
 				return fmt.Errorf("target sent a malformed DataRow")
 			}
-			_, err := cw.Write(out)
+			_, err = cw.Write(out)
 			return err
 		}
 		cw.Write(hdr[:])
-		if err := copyN(cw, br, n); err != nil {
+		if err := src.passOn(cw, n); err != nil {
 			return err
 		}
 	case 'H', 'd':
@@ -169,13 +169,13 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		r.mu.Unlock()
 		if m == nil && cm == nil {
 			cw.Write(hdr[:])
-			if err := copyN(cw, br, n); err != nil {
+			if err := src.passOn(cw, n); err != nil {
 				return err
 			}
 			break
 		}
-		body := make([]byte, n)
-		if _, err := io.ReadFull(br, body); err != nil {
+		body, err := src.body(n)
+		if err != nil {
 			return err
 		}
 		refuse := func(err error) error {
@@ -214,8 +214,8 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		out, _ := (&pgproto3.CopyData{Data: data}).Encode(nil)
 		cw.Write(out)
 	case 'N': // NoticeResponse: masked like errors
-		body := make([]byte, n)
-		if _, err := io.ReadFull(br, body); err != nil {
+		body, err := src.body(n)
+		if err != nil {
 			return err
 		}
 		r.mu.Lock()
@@ -231,8 +231,8 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 			cw.Write(body)
 		}
 	case 'S': // ParameterStatus: a setting policy depends on must not change
-		body := make([]byte, n)
-		if _, err := io.ReadFull(br, body); err != nil {
+		body, err := src.body(n)
+		if err != nil {
 			return err
 		}
 		var ps pgproto3.ParameterStatus
@@ -245,8 +245,8 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		cw.Write(hdr[:])
 		cw.Write(body)
 	case 't', 'T', 'n', 'A':
-		body := make([]byte, n)
-		if _, err := io.ReadFull(br, body); err != nil {
+		body, err := src.body(n)
+		if err != nil {
 			return err
 		}
 		if out := r.describeOrNotify(typ, body); out != nil {
@@ -256,16 +256,10 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 			cw.Write(body)
 		}
 	case 'C', 'I', 's', 'E', 'Z':
-		// complete keeps nothing of the body: read it into scratch.
-		if int64(cap(r.scratch)) < n {
-			r.scratch = make([]byte, n)
-		}
-		body := r.scratch[:n]
-		if _, err := io.ReadFull(br, body); err != nil {
+		// complete keeps nothing of the body.
+		body, err := src.transient(n)
+		if err != nil {
 			return err
-		}
-		if cap(r.scratch) > 1<<20 {
-			r.scratch = nil
 		}
 		out := r.complete(typ, body)
 		if out == nil {
@@ -276,7 +270,7 @@ func (r *relay) relayMessage(br *bufio.Reader, cw *bufio.Writer, hdr [5]byte) er
 		}
 	default:
 		cw.Write(hdr[:])
-		if err := copyN(cw, br, n); err != nil {
+		if err := src.passOn(cw, n); err != nil {
 			return err
 		}
 	}
