@@ -237,6 +237,7 @@ func (r *relay) record(cmds ...*command) error {
 	if len(evs) == 0 {
 		return nil
 	}
+	r.mayBlock(false)
 	return r.s.Record(r.ctx, evs...)
 }
 
@@ -448,6 +449,7 @@ func (r *relay) approve(c *command) policy.Decision {
 		d.Reason = fmt.Sprintf("not approved: the statement (%d bytes) is too long to show an approver (limit %d); split it", len(c.text), maxApprovalText)
 		return d
 	}
+	r.mayBlock(false)
 	out, err := r.s.Approve(r.ctx, d, c.text, c.params, func(q policy.Request) {
 		r.notice(fmt.Sprintf("loopgate: waiting for approval %s (%s under rule %s); an approver runs: loopgate approvals approve %s", q.ID, q.Class, q.RuleID, q.ID))
 	})

@@ -33,8 +33,13 @@ type Handler struct {
 	// (tls.agent); nil answers every SSLRequest 'N'.
 	CA *LocalCA
 
+	// NoLoop relays every session on two goroutines of its own, as TLS
+	// sessions always are, instead of on the shared event loop.
+	NoLoop bool
+
 	cancels    cancelKeys
 	names      columnNames
+	loop       evLoop
 	pool       serverPool
 	defaultCls sqlclass.Classifier
 }
@@ -165,6 +170,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 				fmt.Errorf("server setting %s=%s", k, v))
 		}
 	}
+	r := newRelay(ctx, h, s, be, ar, client, up)
 	var expired atomic.Bool
 	if role != nil {
 		s.Log.Info("session role created", "role", role.name, "valid_until", role.expires)
@@ -180,16 +186,16 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 			s.Log.Warn("session role expired; ending the session", "role", role.name)
 			if err := role.terminate(context.WithoutCancel(ctx)); err != nil {
 				s.Log.Error("expired session not terminated; closing", "err", err)
-				hj.Conn.SetDeadline(time.Unix(1, 0))
+				r.stop()
 				return
 			}
 			// The server tells the agent (FATAL, terminating connection)
 			// and closes; close ourselves only if it has not by then.
-			time.AfterFunc(5*time.Second, func() { hj.Conn.SetDeadline(time.Unix(1, 0)) })
+			time.AfterFunc(5*time.Second, r.stop)
 		})
 		defer timer.Stop()
 	}
-	stopUp := context.AfterFunc(ctx, func() { hj.Conn.SetDeadline(time.Unix(1, 0)) })
+	stopUp := context.AfterFunc(ctx, r.stop)
 	defer stopUp()
 
 	pid, secret := h.cancels.issue(cancelTarget{addr: s.Subject.OrigDst.String(), pid: hj.PID, realSecret: hj.SecretKey})
@@ -212,11 +218,22 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	s.Admit() // statements are decided one by one; nothing to re-check at connect level
 	s.Log.Info("postgres session ready", "database", st.params["database"], "user", st.params["user"], "backend_pid", hj.PID, "reused", server.reused)
 
-	r := newRelay(ctx, h, s, be, ar, client, up)
 	r.session = r.maskerFor(ad)
 	r.params = st.params
 	r.txStatus = tx
-	err = r.run()
+	if st.tls == nil && !h.NoLoop && loopable(client.Conn, up.Conn) && h.loop.start() == nil {
+		// The agent may have sent messages right behind its startup.
+		early, _ := ar.br.Peek(ar.br.Buffered())
+		err = r.runLoop(&h.loop, early)
+		if r.loopUp == nil {
+			r.loopUp = closedConn{}
+		}
+		r.stopMu.Lock()
+		up.Conn, hj.Conn = r.loopUp, r.loopUp
+		r.stopMu.Unlock()
+	} else {
+		err = r.run()
+	}
 	switch {
 	case server.key != "" && r.reusable() && stopUp():
 		// The agent said goodbye between transactions: keep the login.

@@ -163,6 +163,37 @@ type relay struct {
 	br         *bufio.Reader
 
 	params map[string]string // the agent's startup parameters
+
+	// On the event loop: lp is the session there (set before any message
+	// is handled); loopUp is the server socket given back afterwards, and
+	// loopLeft what the target had sent that nobody read.
+	stopMu   sync.Mutex
+	lp       *loopSession
+	loopUp   net.Conn
+	loopLeft int
+}
+
+// stop ends the relay from outside: cancelled, or its role expired.
+func (r *relay) stop() {
+	r.stopMu.Lock()
+	defer r.stopMu.Unlock()
+	if s := r.lp; s != nil {
+		s.l.post(func() { s.fail(nil, errStopped) })
+		return
+	}
+	r.up.SetDeadline(time.Unix(1, 0))
+}
+
+// mayBlock is called before anything that can wait on one side (target
+// or agent): on the event loop, that side leaves the loop for a while.
+func (r *relay) mayBlock(target bool) {
+	switch {
+	case r.lp == nil:
+	case target:
+		r.lp.target.mayBlock()
+	default:
+		r.lp.agent.mayBlock()
+	}
 }
 
 // cachedLayout is a layout built for a masker and result formats.
@@ -233,7 +264,7 @@ func (r *relay) run() error {
 
 func isEnd(err error) bool {
 	var ne net.Error
-	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF) ||
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, errStopped) ||
 		errors.As(err, &ne) && ne.Timeout() || isReset(err)
 }
 
@@ -244,7 +275,15 @@ func (r *relay) reusable() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.terminated && r.cleanEnd && r.txStatus == 'I' && !r.unsynced && !r.skipToSync && len(r.batch) == 0 &&
-		len(r.pending) == 0 && len(r.drop) == 0 && r.sent == r.seen && r.br != nil && r.br.Buffered() == 0
+		len(r.pending) == 0 && len(r.drop) == 0 && r.sent == r.seen && r.targetIdle()
+}
+
+// targetIdle reports whether nothing the target sent is left unread.
+func (r *relay) targetIdle() bool {
+	if r.lp != nil {
+		return r.loopLeft == 0
+	}
+	return r.br != nil && r.br.Buffered() == 0
 }
 
 // violation ends the session on a malformed or unexpected message, telling

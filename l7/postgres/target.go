@@ -20,6 +20,7 @@ import (
 // columnNames finds the real table and column of result columns. Called
 // without mu held: it may query the target.
 func (r *relay) columnNames(fields []pgproto3.FieldDescription) []colName {
+	r.mayBlock(true)
 	return r.h.names.resolve(r.ctx, r.s.Subject.Target, r.s.Subject.OrigDst.String(), r.params, fields)
 }
 

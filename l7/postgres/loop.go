@@ -1,0 +1,736 @@
+package postgres
+
+// The steady state of a plaintext session runs on one epoll loop shared by
+// every session of the Handler, PgBouncer's model, instead of two
+// goroutines per session. On a small machine shared with the clients and
+// the database, the per-hop cost of Go's network poller (a goroutine woken
+// per read, scheduler wake-ups between them) was most of the relay's CPU;
+// one thread that reads, decides and writes for all sessions avoids it.
+//
+// Decisions are the same code either way (agentMessage, relayMessage). A
+// handler that must wait (a durable record, an approval, a catalog lookup,
+// a target message too big to hold) calls mayBlock first: the goroutine
+// running the loop hands it to a new goroutine and goes on with that one
+// side of that one session, off the loop, until its buffered messages are
+// done, then gives the side back. Everything else stays on the loop.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	loopRead   = 64 << 10 // room for each read
+	loopHold   = 1 << 20  // a target message larger than this streams off the loop
+	outHigh    = 1 << 20  // queued output at which the side feeding it pauses
+	outLow     = 256 << 10
+	finalFlush = 10 * time.Second // to deliver the last bytes at the end of a session
+)
+
+// errStopped ends a side that loopgate stopped (the other side ended, or
+// the session was cancelled).
+var errStopped = errors.New("relay stopped")
+
+// evLoop is the event loop. One goroutine at a time runs it (holds the
+// baton); fds belongs to whoever does.
+type evLoop struct {
+	once sync.Once
+	err  error
+	epfd int
+	wake int // eventfd: commands are queued
+
+	mu   sync.Mutex
+	cmds []func()
+
+	fds map[int]*loopFD
+	ids atomic.Uint32
+}
+
+func (l *evLoop) start() error {
+	l.once.Do(func() {
+		if l.epfd, l.err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); l.err != nil {
+			return
+		}
+		if l.wake, l.err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); l.err != nil {
+			unix.Close(l.epfd)
+			return
+		}
+		l.fds = map[int]*loopFD{}
+		l.err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.wake)})
+		if l.err == nil {
+			go l.run()
+		}
+	})
+	return l.err
+}
+
+// post queues f to run on the loop, between events.
+func (l *evLoop) post(f func()) {
+	l.mu.Lock()
+	l.cmds = append(l.cmds, f)
+	l.mu.Unlock()
+	one := [8]byte{1}
+	unix.Write(l.wake, one[:])
+}
+
+func (l *evLoop) runCmds() {
+	var b [8]byte
+	unix.Read(l.wake, b[:])
+	l.mu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.mu.Unlock()
+	for _, f := range cmds {
+		f()
+	}
+}
+
+// run holds the baton until a handler takes it off the loop.
+func (l *evLoop) run() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	events := make([]unix.EpollEvent, 128)
+	for {
+		n, err := unix.EpollWait(l.epfd, events, -1)
+		if err != nil {
+			if err != unix.EINTR {
+				time.Sleep(10 * time.Millisecond) // cannot happen with a valid epfd
+			}
+			continue
+		}
+		for _, ev := range events[:n] {
+			if int(ev.Fd) == l.wake {
+				l.runCmds()
+				continue
+			}
+			// Level-triggered: an event skipped here (stale, or left when
+			// the baton passes) is reported again if it still holds.
+			f := l.fds[int(ev.Fd)]
+			if f == nil || f.id != uint32(ev.Pad) {
+				continue
+			}
+			if !f.ready(ev.Events) {
+				return // this goroutine went off the loop with a session side
+			}
+		}
+	}
+}
+
+// loopSession is one session's sides on the loop.
+type loopSession struct {
+	l      *evLoop
+	r      *relay
+	client *loopFD
+	up     *loopFD
+	agent  *loopDir
+	target *loopDir
+	done   chan struct{}
+
+	ending   atomic.Bool // no more messages are handled
+	finished bool        // loop: taken off the loop, done closed
+}
+
+// loopFD is one socket: read by one side, written by the other.
+type loopFD struct {
+	s      *loopSession
+	fd     int
+	id     uint32
+	reader *loopDir // reads this socket
+	feeder *loopDir // writes most of what goes out on it (paused when it backs up)
+	count  *atomic.Int64
+
+	mu      sync.Mutex
+	room    sync.Cond // pending shrank, or writing failed
+	pending []byte
+	werr    error
+	wantIn  bool
+	mask    uint32
+	removed bool // out of epoll: a hang-up nobody could act on yet
+	closed  bool // the session is off the loop
+}
+
+// loopDir is one side of the session: the messages read from one socket.
+type loopDir struct {
+	s      *loopSession
+	fd     *loopFD
+	out    *loopFD // where its messages go
+	target bool
+	in     []byte
+	start  int
+	end    int
+	src    memSource
+	err    error // how this side ended (loop)
+
+	// Owned by the loop.
+	paused   bool // out is backed up
+	detached bool // a goroutine off the loop is running its messages
+	// offLoop mirrors detached for writers, which may run anywhere.
+	offLoop atomic.Bool
+	// onLoop: the goroutine running its messages holds the baton (owned by
+	// that goroutine).
+	onLoop bool
+}
+
+// socketFD takes a TCP connection's socket out of Go's poller: a duplicate
+// descriptor for the loop, the original closed. It reports false for
+// anything but plain TCP.
+func socketFD(c net.Conn) (int, bool) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return -1, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return -1, false
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
+		return -1, false
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, false
+	}
+	tc.Close()
+	return fd, true
+}
+
+// netConn gives a loop socket back to Go's poller (for the server pool).
+func netConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "postgres")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// loopable reports whether both sides are plain TCP (TLS stays on the
+// goroutine relay: its records need a blocking reader).
+func loopable(client, up net.Conn) bool {
+	_, a := client.(*net.TCPConn)
+	_, b := up.(*net.TCPConn)
+	return a && b
+}
+
+// runLoop relays on the event loop l. Both connections are plain TCP;
+// they are closed here, and the server socket is given back to Go as
+// r.loopUp (for the pool, or to close). buffered is what the agent sent
+// after its startup that was already read.
+func (r *relay) runLoop(l *evLoop, buffered []byte) error {
+	cfd, ok := socketFD(r.client.Conn)
+	if !ok {
+		return fmt.Errorf("agent connection is not TCP")
+	}
+	defer unix.Close(cfd)
+	ufd, ok := socketFD(r.up.Conn)
+	if !ok {
+		return fmt.Errorf("server connection is not TCP")
+	}
+	s := &loopSession{l: l, r: r, done: make(chan struct{})}
+	s.client = &loopFD{s: s, fd: cfd, id: l.ids.Add(1), count: &r.client.written}
+	s.up = &loopFD{s: s, fd: ufd, id: l.ids.Add(1), count: &r.up.written}
+	s.agent = &loopDir{s: s, fd: s.client, out: s.up, in: make([]byte, 0, loopRead)}
+	s.target = &loopDir{s: s, fd: s.up, out: s.client, target: true, in: make([]byte, 0, loopRead)}
+	s.agent.in = append(s.agent.in, buffered...)
+	s.agent.end = len(s.agent.in)
+	s.agent.in = s.agent.in[:cap(s.agent.in)]
+	s.target.in = s.target.in[:cap(s.target.in)]
+	for _, f := range []*loopFD{s.client, s.up} {
+		f.room.L = &f.mu
+	}
+	s.client.reader, s.client.feeder = s.agent, s.target
+	s.up.reader, s.up.feeder = s.target, s.agent
+	r.stopMu.Lock()
+	r.lp = s
+	r.stopMu.Unlock()
+	r.upw.Reset(s.up)
+	r.cw.Reset(s.client)
+	r.be = pgproto3.NewBackend(nil, noWait{s.client})
+	l.post(func() {
+		for _, f := range []*loopFD{s.client, s.up} {
+			l.fds[f.fd] = f
+			f.mu.Lock()
+			if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, f.fd, &unix.EpollEvent{Fd: int32(f.fd), Pad: int32(f.id)}); err != nil {
+				f.mu.Unlock()
+				s.fail(nil, fmt.Errorf("event loop: %w", err))
+				return
+			}
+			f.mu.Unlock()
+		}
+		s.agent.rearm()
+		s.target.rearm()
+		if s.agent.end > 0 {
+			// The agent's first messages came with its startup.
+			s.agent.fd.setWantIn(false)
+			s.agent.detached = true
+			s.agent.offLoop.Store(true)
+			go func() {
+				err := s.agent.handle()
+				l.post(func() { s.agent.back(err) })
+			}()
+		}
+	})
+	<-s.done
+
+	// Deliver what is still queued, then hand the server socket back.
+	s.client.flushBlocking()
+	s.up.flushBlocking()
+	if nc, err := netConn(ufd); err == nil {
+		r.loopUp = nc
+	}
+	unix.Close(ufd)
+	upErr, downErr := s.agent.err, s.target.err
+	if upErr == errTerminated {
+		upErr = nil
+	}
+	r.cleanEnd = upErr == nil && (downErr == nil || downErr == errStopped)
+	r.loopLeft = s.target.end - s.target.start
+	switch {
+	case upErr != nil && !isEnd(upErr):
+		return upErr
+	case downErr != nil && !isEnd(downErr):
+		return downErr
+	}
+	return nil
+}
+
+// setWantIn arms or disarms reading.
+func (f *loopFD) setWantIn(on bool) {
+	f.mu.Lock()
+	f.wantIn = on
+	f.apply()
+	f.mu.Unlock()
+}
+
+// apply brings the epoll registration in line with what f waits for.
+// Called with mu held.
+func (f *loopFD) apply() {
+	if f.closed {
+		return
+	}
+	var want uint32
+	if f.wantIn {
+		want |= unix.EPOLLIN
+	}
+	if len(f.pending) > 0 && f.werr == nil {
+		want |= unix.EPOLLOUT
+	}
+	if f.removed {
+		if want == 0 {
+			return
+		}
+		f.removed = false
+		f.mask = want
+		unix.EpollCtl(f.s.l.epfd, unix.EPOLL_CTL_ADD, f.fd, &unix.EpollEvent{Events: want, Fd: int32(f.fd), Pad: int32(f.id)})
+		return
+	}
+	if want == f.mask {
+		return
+	}
+	f.mask = want
+	unix.EpollCtl(f.s.l.epfd, unix.EPOLL_CTL_MOD, f.fd, &unix.EpollEvent{Events: want, Fd: int32(f.fd), Pad: int32(f.id)})
+}
+
+// ready handles an epoll event on the loop. It reports false when this
+// goroutine no longer holds the baton.
+func (f *loopFD) ready(ev uint32) bool {
+	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		f.drain()
+	}
+	d := f.reader
+	if ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && d.armed() {
+		return d.serve()
+	}
+	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		// Reported whatever the mask says: park the socket until its
+		// reader can see the end for itself.
+		f.mu.Lock()
+		if !f.closed && !f.removed {
+			unix.EpollCtl(f.s.l.epfd, unix.EPOLL_CTL_DEL, f.fd, nil)
+			f.removed, f.mask = true, 0
+		}
+		f.mu.Unlock()
+	}
+	return true
+}
+
+// Write queues p for the socket, writing what it takes now. Safe from any
+// goroutine. The side feeding f waits while f is backed up if it runs off
+// the loop; on the loop it is paused instead (serve).
+func (f *loopFD) Write(p []byte) (int, error) { return f.write(p, f.feeder.offLoop.Load()) }
+
+// noWait writes to a socket without ever waiting: for the side that is not
+// its feeder (the agent side's own errors to the agent), which may be on
+// the loop while the feeder is off it.
+type noWait struct{ f *loopFD }
+
+func (w noWait) Write(p []byte) (int, error) { return w.f.write(p, false) }
+
+func (f *loopFD) write(p []byte, wait bool) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if wait {
+		for len(f.pending) > outHigh && f.werr == nil && !f.closed && !f.s.ending.Load() {
+			f.room.Wait()
+		}
+	}
+	if f.werr != nil {
+		return 0, f.werr
+	}
+	n := len(p)
+	if len(f.pending) == 0 {
+		w, err := sendNow(f.fd, p)
+		f.count.Add(int64(w))
+		p = p[w:]
+		if err != nil {
+			f.werr = err
+			f.room.Broadcast()
+			return n - len(p), err
+		}
+	}
+	if len(p) > 0 {
+		f.pending = append(f.pending, p...)
+		f.apply()
+	}
+	return n, nil
+}
+
+// sendNow writes what the socket takes without waiting; a full socket is
+// not an error.
+func sendNow(fd int, p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := unix.SendmsgN(fd, p[done:], nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+		if n > 0 {
+			done += n
+		}
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return done, nil
+		case err != nil:
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// drain writes queued output (loop), and lets the side feeding it go on
+// once it has shrunk.
+func (f *loopFD) drain() {
+	f.mu.Lock()
+	if len(f.pending) > 0 && f.werr == nil {
+		n, err := sendNow(f.fd, f.pending)
+		f.count.Add(int64(n))
+		f.pending = f.pending[n:]
+		if len(f.pending) == 0 {
+			f.pending = nil
+		}
+		if err != nil {
+			f.werr = err
+		}
+	}
+	low := len(f.pending) < outLow
+	werr := f.werr
+	f.room.Broadcast()
+	f.apply()
+	f.mu.Unlock()
+	if werr != nil {
+		f.s.fail(f.feeder, werr)
+		return
+	}
+	if low && f.feeder.paused {
+		f.feeder.paused = false
+		f.feeder.rearm()
+	}
+}
+
+// flushBlocking writes what is still queued once the session is off the
+// loop, waiting for the socket at most finalFlush.
+func (f *loopFD) flushBlocking() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	deadline := time.Now().Add(finalFlush)
+	for len(f.pending) > 0 && f.werr == nil && time.Now().Before(deadline) {
+		n, err := sendNow(f.fd, f.pending)
+		f.count.Add(int64(n))
+		f.pending = f.pending[n:]
+		if err != nil {
+			f.werr = err
+			break
+		}
+		if len(f.pending) > 0 {
+			unix.Poll([]unix.PollFd{{Fd: int32(f.fd), Events: unix.POLLOUT}}, 100)
+		}
+	}
+	f.pending = nil
+}
+
+func (d *loopDir) armed() bool { return !d.s.ending.Load() && !d.detached && !d.paused }
+
+// rearm reads again if the side may (loop).
+func (d *loopDir) rearm() { d.fd.setWantIn(d.armed()) }
+
+// serve reads what the socket has and handles the complete messages
+// (loop). It reports false when this goroutine no longer holds the baton.
+func (d *loopDir) serve() bool {
+	if len(d.in)-d.end < loopRead/4 {
+		d.compact(0)
+	}
+	n, err := unix.Read(d.fd.fd, d.in[d.end:])
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return true
+	case err != nil:
+		d.s.fail(d, err)
+		return true
+	case n == 0:
+		d.s.fail(d, io.EOF)
+		return true
+	}
+	d.end += n
+	d.countRead(n)
+	d.onLoop = true
+	err = d.handle()
+	held := d.onLoop
+	d.onLoop = false
+	if !held {
+		// Went off the loop on the way: the rest was done on this
+		// goroutine; give the side back.
+		d.s.l.post(func() { d.back(err) })
+		return false
+	}
+	if err != nil {
+		d.s.fail(d, err)
+		return true
+	}
+	if d.out.pendingLen() > outHigh {
+		d.paused = true
+		d.rearm()
+	}
+	return true
+}
+
+func (f *loopFD) pendingLen() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.pending)
+}
+
+func (d *loopDir) countRead(n int) {
+	if d.target {
+		d.s.r.up.read.Add(int64(n))
+	} else {
+		d.s.r.client.read.Add(int64(n))
+	}
+}
+
+// back returns a side to the loop after it ran off it (loop).
+func (d *loopDir) back(err error) {
+	d.detached = false
+	d.offLoop.Store(false)
+	if err != nil {
+		d.s.fail(d, err)
+		return
+	}
+	if d.s.ending.Load() {
+		d.s.wrapUp()
+		return
+	}
+	if d.out.pendingLen() > outHigh {
+		d.paused = true
+	}
+	d.rearm()
+}
+
+// mayBlock is called before anything that can wait: if the side is on the
+// loop, the loop goes on in a new goroutine and this one leaves it.
+func (d *loopDir) mayBlock() {
+	if !d.onLoop {
+		return
+	}
+	d.onLoop = false
+	d.detached = true
+	d.offLoop.Store(true)
+	d.fd.setWantIn(false)
+	go d.s.l.run()
+}
+
+// handle runs every complete message in the buffer.
+func (d *loopDir) handle() error {
+	r := d.s.r
+	if d.target {
+		r.clientMu.Lock()
+		defer r.clientMu.Unlock()
+		defer r.cw.Flush()
+	}
+	for !d.s.ending.Load() {
+		avail := d.in[d.start:d.end]
+		if len(avail) < 5 {
+			break
+		}
+		typ := avail[0]
+		n := int64(binary.BigEndian.Uint32(avail[1:5])) - 4
+		limit := int64(r.in.max)
+		if d.target {
+			limit = maxResponseBody
+		}
+		if n < 0 || n > limit {
+			if d.target {
+				return fmt.Errorf("target sent a %q message of %d bytes", typ, n)
+			}
+			return r.violation(fmt.Errorf("%q message of %d bytes (limit %d)", typ, n, limit))
+		}
+		if int64(len(avail)) < 5+n {
+			if d.target && 5+n > loopHold {
+				if err := d.streamOne(); err != nil {
+					return err
+				}
+				continue
+			}
+			d.compact(int(5 + n))
+			break
+		}
+		msg := avail[:5+n]
+		d.start += int(5 + n)
+		var err error
+		if d.target {
+			d.src.b = msg[5:]
+			err = r.relayMessage(&d.src, r.cw, [5]byte(msg[:5]))
+			d.src.b = nil
+		} else {
+			err = r.agentMessage(typ, msg)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if d.start == d.end {
+		d.start, d.end = 0, 0
+		if cap(d.in) > loopHold {
+			d.in = make([]byte, loopRead)
+		}
+	}
+	return nil
+}
+
+// compact moves unhandled bytes to the front, and grows the buffer toward
+// a message of need bytes (by doubling: a declared length is only a claim).
+func (d *loopDir) compact(need int) {
+	n := copy(d.in, d.in[d.start:d.end])
+	d.start, d.end = 0, n
+	if need > len(d.in) || len(d.in)-n < loopRead/4 {
+		b := make([]byte, max(n+loopRead, min(need, 2*len(d.in))))
+		copy(b, d.in[:n])
+		d.in = b
+	}
+}
+
+// streamOne relays a target message too big to hold, off the loop, as the
+// goroutine relay does: read as it comes.
+func (d *loopDir) streamOne() error {
+	d.mayBlock()
+	hdr := [5]byte(d.in[d.start : d.start+5])
+	d.start += 5
+	br := bufio.NewReaderSize(&blockingReader{d: d}, 64<<10)
+	err := d.s.r.relayMessage(&bufSource{br: br}, d.s.r.cw, hdr)
+	// What came after the message goes back in front of the buffer.
+	rest, _ := br.Peek(br.Buffered())
+	left := append(append([]byte(nil), rest...), d.in[d.start:d.end]...)
+	d.in = append(left, make([]byte, loopRead)...)
+	d.start, d.end = 0, len(left)
+	return err
+}
+
+// blockingReader reads a side's buffer, then its socket, waiting for it
+// (off the loop).
+type blockingReader struct{ d *loopDir }
+
+func (b *blockingReader) Read(p []byte) (int, error) {
+	d := b.d
+	if d.start < d.end {
+		n := copy(p, d.in[d.start:d.end])
+		d.start += n
+		return n, nil
+	}
+	for {
+		if d.s.ending.Load() {
+			return 0, errStopped
+		}
+		n, err := unix.Read(d.fd.fd, p)
+		switch {
+		case n > 0:
+			d.countRead(n)
+			return n, nil
+		case err == unix.EAGAIN || err == unix.EINTR:
+			unix.Poll([]unix.PollFd{{Fd: int32(d.fd.fd), Events: unix.POLLIN}}, 200)
+		case err != nil:
+			return 0, err
+		default:
+			return 0, io.ErrUnexpectedEOF
+		}
+	}
+}
+
+// fail ends the session (loop): d ended with err (nil: loopgate stopped
+// the session).
+func (s *loopSession) fail(d *loopDir, err error) {
+	if d != nil && d.err == nil {
+		d.err = err
+	}
+	if !s.ending.Swap(true) {
+		for _, f := range []*loopFD{s.client, s.up} {
+			f.mu.Lock()
+			f.wantIn = false
+			f.apply()
+			f.room.Broadcast()
+			f.mu.Unlock()
+		}
+	}
+	s.wrapUp()
+}
+
+// wrapUp takes the session off the loop once no side runs elsewhere.
+func (s *loopSession) wrapUp() {
+	if s.finished || s.agent.detached || s.target.detached {
+		return
+	}
+	s.finished = true
+	for _, d := range []*loopDir{s.agent, s.target} {
+		if d.err == nil {
+			d.err = errStopped
+		}
+	}
+	for _, f := range []*loopFD{s.client, s.up} {
+		f.mu.Lock()
+		if !f.removed {
+			unix.EpollCtl(s.l.epfd, unix.EPOLL_CTL_DEL, f.fd, nil)
+		}
+		f.closed = true
+		f.room.Broadcast()
+		f.mu.Unlock()
+		delete(s.l.fds, f.fd)
+	}
+	close(s.done)
+}
+
+// closedConn stands for a server socket that could not be given back.
+type closedConn struct{ net.Conn }
+
+func (closedConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (closedConn) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (closedConn) Close() error                     { return nil }
+func (closedConn) SetDeadline(time.Time) error      { return net.ErrClosed }
+func (closedConn) SetReadDeadline(time.Time) error  { return net.ErrClosed }
+func (closedConn) SetWriteDeadline(time.Time) error { return net.ErrClosed }
