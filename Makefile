@@ -35,6 +35,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./policy/
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 30s ./policy/sqlclass/
 	$(GO) test -run '^$$' -fuzz FuzzAgentStream -fuzztime 30s ./l7/postgres/
+	$(GO) test -run '^$$' -fuzz FuzzLoopAgentStream -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzStartup -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzCopyRow -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./store/

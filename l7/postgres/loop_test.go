@@ -1,0 +1,271 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/loopgate/loopgate/l7/l7test"
+)
+
+// tcpPair returns two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// loopHandler's event loop serves every test relay, as a daemon's serves
+// every session.
+var loopHandler = &Handler{}
+
+// loopRelay is a relay running on an event loop between two sockets the
+// test drives: agent (the test is the agent) and server (the test is
+// PostgreSQL). Messages here are protocol-valid; what is tested is the
+// loop's plumbing, with real sockets.
+type loopRelay struct {
+	r      *relay
+	agent  net.Conn
+	server net.Conn
+	done   chan error
+}
+
+func startLoopRelay(t *testing.T, early []byte) *loopRelay {
+	t.Helper()
+	rec := l7test.NewRecorder()
+	srv := l7test.Server(t, l7test.Config(t, fuzzPolicy), rec)
+	s := l7test.Session(t, srv, "w", "db", "127.0.0.1:5432")
+	agent, clientSide := tcpPair(t)
+	upSide, server := tcpPair(t)
+	h := loopHandler
+	if err := h.loop.start(); err != nil {
+		t.Fatal(err)
+	}
+	ar := newAgentReader(clientSide)
+	ar.max = maxMessageBody
+	r := newRelay(context.Background(), h, s, pgproto3.NewBackend(nil, clientSide), ar,
+		&countingConn{Conn: clientSide}, &countingConn{Conn: upSide})
+	lr := &loopRelay{r: r, agent: agent, server: server, done: make(chan error, 1)}
+	go func() { lr.done <- r.runLoop(&h.loop, early) }()
+	return lr
+}
+
+// wait returns runLoop's answer, failing after d.
+func (lr *loopRelay) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-lr.done:
+		return err
+	case <-time.After(d):
+		t.Fatal("the relay did not end")
+		return nil
+	}
+}
+
+func msg(t *testing.T, m interface{ Encode([]byte) ([]byte, error) }) []byte {
+	t.Helper()
+	b, err := m.Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// readMsg reads one whole message from c.
+func readMsg(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(c, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, binary.BigEndian.Uint32(hdr[1:])-4)
+	if _, err := io.ReadFull(c, body); err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr, body...)
+}
+
+func dataRow(size int, fill byte) []byte {
+	b, _ := (&pgproto3.DataRow{Values: [][]byte{bytes.Repeat([]byte{fill}, size)}}).Encode(nil)
+	return b
+}
+
+// Rows stream through in order, a row bigger than the loop holds included,
+// while the agent reads nothing for a while; the loop queues a bounded
+// amount meanwhile.
+func TestLoopStreamsAndBacksOff(t *testing.T) {
+	lr := startLoopRelay(t, nil)
+	lr.agent.Write(msg(t, &pgproto3.Query{String: "SELECT v FROM t"}))
+	if got := readMsg(t, lr.server); got[0] != 'Q' {
+		t.Fatalf("server got %q first", got[0])
+	}
+	var want bytes.Buffer
+	want.Write(msg(t, &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("v"), DataTypeOID: 25, DataTypeSize: -1, Format: 0}}}))
+	for i := range 24 {
+		want.Write(dataRow(1<<20, byte('a'+i)))
+	}
+	want.Write(dataRow(3*loopHold, 'z')) // streamed off the loop
+	for range 100 {
+		want.Write(dataRow(100, 'y'))
+	}
+	want.Write(msg(t, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 125")}))
+	want.Write(msg(t, &pgproto3.ReadyForQuery{TxStatus: 'I'}))
+	sent := make(chan error, 1)
+	go func() {
+		_, err := lr.server.Write(want.Bytes())
+		sent <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	lr.r.stopMu.Lock()
+	lp := lr.r.lp
+	lr.r.stopMu.Unlock()
+	if n := lp.client.pendingLen(); n > outHigh+2*loopHold {
+		t.Errorf("%d bytes queued for an agent that reads nothing (high water %d)", n, outHigh)
+	}
+	got := make([]byte, want.Len())
+	lr.agent.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadFull(lr.agent, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("the agent got different bytes than the server sent")
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	lr.agent.Write(msg(t, &pgproto3.Terminate{}))
+	if err := lr.wait(t, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !lr.r.terminated || !lr.r.cleanEnd || lr.r.loopLeft != 0 {
+		t.Errorf("terminated %v cleanEnd %v left %d: want a clean end", lr.r.terminated, lr.r.cleanEnd, lr.r.loopLeft)
+	}
+	// The server socket is Go's again, still connected.
+	if _, err := lr.r.loopUp.Write([]byte("X\x00\x00\x00\x04")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readMsg(t, lr.server); got[0] != 'X' {
+		t.Errorf("server got %q through the returned socket", got[0])
+	}
+	if got, want := lr.r.client.written.Load(), int64(want.Len()); got != want {
+		t.Errorf("counted %d bytes to the agent, sent %d", got, want)
+	}
+}
+
+// A protocol violation from the agent, while the server side is off the
+// loop waiting for an agent that reads nothing, still ends the session:
+// the agent side's error to the agent never waits for room.
+func TestLoopViolationWhileBackedUp(t *testing.T) {
+	lr := startLoopRelay(t, nil)
+	lr.agent.Write(msg(t, &pgproto3.Query{String: "SELECT v FROM t"}))
+	readMsg(t, lr.server)
+	go func() {
+		for i := range 8 {
+			if _, err := lr.server.Write(dataRow(3*loopHold, byte('a'+i))); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	lr.agent.Write([]byte{'?', 0, 0, 0, 4})
+	// The agent reads again only now: the session must have ended on its
+	// own (no deadlock), and the agent gets told why, last.
+	var all bytes.Buffer
+	read := make(chan struct{})
+	go func() {
+		lr.agent.SetReadDeadline(time.Now().Add(20 * time.Second))
+		io.Copy(&all, lr.agent)
+		close(read)
+	}()
+	err := lr.wait(t, 15*time.Second)
+	if err == nil {
+		t.Fatal("no error for an unknown message type")
+	}
+	lr.r.loopUp.Close()
+	<-read
+	if !bytes.Contains(all.Bytes(), []byte("protocol violation")) {
+		t.Errorf("the agent was not told (%d bytes read)", all.Len())
+	}
+}
+
+// Messages the agent sent right behind its startup are handled first.
+func TestLoopEarlyMessages(t *testing.T) {
+	early := append(msg(t, &pgproto3.Query{String: "SELECT 1"}), msg(t, &pgproto3.Query{String: "SELECT 2"})...)
+	lr := startLoopRelay(t, early)
+	for _, want := range []string{"SELECT 1", "SELECT 2"} {
+		got := readMsg(t, lr.server)
+		var q pgproto3.Query
+		if err := q.Decode(got[5:]); err != nil || q.String != want {
+			t.Errorf("server got %q (%v), want %q", q.String, err, want)
+		}
+	}
+	lr.agent.Close()
+	if err := lr.wait(t, 10*time.Second); err != nil {
+		t.Errorf("agent hung up: %v, want an ordinary end", err)
+	}
+}
+
+// A denied statement is answered without the server seeing it, and the
+// session goes on.
+func TestLoopDenial(t *testing.T) {
+	lr := startLoopRelay(t, nil)
+	lr.agent.Write(msg(t, &pgproto3.Query{String: "DROP TABLE t"}))
+	got := readMsg(t, lr.server)
+	var q pgproto3.Query
+	if err := q.Decode(got[5:]); err != nil || bytes.Contains([]byte(q.String), []byte("DROP")) {
+		t.Fatalf("server got %q", q.String)
+	}
+	lr.server.Write(msg(t, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42501", Message: "loopgate: drop denied"}))
+	lr.server.Write(msg(t, &pgproto3.ReadyForQuery{TxStatus: 'I'}))
+	if e := readMsg(t, lr.agent); e[0] != 'E' {
+		t.Fatalf("agent got %q, want an error", e[0])
+	}
+	if z := readMsg(t, lr.agent); z[0] != 'Z' {
+		t.Fatalf("agent got %q, want ReadyForQuery", z[0])
+	}
+	lr.agent.Write(msg(t, &pgproto3.Terminate{}))
+	if err := lr.wait(t, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FuzzLoopAgentStream feeds arbitrary bytes from an agent to a relay on the
+// event loop (its own framing): the session must end, never panic or hang.
+func FuzzLoopAgentStream(f *testing.F) {
+	f.Add(encode(f, &pgproto3.Query{String: "SELECT 1"}, &pgproto3.Terminate{}))
+	f.Add(encode(f, &pgproto3.Query{String: "DROP TABLE t"}))
+	f.Add(encode(f, &pgproto3.Parse{Name: "s", Query: "SELECT $1"}, &pgproto3.Bind{PreparedStatement: "s", Parameters: [][]byte{[]byte("1")}},
+		&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}))
+	f.Add(encode(f, &pgproto3.CopyData{Data: []byte("1\tx\n")}, &pgproto3.CopyDone{}))
+	f.Add([]byte{'Q', 0, 0, 0, 3})
+	f.Add([]byte{'P', 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{'d', 0, 0x10, 0, 0, 'x'})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		lr := startLoopRelay(t, nil)
+		go io.Copy(io.Discard, lr.server)
+		go io.Copy(io.Discard, lr.agent)
+		lr.agent.Write(data)
+		lr.agent.(*net.TCPConn).CloseWrite()
+		lr.wait(t, 10*time.Second)
+	})
+}
