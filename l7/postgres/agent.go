@@ -63,7 +63,7 @@ func (r *relay) agentMessage(typ byte, raw []byte) error {
 		if err := m.Decode(body); err != nil {
 			return r.violation(err)
 		}
-		res := r.h.classifier().Classify(m.Query, r.lookupSQLPrepared)
+		res := r.h.classifier().ClassifyMiss(m.Query, r.lookupSQLPrepared, r.parsing)
 		r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes, parsed: res.Statements}
 		r.stmtVer[m.Name]++
 		// A name is either SQL-level or protocol-level: the server
@@ -244,7 +244,7 @@ func (r *relay) record(cmds ...*command) error {
 // query handles a simple-protocol Query: every statement in the string is
 // classified; if any is not allowed, the whole string is replaced.
 func (r *relay) query(sql string, raw []byte) error {
-	res := r.h.classifier().Classify(sql, r.lookupSQLPrepared)
+	res := r.h.classifier().ClassifyMiss(sql, r.lookupSQLPrepared, r.parsing)
 	c := &command{text: sql, classes: res.Classes}
 	c.decision = r.s.Policy().Decide(r.s.Subject, res.Classes)
 	r.checkMasks(c, res.Statements, true)

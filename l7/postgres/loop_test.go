@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -268,4 +269,31 @@ func FuzzLoopAgentStream(f *testing.F) {
 		lr.agent.(*net.TCPConn).CloseWrite()
 		lr.wait(t, 10*time.Second)
 	})
+}
+
+// A statement that takes long to classify does not hold up other sessions
+// on the loop: its side leaves the loop while it is parsed.
+func TestLoopLongParseLeavesLoop(t *testing.T) {
+	a := startLoopRelay(t, nil)
+	b := startLoopRelay(t, nil)
+	long := "SELECT " + strings.Repeat("a+1, ", 50000) + "1 FROM t" // parsed in ~0.5 s here
+	start := time.Now()
+	forwarded := make(chan time.Duration, 1)
+	go func() {
+		readMsg(t, a.server)
+		forwarded <- time.Since(start)
+	}()
+	a.agent.Write(msg(t, &pgproto3.Query{String: long}))
+	time.Sleep(20 * time.Millisecond) // a's statement is being parsed
+	rtStart := time.Now()
+	b.agent.Write(msg(t, &pgproto3.Query{String: "SELECT 1"}))
+	readMsg(t, b.server)
+	b.server.Write(msg(t, &pgproto3.ReadyForQuery{TxStatus: 'I'}))
+	readMsg(t, b.agent)
+	rt := time.Since(rtStart)
+	slow := <-forwarded
+	if rt > slow/2 {
+		t.Errorf("a round trip took %v while another session's statement took %v to classify: it waited", rt, slow)
+	}
+	t.Logf("round trip %v during a %v classification", rt, slow)
 }

@@ -184,6 +184,11 @@ func (r *relay) stop() {
 	r.up.SetDeadline(time.Unix(1, 0))
 }
 
+// parsing is called before the classifier parses a statement it has not
+// seen: parsing a long one takes long enough to hold up other sessions on
+// the event loop, so the agent side leaves it.
+func (r *relay) parsing() { r.mayBlock(false) }
+
 // mayBlock is called before anything that can wait on one side (target
 // or agent): on the event loop, that side leaves the loop for a while.
 func (r *relay) mayBlock(target bool) {

@@ -74,6 +74,12 @@ type Classifier struct {
 // Classify classifies a query string. prepared resolves EXECUTE; nil means
 // none are known.
 func (c *Classifier) Classify(sql string, prepared Prepared) Result {
+	return c.ClassifyMiss(sql, prepared, nil)
+}
+
+// ClassifyMiss is Classify, calling miss (if not nil) before it parses a
+// text it has not cached: parsing can take a while for a long statement.
+func (c *Classifier) ClassifyMiss(sql string, prepared Prepared, miss func()) Result {
 	key, single, ok := cacheKey(sql)
 	folded := ok && single
 	if !folded {
@@ -90,6 +96,9 @@ func (c *Classifier) Classify(sql string, prepared Prepared) Result {
 			r.Statements = []Statement{st}
 		}
 		return r
+	}
+	if miss != nil {
+		miss()
 	}
 	r, cacheable := classify(sql, prepared)
 	if cacheable && (!folded || len(r.Statements) == 1) {
