@@ -43,6 +43,31 @@ const (
 // the session was cancelled).
 var errStopped = errors.New("relay stopped")
 
+// loopSet is a Handler's event loops: one per two CPUs (one on a small
+// machine, where the clients and the database need the rest), sessions
+// spread over them in turn.
+type loopSet struct {
+	once  sync.Once
+	loops []*evLoop
+	next  atomic.Uint32
+}
+
+// pick returns the loop for a new session, or nil if none could start.
+func (s *loopSet) pick() *evLoop {
+	s.once.Do(func() {
+		for range max(1, runtime.GOMAXPROCS(0)/2) {
+			l := &evLoop{}
+			if l.start() == nil {
+				s.loops = append(s.loops, l)
+			}
+		}
+	})
+	if len(s.loops) == 0 {
+		return nil
+	}
+	return s.loops[int(s.next.Add(1))%len(s.loops)]
+}
+
 // evLoop is the event loop. One goroutine at a time runs it (holds the
 // baton); fds belongs to whoever does.
 type evLoop struct {
@@ -228,15 +253,17 @@ func loopable(client, up net.Conn) bool {
 // r.loopUp (for the pool, or to close). buffered is what the agent sent
 // after its startup that was already read.
 func (r *relay) runLoop(l *evLoop, buffered []byte) error {
+	r.loopUp = r.up.Conn // until the loop has it
 	cfd, ok := socketFD(r.client.Conn)
 	if !ok {
-		return fmt.Errorf("agent connection is not TCP")
+		return fmt.Errorf("event loop: agent connection not taken")
 	}
 	defer unix.Close(cfd)
 	ufd, ok := socketFD(r.up.Conn)
 	if !ok {
-		return fmt.Errorf("server connection is not TCP")
+		return fmt.Errorf("event loop: server connection not taken")
 	}
+	r.loopUp = nil
 	s := &loopSession{l: l, r: r, done: make(chan struct{})}
 	s.client = &loopFD{s: s, fd: cfd, id: l.ids.Add(1), count: &r.client.written}
 	s.up = &loopFD{s: s, fd: ufd, id: l.ids.Add(1), count: &r.up.written}

@@ -58,15 +58,16 @@ func startLoopRelay(t *testing.T, early []byte) *loopRelay {
 	agent, clientSide := tcpPair(t)
 	upSide, server := tcpPair(t)
 	h := loopHandler
-	if err := h.loop.start(); err != nil {
-		t.Fatal(err)
+	l := h.loops.pick()
+	if l == nil {
+		t.Fatal("no event loop")
 	}
 	ar := newAgentReader(clientSide)
 	ar.max = maxMessageBody
 	r := newRelay(context.Background(), h, s, pgproto3.NewBackend(nil, clientSide), ar,
 		&countingConn{Conn: clientSide}, &countingConn{Conn: upSide})
 	lr := &loopRelay{r: r, agent: agent, server: server, done: make(chan error, 1)}
-	go func() { lr.done <- r.runLoop(&h.loop, early) }()
+	go func() { lr.done <- r.runLoop(l, early) }()
 	return lr
 }
 

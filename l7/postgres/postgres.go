@@ -39,7 +39,7 @@ type Handler struct {
 
 	cancels    cancelKeys
 	names      columnNames
-	loop       evLoop
+	loops      loopSet
 	pool       serverPool
 	defaultCls sqlclass.Classifier
 }
@@ -216,15 +216,21 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	conn.SetDeadline(time.Time{})
 	ar.max = maxMessageBody
 	s.Admit() // statements are decided one by one; nothing to re-check at connect level
-	s.Log.Info("postgres session ready", "database", st.params["database"], "user", st.params["user"], "backend_pid", hj.PID, "reused", server.reused)
+	// Plaintext sessions run on an event loop; TLS needs the goroutines.
+	var loop *evLoop
+	if st.tls == nil && !h.NoLoop && loopable(client.Conn, up.Conn) {
+		loop = h.loops.pick()
+	}
+	s.Log.Info("postgres session ready", "database", st.params["database"], "user", st.params["user"], "backend_pid", hj.PID,
+		"reused", server.reused, "event_loop", loop != nil)
 
 	r.session = r.maskerFor(ad)
 	r.params = st.params
 	r.txStatus = tx
-	if st.tls == nil && !h.NoLoop && loopable(client.Conn, up.Conn) && h.loop.start() == nil {
+	if loop != nil {
 		// The agent may have sent messages right behind its startup.
 		early, _ := ar.br.Peek(ar.br.Buffered())
-		err = r.runLoop(&h.loop, early)
+		err = r.runLoop(loop, early)
 		if r.loopUp == nil {
 			r.loopUp = closedConn{}
 		}
