@@ -165,11 +165,13 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	d.log.Info("daemon ready", "listen", cfg.Listen, "ipv6", ln6 != nil, "store", cfg.Store,
 		"workloads", len(cfg.Workloads), "targets", len(cfg.Targets), "version", version)
 
+	pg := &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey, CA: ca}
+	defer pg.Close() // after srv.Run: every session has ended
 	srv := &l7.Server{
 		Accepters: accepters,
 		Handlers: map[string]l7.Handler{
 			policy.ProtocolTCP:      &tcp.Handler{},
-			policy.ProtocolPostgres: &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey, CA: ca},
+			policy.ProtocolPostgres: pg,
 		},
 		Recorder: db,
 		Log:      d.log,

@@ -52,6 +52,15 @@ type loopSet struct {
 	next  atomic.Uint32
 }
 
+// close stops the loops (none may serve a session any more).
+func (s *loopSet) close() {
+	s.once.Do(func() {}) // none started after this
+	for _, l := range s.loops {
+		l.stop()
+	}
+	s.loops = nil
+}
+
 // pick returns the loop for a new session, or nil if none could start.
 func (s *loopSet) pick() *evLoop {
 	s.once.Do(func() {
@@ -79,8 +88,18 @@ type evLoop struct {
 	mu   sync.Mutex
 	cmds []func()
 
-	fds map[int]*loopFD
-	ids atomic.Uint32
+	fds    map[int]*loopFD
+	ids    atomic.Uint32
+	quit   bool          // baton holder: stop (set by stop's command)
+	exited chan struct{} // closed by the holder that stops
+}
+
+// stop ends the loop and closes its descriptors.
+func (l *evLoop) stop() {
+	l.post(func() { l.quit = true })
+	<-l.exited
+	unix.Close(l.epfd)
+	unix.Close(l.wake)
 }
 
 func (l *evLoop) start() error {
@@ -93,6 +112,7 @@ func (l *evLoop) start() error {
 			return
 		}
 		l.fds = map[int]*loopFD{}
+		l.exited = make(chan struct{})
 		l.err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.wake)})
 		if l.err == nil {
 			go l.run()
@@ -137,7 +157,10 @@ func (l *evLoop) run() {
 		}
 		for _, ev := range events[:n] {
 			if int(ev.Fd) == l.wake {
-				l.runCmds()
+				if l.runCmds(); l.quit {
+					close(l.exited)
+					return
+				}
 				continue
 			}
 			// Level-triggered: an event skipped here (stale, or left when

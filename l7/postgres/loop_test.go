@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -297,4 +298,28 @@ func TestLoopLongParseLeavesLoop(t *testing.T) {
 		t.Errorf("a round trip took %v while another session's statement took %v to classify: it waited", rt, slow)
 	}
 	t.Logf("round trip %v during a %v classification", rt, slow)
+}
+
+// Close stops the loops and gives their descriptors back.
+func TestLoopClose(t *testing.T) {
+	h := &Handler{}
+	if h.loops.pick() == nil {
+		t.Fatal("no event loop")
+	}
+	before := countFDs(t)
+	h.Close()
+	if after := countFDs(t); after >= before {
+		t.Errorf("%d descriptors open after Close, %d before", after, before)
+	}
+	if h.loops.pick() != nil {
+		t.Error("a loop handed out after Close")
+	}
+}
+
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }

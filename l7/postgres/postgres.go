@@ -44,6 +44,12 @@ type Handler struct {
 	defaultCls sqlclass.Classifier
 }
 
+// Close stops the Handler's event loops. Call it once no session runs.
+func (h *Handler) Close() error {
+	h.loops.close()
+	return nil
+}
+
 func (h *Handler) classifier() *sqlclass.Classifier {
 	if h.Classifier != nil {
 		return h.Classifier
