@@ -256,7 +256,8 @@ func socketFD(c net.Conn) (int, bool) {
 	return fd, true
 }
 
-// netConn gives a loop socket back to Go's poller (for the server pool).
+// netConn gives a loop socket back to Go's poller (for the server pool),
+// as a duplicate; fd itself is closed.
 func netConn(fd int) (net.Conn, error) {
 	f := os.NewFile(uintptr(fd), "postgres")
 	defer f.Close()
@@ -336,10 +337,9 @@ func (r *relay) runLoop(l *evLoop, buffered []byte) error {
 	// Deliver what is still queued, then hand the server socket back.
 	s.client.flushBlocking()
 	s.up.flushBlocking()
-	if nc, err := netConn(ufd); err == nil {
+	if nc, err := netConn(ufd); err == nil { // closes ufd either way
 		r.loopUp = nc
 	}
-	unix.Close(ufd)
 	upErr, downErr := s.agent.err, s.target.err
 	if upErr == errTerminated {
 		upErr = nil

@@ -323,3 +323,47 @@ func countFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// A session ending closes its own descriptors only, once: another
+// goroutine opening and using files meanwhile never finds one closed.
+func TestLoopClosesOnlyItsOwn(t *testing.T) {
+	stop := make(chan struct{})
+	churnErr := make(chan error, 1)
+	go func() {
+		defer close(churnErr)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r, w, err := os.Pipe()
+			if err != nil {
+				churnErr <- err
+				return
+			}
+			_, err = w.Write([]byte{1})
+			if err == nil {
+				_, err = r.Read(make([]byte, 1))
+			}
+			r.Close()
+			w.Close()
+			if err != nil {
+				churnErr <- err
+				return
+			}
+		}
+	}()
+	for range 300 {
+		lr := startLoopRelay(t, nil)
+		lr.agent.Write(msg(t, &pgproto3.Terminate{}))
+		if err := lr.wait(t, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		lr.r.loopUp.Close()
+	}
+	close(stop)
+	if err := <-churnErr; err != nil {
+		t.Fatalf("a file of another goroutine was closed under it: %v", err)
+	}
+}
