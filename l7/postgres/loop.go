@@ -23,6 +23,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -327,7 +328,7 @@ func (r *relay) runLoop(l *evLoop, buffered []byte) error {
 			s.agent.detached = true
 			s.agent.offLoop.Store(true)
 			go func() {
-				err := s.agent.handle()
+				err := s.agent.handleSafe()
 				l.post(func() { s.agent.back(err) })
 			}()
 		}
@@ -341,6 +342,11 @@ func (r *relay) runLoop(l *evLoop, buffered []byte) error {
 		r.loopUp = nc
 	}
 	upErr, downErr := s.agent.err, s.target.err
+	for _, err := range []error{upErr, downErr} {
+		if p, ok := err.(*panicked); ok {
+			panic(fmt.Sprintf("%v\n\nrelay side's stack:\n%s", p.val, p.stack))
+		}
+	}
 	if upErr == errTerminated {
 		upErr = nil
 	}
@@ -552,7 +558,7 @@ func (d *loopDir) serve() bool {
 	d.end += n
 	d.countRead(n)
 	d.onLoop = true
-	err = d.handle()
+	err = d.handleSafe()
 	held := d.onLoop
 	d.onLoop = false
 	if !held {
@@ -615,6 +621,26 @@ func (d *loopDir) mayBlock() {
 	d.offLoop.Store(true)
 	d.fd.setWantIn(false)
 	go d.s.l.run()
+}
+
+// panicked is a panic in a handler, caught so that the loop (and every
+// other session on it) goes on; the session's own goroutine raises it
+// again, where the server records the session as an internal error.
+type panicked struct {
+	val   any
+	stack []byte
+}
+
+func (p *panicked) Error() string { return fmt.Sprint("panic: ", p.val) }
+
+// handleSafe is handle, with a panic turned into the side's error.
+func (d *loopDir) handleSafe() (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicked{val: v, stack: debug.Stack()}
+		}
+	}()
+	return d.handle()
 }
 
 // handle runs every complete message in the buffer.

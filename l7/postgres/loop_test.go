@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -51,7 +53,19 @@ type loopRelay struct {
 	done   chan error
 }
 
+// relayPanic is runLoop's panic, caught by the test.
+type relayPanic struct{ msg string }
+
+func (p relayPanic) Error() string { return p.msg }
+
 func startLoopRelay(t *testing.T, early []byte) *loopRelay {
+	t.Helper()
+	return startLoopRelayFor(t, early, nil)
+}
+
+// startLoopRelayFor is startLoopRelay, letting edit change the relay
+// before it runs.
+func startLoopRelayFor(t *testing.T, early []byte, edit func(*relay)) *loopRelay {
 	t.Helper()
 	rec := l7test.NewRecorder()
 	srv := l7test.Server(t, l7test.Config(t, fuzzPolicy), rec)
@@ -68,7 +82,17 @@ func startLoopRelay(t *testing.T, early []byte) *loopRelay {
 	r := newRelay(context.Background(), h, s, pgproto3.NewBackend(nil, clientSide), ar,
 		&countingConn{Conn: clientSide}, &countingConn{Conn: upSide})
 	lr := &loopRelay{r: r, agent: agent, server: server, done: make(chan error, 1)}
-	go func() { lr.done <- r.runLoop(l, early) }()
+	if edit != nil {
+		edit(r)
+	}
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				lr.done <- relayPanic{fmt.Sprint(v)}
+			}
+		}()
+		lr.done <- r.runLoop(l, early)
+	}()
 	return lr
 }
 
@@ -365,5 +389,22 @@ func TestLoopClosesOnlyItsOwn(t *testing.T) {
 	close(stop)
 	if err := <-churnErr; err != nil {
 		t.Fatalf("a file of another goroutine was closed under it: %v", err)
+	}
+}
+
+// A panic in one session's handler ends that session, as a panic in its
+// own goroutine would, and the loop goes on serving the others.
+func TestLoopPanicStaysInSession(t *testing.T) {
+	broken := startLoopRelayFor(t, nil, func(r *relay) { r.s = nil }) // its first decision dereferences nil
+	broken.agent.Write(msg(t, &pgproto3.Query{String: "SELECT 1"}))
+	err := broken.wait(t, 10*time.Second)
+	var p relayPanic
+	if !errors.As(err, &p) || !strings.Contains(p.msg, "nil pointer") || !strings.Contains(p.msg, "agentMessage") {
+		t.Fatalf("relay ended with %v, want the handler's panic with its stack", err)
+	}
+	lr := startLoopRelay(t, nil)
+	lr.agent.Write(msg(t, &pgproto3.Query{String: "SELECT 1"}))
+	if got := readMsg(t, lr.server); got[0] != 'Q' {
+		t.Fatalf("server got %q", got[0])
 	}
 }
