@@ -13,16 +13,19 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/store/event"
 )
 
-// Recorder records sessions. *store.DB satisfies it. OpenSession must be
-// durable when it returns: the session forwards nothing before.
+// Recorder records sessions. *store.DB satisfies it. OpenSession writes a
+// session's start and the events given with it (its first decision) in one
+// durable write; it must be durable when it returns: the session forwards
+// nothing before.
 type Recorder interface {
-	OpenSession(ctx context.Context, s event.Session) error
+	OpenSession(ctx context.Context, s event.Session, first ...event.Event) error
 	CloseSession(ctx context.Context, id string, e event.End) error
 	AppendEvents(ctx context.Context, events ...event.Event) error
 	// AppendEventsAsync queues events to be written soon, in order, and
@@ -48,7 +51,39 @@ type Session struct {
 	srv      *Server
 	mu       sync.Mutex // guards admitted
 	admitted []string   // classes the session holds open (rechecked on reload)
+
+	// start is the session's start record until it is written, with the
+	// session's first durable write (one commit, not two). openMu guards it
+	// and is held across that write.
+	openMu  sync.Mutex
+	start   *event.Session
+	written atomic.Bool // start is nil: the hot path reads this, not openMu
 }
+
+// durable writes evs durably, after the session's start if that is not
+// written yet.
+func (s *Session) durable(ctx context.Context, evs ...event.Event) error {
+	s.openMu.Lock()
+	if st := s.start; st != nil {
+		defer s.openMu.Unlock()
+		if err := s.srv.Recorder.OpenSession(ctx, *st, evs...); err != nil {
+			return fmt.Errorf("record session start: %w", err)
+		}
+		s.start = nil
+		s.written.Store(true)
+		return nil
+	}
+	s.openMu.Unlock()
+	if len(evs) == 0 {
+		return nil
+	}
+	return s.srv.Recorder.AppendEvents(ctx, evs...)
+}
+
+// Open writes the session's start now if nothing has yet. A handler calls
+// it before it sends anything anywhere on the session's behalf without
+// recording first (decisions and Record write the start themselves).
+func (s *Session) Open(ctx context.Context) error { return s.durable(ctx) }
 
 // ErrDenied is returned by handlers whose session policy refused; the
 // session is recorded as denied.
@@ -75,7 +110,7 @@ func (s *Session) Decide(ctx context.Context, text string, classes ...string) po
 	if d.Action != policy.Allow {
 		ev.Error = d.Reason
 	}
-	if err := s.srv.Recorder.AppendEvents(ctx, ev); err != nil {
+	if err := s.durable(ctx, ev); err != nil {
 		s.Log.Error("decision not recorded; denying", "err", err)
 		return policy.Decision{Action: policy.Deny, RuleID: d.RuleID, Reason: "decision could not be recorded"}
 	}
@@ -92,6 +127,9 @@ func (s *Session) Policy() *policy.Config { return s.srv.Policy() }
 func (s *Session) Approve(ctx context.Context, d policy.Decision, command, params string, notify func(policy.Request)) (policy.Outcome, error) {
 	if s.srv.Broker == nil {
 		return policy.Outcome{Reason: "approvals are not available"}, errors.New("no approval broker")
+	}
+	if err := s.Open(ctx); err != nil { // the request refers to the session
+		return policy.Outcome{Reason: "the session could not be recorded"}, err
 	}
 	sub := s.Subject
 	r := policy.Request{
@@ -113,7 +151,7 @@ func (s *Session) Record(ctx context.Context, evs ...event.Event) error {
 			evs[i].Time = time.Now()
 		}
 	}
-	return s.srv.Recorder.AppendEvents(ctx, evs...)
+	return s.durable(ctx, evs...)
 }
 
 // RecordAsync queues events for the session's record: for what may trail
@@ -125,6 +163,15 @@ func (s *Session) RecordAsync(evs ...event.Event) {
 		if evs[i].Time.IsZero() {
 			evs[i].Time = time.Now()
 		}
+	}
+	if !s.written.Load() {
+		// Never ahead of the session's start in the chain.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.durable(ctx, evs...); err != nil {
+			s.Log.Error("record not written", "err", err)
+		}
+		return
 	}
 	s.srv.Recorder.AppendEventsAsync(evs...)
 }
@@ -296,10 +343,11 @@ func (s *Server) serve(ctx context.Context, acc Accepted) {
 	log := s.Log.With("session", id, "workload", rec.Workload, "target", rec.Target, "pid", rec.PID)
 	end := event.End{Outcome: event.OutcomeClosed}
 
-	// Record the start first. A refused connection is recorded too.
-	recCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	openErr := s.Recorder.OpenSession(recCtx, rec)
-	cancel()
+	// The start is written with the session's first durable record (its
+	// first decision, before anything is forwarded): one commit, not two.
+	// A session that ends before any record (refused, or the client left
+	// during its handshake) gets its start written at the end.
+	sess := &Session{ID: id, Subject: acc.Subject, Log: log, srv: s, start: &rec}
 	defer func() {
 		if p := recover(); p != nil {
 			log.Error("session panicked", "panic", p, "stack", string(debug.Stack()))
@@ -307,22 +355,17 @@ func (s *Server) serve(ctx context.Context, acc Accepted) {
 			end.Error = fmt.Sprint("internal error: ", p)
 		}
 		end.Ended = time.Now()
-		if openErr == nil {
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			if err := s.Recorder.CloseSession(cctx, id, end); err != nil {
-				log.Error("session end not recorded", "err", err)
-			}
-			cancel()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := sess.Open(cctx); err != nil {
+			log.Error("session not recorded", "err", err)
+		} else if err := s.Recorder.CloseSession(cctx, id, end); err != nil {
+			log.Error("session end not recorded", "err", err)
 		}
 		log.Info("session closed", "outcome", end.Outcome, "bytes_up", end.BytesUp, "bytes_down", end.BytesDown, "err", end.Error)
 	}()
 
-	switch {
-	case openErr != nil:
-		log.Error("session refused: start not recorded", "err", openErr)
-		end.Outcome, end.Error = event.OutcomeRefused, "start not recorded: "+openErr.Error()
-		return
-	case acc.Err != nil:
+	if acc.Err != nil {
 		log.Warn("session refused", "err", acc.Err)
 		end.Outcome, end.Error = event.OutcomeRefused, acc.Err.Error()
 		return
@@ -336,7 +379,6 @@ func (s *Server) serve(ctx context.Context, acc Accepted) {
 	log.Info("session open", "orig_dst", rec.OrigDst, "exe", rec.Exe, "uid", rec.UID)
 	sessCtx, cancelSess := context.WithCancelCause(ctx)
 	defer cancelSess(nil)
-	sess := &Session{ID: id, Subject: acc.Subject, Log: log, srv: s}
 	s.track(id, &liveSession{sess: sess, cancel: cancelSess})
 	defer s.untrack(id)
 	res, err := h.Serve(sessCtx, conn, sess)

@@ -93,7 +93,24 @@ func TestServerOutcomes(t *testing.T) {
 			name:     "no record no forward",
 			acc:      func(c net.Conn) l7.Accepted { return l7.Accepted{Conn: c, Subject: subject()} },
 			failOpen: true,
-			want:     "", // nothing can be recorded; the handler must not run
+			// The session's start goes with its first record: that fails,
+			// so the handler forwards nothing, and no end is recorded.
+			handler: func(ctx context.Context, c net.Conn, s *l7.Session) (l7.Result, error) {
+				err := s.Record(ctx, event.Event{Kind: event.KindDecision, Text: "connect", Decision: "allow"})
+				if err == nil {
+					c.Write([]byte("forwarded"))
+				}
+				return l7.Result{}, err
+			},
+			want: "", called: true,
+		},
+		{
+			name: "start written with the first record",
+			acc:  func(c net.Conn) l7.Accepted { return l7.Accepted{Conn: c, Subject: subject()} },
+			handler: func(ctx context.Context, c net.Conn, s *l7.Session) (l7.Result, error) {
+				return l7.Result{}, s.Record(ctx, event.Event{Kind: event.KindDecision, Text: "connect", Decision: "allow"})
+			},
+			want: event.OutcomeClosed, called: true,
 		},
 	}
 	for _, tc := range tests {
@@ -148,6 +165,11 @@ func TestServerOutcomes(t *testing.T) {
 			}
 			if len(ends) != 1 || ends[0].Outcome != tc.want {
 				t.Errorf("ends = %+v, want one %q", ends, tc.want)
+			}
+			// The start rides with the first record, if any: a session
+			// costs two durable writes, start and end.
+			if n := rec.WriteCount(); n != 2 {
+				t.Errorf("%d durable writes, want 2", n)
 			}
 		})
 	}

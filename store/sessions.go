@@ -18,16 +18,18 @@ type Session struct {
 }
 
 // OpenSession records a session's start: the sessions row and a chained
-// session_open event carrying it. It returns only once both are durable, so a
-// caller may forward traffic after it returns.
-func (s *DB) OpenSession(ctx context.Context, e event.Session) error {
+// session_open event carrying it, followed by first (the session's first
+// events, its first decision) in the same write. It returns only once all
+// are durable, so a caller may forward traffic after it returns.
+func (s *DB) OpenSession(ctx context.Context, e event.Session, first ...event.Event) error {
 	snap, err := json.Marshal(openSnapshot(e))
 	if err != nil {
 		return err
 	}
+	evs := append([]event.Event{{SessionID: e.ID, Time: e.Started, Kind: event.KindSessionOpen, Params: string(snap)}}, first...)
 	return s.write(ctx, &op{
 		apply:  func(ctx context.Context, tx *sql.Tx) error { return insertSession(ctx, tx, e) },
-		events: []event.Event{{SessionID: e.ID, Time: e.Started, Kind: event.KindSessionOpen, Params: string(snap)}},
+		events: evs,
 	})
 }
 

@@ -23,6 +23,8 @@ type Recorder struct {
 	Opened   map[string]event.Session
 	Ended    map[string]event.End
 	Events   []event.Event
+	// Writes counts durable writes (OpenSession, CloseSession, AppendEvents).
+	Writes int
 }
 
 // NewRecorder returns an empty Recorder.
@@ -31,13 +33,15 @@ func NewRecorder() *Recorder {
 }
 
 // OpenSession implements l7.Recorder.
-func (m *Recorder) OpenSession(_ context.Context, s event.Session) error {
+func (m *Recorder) OpenSession(_ context.Context, s event.Session, first ...event.Event) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.FailOpen {
 		return errors.New("disk full")
 	}
 	m.Opened[s.ID] = s
+	m.Events = append(m.Events, first...)
+	m.Writes++
 	return nil
 }
 
@@ -46,6 +50,7 @@ func (m *Recorder) CloseSession(_ context.Context, id string, e event.End) error
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.Ended[id] = e
+	m.Writes++
 	return nil
 }
 
@@ -54,13 +59,23 @@ func (m *Recorder) AppendEvents(_ context.Context, evs ...event.Event) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.Events = append(m.Events, evs...)
+	m.Writes++
 	return nil
 }
 
 // AppendEventsAsync implements l7.Recorder: in memory there is nothing
 // to wait for.
 func (m *Recorder) AppendEventsAsync(evs ...event.Event) {
-	m.AppendEvents(context.Background(), evs...)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.Events = append(m.Events, evs...)
+}
+
+// WriteCount returns Writes.
+func (m *Recorder) WriteCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.Writes
 }
 
 // Ends returns the recorded session ends.

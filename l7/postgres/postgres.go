@@ -33,10 +33,6 @@ type Handler struct {
 	// (tls.agent); nil answers every SSLRequest 'N'.
 	CA *LocalCA
 
-	// NoLoop relays every session on two goroutines of its own, as TLS
-	// sessions always are, instead of on the shared event loop.
-	NoLoop bool
-
 	cancels    cancelKeys
 	names      columnNames
 	loops      loopSet
@@ -112,6 +108,9 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		ar = st.reader
 	}
 	if st.cancel != nil {
+		if err := s.Open(ctx); err != nil { // nothing goes to the target unrecorded
+			return result(), err
+		}
 		err := h.cancels.cancel(ctx, st.cancel)
 		s.Record(ctx, event.Event{Kind: event.KindCommand, Text: "cancel request", Error: errString(err)})
 		return result(), err
@@ -224,7 +223,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	s.Admit() // statements are decided one by one; nothing to re-check at connect level
 	// Plaintext sessions run on an event loop; TLS needs the goroutines.
 	var loop *evLoop
-	if st.tls == nil && !h.NoLoop && loopable(client.Conn, up.Conn) {
+	if st.tls == nil && loopable(client.Conn, up.Conn) {
 		loop = h.loops.pick()
 	}
 	s.Log.Info("postgres session ready", "database", st.params["database"], "user", st.params["user"], "backend_pid", hj.PID,
