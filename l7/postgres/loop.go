@@ -292,8 +292,8 @@ func (r *relay) runLoop(l *evLoop, buffered []byte) error {
 	s := &loopSession{l: l, r: r, done: make(chan struct{})}
 	s.client = &loopFD{s: s, fd: cfd, id: l.ids.Add(1), count: &r.client.written}
 	s.up = &loopFD{s: s, fd: ufd, id: l.ids.Add(1), count: &r.up.written}
-	s.agent = &loopDir{s: s, fd: s.client, out: s.up, in: make([]byte, 0, loopRead)}
-	s.target = &loopDir{s: s, fd: s.up, out: s.client, target: true, in: make([]byte, 0, loopRead)}
+	s.agent = &loopDir{s: s, fd: s.client, out: s.up, in: (*inputPool.Get().(*[]byte))[:0]}
+	s.target = &loopDir{s: s, fd: s.up, out: s.client, target: true, in: (*inputPool.Get().(*[]byte))[:0]}
 	s.agent.in = append(s.agent.in, buffered...)
 	s.agent.end = len(s.agent.in)
 	s.agent.in = s.agent.in[:cap(s.agent.in)]
@@ -334,6 +334,13 @@ func (r *relay) runLoop(l *evLoop, buffered []byte) error {
 		}
 	})
 	<-s.done
+	for _, d := range []*loopDir{s.agent, s.target} {
+		if cap(d.in) == loopRead { // not grown: back to the pool
+			b := d.in[:loopRead]
+			d.in = nil
+			inputPool.Put(&b)
+		}
+	}
 
 	// Deliver what is still queued, then hand the server socket back.
 	s.client.flushBlocking()

@@ -81,6 +81,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	// be only writes; the agent's bytes are framed by ar.
 	be := pgproto3.NewBackend(nil, client)
 	ar := newAgentReader(client)
+	defer ar.release()
 	conn.SetDeadline(time.Now().Add(30 * time.Second)) // login must not linger
 	tlsFor := func() *tls.Config {
 		t := s.Subject.Target
@@ -106,6 +107,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		client.written.Store(before.BytesDown)
 		be = pgproto3.NewBackend(nil, client)
 		ar = st.reader
+		defer ar.release()
 	}
 	if st.cancel != nil {
 		if err := s.Open(ctx); err != nil { // nothing goes to the target unrecorded
@@ -176,6 +178,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		}
 	}
 	r := newRelay(ctx, h, s, be, ar, client, up)
+	defer r.release()
 	var expired atomic.Bool
 	if role != nil {
 		s.Log.Info("session role created", "role", role.name, "valid_until", role.expires)

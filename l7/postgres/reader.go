@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -26,8 +27,40 @@ type agentReader struct {
 	buf []byte
 }
 
+// Pools of the 64 KiB buffers each session used to allocate anew: a
+// reader, two writers and the event loop's two inputs (most of the garbage
+// of an agent that connects for every statement).
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+	inputPool  = sync.Pool{New: func() any { b := make([]byte, loopRead); return &b }}
+)
+
 func newAgentReader(r io.Reader) *agentReader {
-	return &agentReader{br: bufio.NewReaderSize(r, 64<<10), max: maxStartupBody}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &agentReader{br: br, max: maxStartupBody}
+}
+
+// release gives the reader's buffer back; a is not used after.
+func (a *agentReader) release() {
+	if a == nil || a.br == nil {
+		return
+	}
+	a.br.Reset(nil)
+	readerPool.Put(a.br)
+	a.br = nil
+}
+
+func pooledWriter(w io.Writer) *bufio.Writer {
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw
+}
+
+func releaseWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	writerPool.Put(bw)
 }
 
 // startup reads one untyped startup packet and decodes it; the message is

@@ -228,8 +228,8 @@ type prepared struct {
 func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backend, in *agentReader, client, up *countingConn) *relay {
 	return &relay{
 		ctx: ctx, h: h, s: s, be: be, in: in, client: client, up: up,
-		upw:             bufio.NewWriterSize(up, 64<<10),
-		cw:              bufio.NewWriterSize(client, 64<<10),
+		upw:             pooledWriter(up),
+		cw:              pooledWriter(client),
 		stmts:           map[string]prepared{},
 		portals:         map[string]portal{},
 		sqlPrepared:     map[string][]string{},
@@ -242,6 +242,13 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 		descLayouts:     map[string]cachedLayout{},
 		maskers:         map[string]*mask.Masker{},
 	}
+}
+
+// release gives the relay's buffers back once it has ended.
+func (r *relay) release() {
+	releaseWriter(r.upw)
+	releaseWriter(r.cw)
+	r.upw, r.cw = nil, nil
 }
 
 // run relays until either side ends. It returns the first error that was
