@@ -633,3 +633,41 @@ print(cur.fetchone()[0])
 		}
 	})
 }
+
+// TestPostgresShutdown: stopping the daemon ends a session waiting on a
+// long statement (on the event loop, nothing blocks to interrupt), the agent
+// is told, and the session is recorded as shut down.
+func TestPostgresShutdown(t *testing.T) {
+	s := newPGSetup(t)
+	cmd := exec.Command(lgtest.Binary(t), "run", "--config", s.cfg, "--workload", "agent", "--",
+		"psql", "-X", "-w", "-h", "127.0.0.1", "-p", s.port, "-d", "app", "-c", "SELECT pg_sleep(60)")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	lgtest.Eventually(t, 10*time.Second, "pg_sleep running", func() bool {
+		out, _ := s.pg.Exec(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
+		return out == "1"
+	})
+	start := time.Now()
+	s.daemon.Stop(syscall.SIGTERM) // drains 2 s, then cancels; fails the test if the daemon hangs
+	select {
+	case err := <-exited:
+		if err == nil || !strings.Contains(stderr.String(), "loopgate: session ended: daemon shutting down") {
+			t.Errorf("psql: %v %q, want it told the session ended", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("psql still waiting 20 s after the daemon stopped")
+	}
+	t.Logf("session ended %v after SIGTERM: %s", time.Since(start), strings.TrimSpace(stderr.String()))
+	if got := lgtest.Sessions(t, s.cfg, "--outcome", "shutdown"); len(got) != 1 {
+		t.Errorf("%d sessions recorded as shut down, want 1", len(got))
+	}
+	if out, err := exec.Command(lgtest.Binary(t), "audit", "verify", "--config", s.cfg).CombinedOutput(); err != nil {
+		t.Errorf("audit verify: %v\n%s", err, out)
+	}
+}

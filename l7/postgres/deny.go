@@ -14,6 +14,7 @@ const (
 	codeProtocolViolation     = "08P01"
 	codeConnectionFailure     = "08006"
 	codeFeatureNotSupported   = "0A000"
+	codeAdminShutdown         = "57P01" // the session was ended by loopgate (shutdown, revoked)
 )
 
 // raiseSQL returns a DO block that raises SQLSTATE 42501 with msg. Sent in

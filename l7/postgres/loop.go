@@ -16,6 +16,7 @@ package postgres
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -221,6 +222,9 @@ type loopDir struct {
 	end    int
 	src    memSource
 	err    error // how this side ended (loop)
+	// streaming: a message too big to hold is half passed on (set by the
+	// goroutine running the side, read once the session is off the loop).
+	streaming bool
 
 	// Owned by the loop.
 	paused   bool // out is backed up
@@ -334,6 +338,13 @@ func (r *relay) runLoop(l *evLoop, buffered []byte) error {
 		}
 	})
 	<-s.done
+	if r.ctx.Err() != nil && !s.target.streaming {
+		// Cancelled (shutdown, revoked): tell the agent why, between two
+		// whole messages, as PostgreSQL does when it is shut down.
+		if b, err := fatal(codeAdminShutdown, "loopgate: session ended: "+context.Cause(r.ctx).Error()).Encode(nil); err == nil {
+			s.client.write(b, false)
+		}
+	}
 	for _, d := range []*loopDir{s.agent, s.target} {
 		if cap(d.in) == loopRead { // not grown: back to the pool
 			b := d.in[:loopRead]
@@ -727,7 +738,11 @@ func (d *loopDir) streamOne() error {
 	hdr := [5]byte(d.in[d.start : d.start+5])
 	d.start += 5
 	br := bufio.NewReaderSize(&blockingReader{d: d}, 64<<10)
+	d.streaming = true
 	err := d.s.r.relayMessage(&bufSource{br: br}, d.s.r.cw, hdr)
+	if err == nil {
+		d.streaming = false
+	}
 	// What came after the message goes back in front of the buffer.
 	rest, _ := br.Peek(br.Buffered())
 	left := append(append([]byte(nil), rest...), d.in[d.start:d.end]...)
