@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -125,4 +126,26 @@ func Session(t testing.TB, srv *l7.Server, workload, target, dst string) *l7.Ses
 	}
 	sub := &policy.Subject{Workload: workload, Target: tg, KernelFacts: policy.KernelFacts{OrigDst: netip.MustParseAddrPort(dst)}}
 	return srv.NewSession("test-session", sub)
+}
+
+// TCPPair returns the two ends of a loopback TCP connection, closed when
+// the test ends.
+func TCPPair(t testing.TB) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		client.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
 }

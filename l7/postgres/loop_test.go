@@ -18,26 +18,6 @@ import (
 	"github.com/loopgate/loopgate/l7/l7test"
 )
 
-// tcpPair returns two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
-
 // loopHandler's event loop serves every test relay, as a daemon's serves
 // every session.
 var loopHandler = &Handler{}
@@ -70,8 +50,8 @@ func startLoopRelayFor(t *testing.T, early []byte, edit func(*relay)) *loopRelay
 	rec := l7test.NewRecorder()
 	srv := l7test.Server(t, l7test.Config(t, fuzzPolicy), rec)
 	s := l7test.Session(t, srv, "w", "db", "127.0.0.1:5432")
-	agent, clientSide := tcpPair(t)
-	upSide, server := tcpPair(t)
+	agent, clientSide := l7test.TCPPair(t)
+	upSide, server := l7test.TCPPair(t)
 	h := loopHandler
 	l := h.loops.pick()
 	if l == nil {

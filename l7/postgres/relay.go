@@ -249,6 +249,11 @@ func (r *relay) release() {
 	releaseWriter(r.upw)
 	releaseWriter(r.cw)
 	r.upw, r.cw = nil, nil
+	if r.br != nil {
+		r.br.Reset(nil)
+		readerPool.Put(r.br)
+		r.br = nil
+	}
 }
 
 // run relays until either side ends. It returns the first error that was

@@ -27,7 +27,8 @@ func (r *relay) columnNames(fields []pgproto3.FieldDescription) []colName {
 // fromTarget frames the target's messages and passes them on, decoding only
 // those that end a command; DataRow bodies are streamed, never held whole.
 func (r *relay) fromTarget() error {
-	br := bufio.NewReaderSize(r.up, 64<<10)
+	br := readerPool.Get().(*bufio.Reader) // given back by release
+	br.Reset(r.up)
 	r.br = br
 	src := &bufSource{br: br}
 	cw := r.cw

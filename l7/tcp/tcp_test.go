@@ -73,21 +73,7 @@ func TestRelayCountsAndHalfClose(t *testing.T) {
 		req, _ := io.ReadAll(c) // until the client's FIN
 		io.WriteString(c, "got "+string(req))
 	}()
-	front, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer front.Close()
-	cli, err := net.Dial("tcp", front.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	srvSide, err := front.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srvSide.Close()
+	cli, srvSide := l7test.TCPPair(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
