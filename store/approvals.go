@@ -198,7 +198,8 @@ func (s *DB) SessionEvents(ctx context.Context, id string) ([]ExportRow, error) 
 	rows, err := s.db.QueryContext(ctx, `SELECT e.seq, e.time, e.session_id, COALESCE(s.workload, ''), COALESCE(s.target, ''),
 		COALESCE(s.pid, 0), COALESCE(s.uid, 0), COALESCE(s.exe, ''), e.kind, e.text, e.params, e.decision, e.rule_id,
 		e.approval_id, e.tag, e.duration_ns, e.rows, e.bytes, e.error, e.hash
-		FROM events e LEFT JOIN sessions s ON s.id = e.session_id WHERE e.session_id = ? ORDER BY e.seq`, id)
+		FROM event_spans sp JOIN events e ON e.seq BETWEEN sp.first_seq AND sp.last_seq AND e.session_id = sp.session_id
+		LEFT JOIN sessions s ON s.id = e.session_id WHERE sp.session_id = ? ORDER BY e.seq`, id)
 	if err != nil {
 		return nil, fmt.Errorf("session events: %w", err)
 	}

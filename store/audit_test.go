@@ -359,10 +359,11 @@ func BenchmarkAppendAsync(b *testing.B) {
 	b.ReportAllocs()
 	start := time.Now()
 	var wg sync.WaitGroup
-	for range 8 {
+	for w := range 8 {
+		id := fmt.Sprintf("01a2165ea5e9d106613%05d", w) // one session per producer, ids as long as real ones
 		wg.Go(func() {
 			for range b.N {
-				db.AppendEventsAsync(event.Event{SessionID: "s", Kind: event.KindCommand, Text: "SELECT abalance FROM pgbench_accounts WHERE aid = 42", Tag: "SELECT 1", Rows: 1})
+				db.AppendEventsAsync(event.Event{SessionID: id, Kind: event.KindCommand, Text: "SELECT abalance FROM pgbench_accounts WHERE aid = 42", Tag: "SELECT 1", Rows: 1})
 			}
 		})
 	}

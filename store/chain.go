@@ -99,6 +99,9 @@ type chainState struct {
 	hash            []byte
 	hashHex         string // hash in hex, as stored ("" until computed)
 	sinceCheckpoint int
+	// touched lists the events appended since the commit began; copying
+	// the state (a savepoint) and restoring it drops the later ones.
+	touched []touch
 }
 
 // hex returns the head hash as stored.

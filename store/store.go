@@ -34,6 +34,8 @@ type DB struct {
 
 	insertEvent  *sql.Stmt
 	insertEvents *sql.Stmt // rowsPerInsert rows
+	insertSpan   *sql.Stmt
+	touched      []touch // reused by each commit (committing goroutine only)
 
 	// async holds events queued by AppendEventsAsync (guarded by wmu);
 	// asyncRoom is signalled when it drains. The flusher goroutine commits
@@ -91,6 +93,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
+	if s.insertSpan, err = db.PrepareContext(ctx, insertSpanSQL); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
 	return s, nil
 }
 
@@ -106,7 +112,7 @@ func (s *DB) Close() error {
 			close(s.stopFlush)
 			<-s.flushDone
 		}
-		for _, st := range []*sql.Stmt{s.insertEvent, s.insertEvents} {
+		for _, st := range []*sql.Stmt{s.insertEvent, s.insertEvents, s.insertSpan} {
 			if st != nil {
 				st.Close()
 			}
@@ -195,6 +201,16 @@ var migrations = []string{
 	ALTER TABLE approvals ADD COLUMN target TEXT NOT NULL DEFAULT '';
 	ALTER TABLE approvals ADD COLUMN scope TEXT NOT NULL DEFAULT '';
 	ALTER TABLE approvals ADD COLUMN approved_by TEXT NOT NULL DEFAULT '';`,
+	// 5: a session's events are found through spans (writer.go), not an
+	// index entry per event. Sessions recorded before get one span each.
+	`CREATE TABLE event_spans (
+		session_id TEXT NOT NULL,
+		first_seq  INTEGER NOT NULL,
+		last_seq   INTEGER NOT NULL
+	);
+	INSERT INTO event_spans SELECT session_id, MIN(seq), MAX(seq) FROM events GROUP BY session_id;
+	CREATE INDEX event_spans_session ON event_spans(session_id, first_seq);
+	DROP INDEX events_session;`,
 }
 
 func (s *DB) migrate(ctx context.Context) error {

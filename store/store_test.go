@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -147,4 +149,91 @@ func FuzzCanonicalJSON(f *testing.F) {
 			t.Fatalf("canonical encoding differs:\n got %s\nwant %s", got, want)
 		}
 	})
+}
+
+// A session's events are found through spans: interleaved sessions, async
+// and durable writes, and a write that fails (its events roll back and
+// leave no span).
+func TestSessionEventsThroughSpans(t *testing.T) {
+	t.Parallel()
+	db, path := openTemp(t)
+	ctx := context.Background()
+	want := map[string][]string{}
+	note := func(id, text string) event.Event {
+		want[id] = append(want[id], text)
+		return event.Event{SessionID: id, Kind: event.KindNote, Text: text}
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if err := db.OpenSession(ctx, event.Session{ID: id, Started: time.Now()}, note(id, id+"-first")); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = append([]string{""}, want[id]...) // the session_open event
+	}
+	for i := range 50 {
+		id := []string{"a", "b", "c"}[i%3]
+		db.AppendEventsAsync(note(id, fmt.Sprint(id, i)))
+		if i%7 == 0 {
+			if err := db.AppendEvents(ctx, note("b", fmt.Sprint("durable", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Opening "a" again fails: its events are rolled back with it.
+	if err := db.OpenSession(ctx, event.Session{ID: "a"}, event.Event{SessionID: "a", Kind: event.KindNote, Text: "never"}); err == nil {
+		t.Fatal("second open of a session succeeded")
+	}
+	db.AppendEventsAsync(note("c", "last"))
+	if err := db.CloseSession(ctx, "c", event.End{Ended: time.Now(), Outcome: event.OutcomeClosed}); err != nil {
+		t.Fatal(err)
+	}
+	want["c"] = append(want["c"], "")
+	for id, texts := range want {
+		evs, err := db.SessionEvents(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range evs {
+			if e.Session != id {
+				t.Errorf("SessionEvents(%s) returned an event of %s", id, e.Session)
+			}
+			got = append(got, e.Text)
+		}
+		if diff := cmp.Diff(texts, got); diff != "" {
+			t.Errorf("SessionEvents(%s) (-want +got):\n%s", id, diff)
+		}
+	}
+	// Every span starts and ends on an event of its own session.
+	var bad int
+	if err := db.db.QueryRowContext(ctx, `SELECT count(*) FROM event_spans sp
+		LEFT JOIN events f ON f.seq = sp.first_seq LEFT JOIN events l ON l.seq = sp.last_seq
+		WHERE f.session_id IS NOT sp.session_id OR l.session_id IS NOT sp.session_id`).Scan(&bad); err != nil || bad != 0 {
+		t.Fatalf("%d spans do not bound their session's events (%v)", bad, err)
+	}
+
+	// A store from before spans (schema 4) gets one span per session.
+	db.Close()
+	raw, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DROP TABLE event_spans`, `CREATE INDEX events_session ON events(session_id, seq)`,
+		`DELETE FROM schema_migrations WHERE version = 5`} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	db2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	evs, err := db2.SessionEvents(ctx, "b")
+	if err != nil || len(evs) != len(want["b"]) {
+		t.Fatalf("after migration: %d events of b, want %d (%v)", len(evs), len(want["b"]), err)
+	}
+	if rep, err := db2.Verify(ctx, nil); err != nil || rep.Problem != nil {
+		t.Fatalf("verify after migration: %+v %v", rep, err)
+	}
 }

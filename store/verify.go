@@ -139,8 +139,8 @@ func (s *DB) Verify(ctx context.Context, pub ed25519.PublicKey) (VerifyReport, e
 		return rep, err
 	}
 	var orphan string
-	err = s.db.QueryRowContext(ctx, `SELECT id FROM sessions s WHERE NOT EXISTS
-		(SELECT 1 FROM events e WHERE e.session_id = s.id AND e.kind = ?) LIMIT 1`, string(event.KindSessionOpen)).Scan(&orphan)
+	err = s.db.QueryRowContext(ctx, `SELECT id FROM sessions WHERE id NOT IN
+		(SELECT session_id FROM events WHERE kind = ?) LIMIT 1`, string(event.KindSessionOpen)).Scan(&orphan)
 	if err == nil {
 		rep.Problem = &Problem{Kind: "session", Detail: fmt.Sprintf("session %s has no session_open event (inserted behind the daemon's back)", orphan)}
 	}

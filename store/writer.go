@@ -81,6 +81,7 @@ func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok b
 		return
 	}
 	head := s.head // tentative; becomes s.head only after commit
+	head.touched = s.touched[:0]
 	ins := tx.StmtContext(ctx, s.insertEvent)
 	rows := &rowBuffer{one: ins, many: tx.StmtContext(ctx, s.insertEvents)}
 	for _, e := range async {
@@ -146,6 +147,12 @@ func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok b
 		fail(err)
 		return
 	}
+	if err := insertSpans(ctx, tx.StmtContext(ctx, s.insertSpan), head.touched); err != nil {
+		tx.Rollback()
+		fail(err)
+		return
+	}
+	s.touched = head.touched[:0]
 	want := head.sinceCheckpoint >= checkpointEvery
 	for _, o := range batch {
 		want = want || o.checkpoint && head.sinceCheckpoint > 0
@@ -205,6 +212,7 @@ func chainRow(head *chainState, e event.Event) []any {
 		c.DurationNS, c.Rows, c.Bytes, c.Error, head.hex(), hh, c.Tag}
 	head.seq++
 	head.hash, head.hashHex = h, hh
+	head.touched = append(head.touched, touch{c.Session, head.seq})
 	head.sinceCheckpoint++
 	return row
 }
@@ -241,6 +249,41 @@ func (b *rowBuffer) flush(ctx context.Context) error {
 		b.args = b.args[eventColumns:]
 	}
 	b.args = b.args[:0]
+	return nil
+}
+
+// A session's events are found through spans, not an index on events: one
+// row per session per commit, [first, last] of its events in that commit
+// (other sessions' events may lie between). Under load a commit carries
+// thousands of events of a few sessions; an index entry per event cost
+// more than the rest of the row's insert (2.2 of 5.2 µs here).
+
+// touch is one event appended in the commit being built.
+type touch struct {
+	session string
+	seq     int64
+}
+
+const insertSpanSQL = `INSERT INTO event_spans (session_id, first_seq, last_seq) VALUES (?, ?, ?)`
+
+// insertSpans writes the spans of the events appended in this commit.
+func insertSpans(ctx context.Context, ins *sql.Stmt, touched []touch) error {
+	type span struct{ first, last int64 }
+	var order []string
+	spans := map[string]*span{}
+	for _, t := range touched {
+		if sp := spans[t.session]; sp != nil {
+			sp.last = t.seq
+			continue
+		}
+		spans[t.session] = &span{t.seq, t.seq}
+		order = append(order, t.session)
+	}
+	for _, id := range order {
+		if _, err := ins.ExecContext(ctx, id, spans[id].first, spans[id].last); err != nil {
+			return fmt.Errorf("append event spans: %w", err)
+		}
+	}
 	return nil
 }
 
