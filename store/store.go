@@ -32,23 +32,26 @@ type DB struct {
 	signer     ed25519.PrivateKey
 	lastSig    string
 
-	insertEvent  *sql.Stmt
-	insertEvents *sql.Stmt // rowsPerInsert rows
-	insertSpan   *sql.Stmt
-	touched      []touch // reused by each commit (committing goroutine only)
+	// wconn is the connection every write commits on (one writer:
+	// SQLite has one anyway); rows inserts events on it.
+	wconn      *sql.Conn
+	rows       *eventRows
+	insertSpan *sql.Stmt
+	touched    []touch // reused by each commit (committing goroutine only)
 
 	// async holds events queued by AppendEventsAsync (guarded by wmu);
 	// asyncRoom is signalled when it drains. The flusher goroutine commits
 	// them asyncLinger after the first arrives, unless a durable write
 	// takes them along first.
-	async     []event.Event
-	asyncRoom *sync.Cond
-	asyncKick chan struct{}
-	asyncNow  chan struct{}
-	stopFlush chan struct{}
-	flushDone chan struct{}
-	asyncErr  func(err error, events int)
-	flushing  bool // the flusher was started (by the first async event)
+	async      []event.Event
+	asyncSpare []event.Event // the buffer last committed, for reuse
+	asyncRoom  *sync.Cond
+	asyncKick  chan struct{}
+	asyncNow   chan struct{}
+	stopFlush  chan struct{}
+	flushDone  chan struct{}
+	asyncErr   func(err error, events int)
+	flushing   bool // the flusher was started (by the first async event)
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -85,15 +88,18 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
-	if s.insertEvent, err = db.PrepareContext(ctx, insertEventSQL); err != nil {
+	if s.wconn, err = db.Conn(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("prepare: %w", err)
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if s.insertEvents, err = db.PrepareContext(ctx, insertEventsSQL); err != nil {
+	if s.rows, err = newEventRows(ctx, s.wconn); err != nil {
+		s.wconn.Close()
 		db.Close()
-		return nil, fmt.Errorf("prepare: %w", err)
+		return nil, err
 	}
 	if s.insertSpan, err = db.PrepareContext(ctx, insertSpanSQL); err != nil {
+		s.rows.close()
+		s.wconn.Close()
 		db.Close()
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
@@ -112,11 +118,9 @@ func (s *DB) Close() error {
 			close(s.stopFlush)
 			<-s.flushDone
 		}
-		for _, st := range []*sql.Stmt{s.insertEvent, s.insertEvents, s.insertSpan} {
-			if st != nil {
-				st.Close()
-			}
-		}
+		s.insertSpan.Close()
+		s.rows.close()
+		s.wconn.Close()
 		s.closeErr = s.db.Close()
 	})
 	return s.closeErr

@@ -4,8 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
-	"time"
 
 	"github.com/loopgate/loopgate/store/event"
 )
@@ -46,19 +44,26 @@ func (s *DB) write(ctx context.Context, o *op) error {
 		batch, async := s.pending, s.async
 		s.pending, s.async = nil, nil
 		if len(async) > 0 {
-			// The next batch is likely as big: one allocation, not a
-			// doubling series under the producers.
-			s.async = make([]event.Event, 0, cap(async))
+			// The next batch is likely as big: producers fill the spare
+			// buffer (the one committed last time) while this one is
+			// written, not a doubling series of new ones.
+			s.async, s.asyncSpare = s.asyncSpare[:0], nil
+			if cap(s.async) < cap(async) {
+				s.async = make([]event.Event, 0, cap(async))
+			}
 		}
 		s.asyncRoom.Broadcast()
 		s.wmu.Unlock()
-		if !s.commit(context.WithoutCancel(ctx), async, batch) && len(async) > 0 {
-			// Keep them, ahead of anything queued since.
-			s.wmu.Lock()
-			s.async = append(async, s.async...)
-			s.wmu.Unlock()
-		}
+		ok := s.commit(context.WithoutCancel(ctx), async, batch)
 		s.wmu.Lock()
+		switch {
+		case !ok && len(async) > 0:
+			// Keep them, ahead of anything queued since.
+			s.async = append(async, s.async...)
+		case len(async) > 0:
+			clear(async) // holds no strings alive while spare
+			s.asyncSpare = async[:0]
+		}
 	}
 	s.committing = false
 	s.wmu.Unlock()
@@ -75,17 +80,17 @@ func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok b
 			o.done <- err
 		}
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		fail(fmt.Errorf("begin: %w", err))
 		return
 	}
 	head := s.head // tentative; becomes s.head only after commit
 	head.touched = s.touched[:0]
-	ins := tx.StmtContext(ctx, s.insertEvent)
-	rows := &rowBuffer{one: ins, many: tx.StmtContext(ctx, s.insertEvents)}
+	rows := s.rows
+	defer rows.reset()
 	for _, e := range async {
-		if err := rows.add(ctx, chainRow(&head, e)); err != nil {
+		if err := rows.add(ctx, &head, e); err != nil {
 			tx.Rollback()
 			fail(err)
 			return
@@ -93,11 +98,10 @@ func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok b
 	}
 	for i, o := range batch {
 		if o.apply == nil {
-			// Events only: rows are inserted in multi-row statements. An
-			// insert cannot fail but for the database itself failing,
-			// which fails the whole batch.
+			// Events only: an insert cannot fail but for the database
+			// itself failing, which fails the whole batch.
 			for _, e := range o.events {
-				if err := rows.add(ctx, chainRow(&head, e)); err != nil {
+				if err := rows.add(ctx, &head, e); err != nil {
 					tx.Rollback()
 					fail(err)
 					return
@@ -121,14 +125,15 @@ func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok b
 				return err
 			}
 			for _, e := range o.events {
-				if err := appendEvent(ctx, ins, &head, e); err != nil {
+				if err := rows.add(ctx, &head, e); err != nil {
 					return err
 				}
 			}
-			return nil
+			return rows.flush(ctx)
 		}()
 		if err != nil {
 			head = saved
+			rows.reset()
 			errs[i] = err
 			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO op"); rerr != nil {
 				tx.Rollback()
@@ -177,79 +182,6 @@ func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok b
 		o.done <- errs[i]
 	}
 	return true
-}
-
-// insertEventSQL appends one event; prepared once at Open.
-const insertEventSQL = `INSERT INTO events (seq, session_id, time, kind, text, params,
-	decision, rule_id, approval_id, duration_ns, rows, bytes, error, prev_hash, hash, tag)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-
-// eventColumns is the number of values insertEventSQL takes.
-const eventColumns = 16
-
-// rowsPerInsert is how many events one multi-row INSERT carries.
-const rowsPerInsert = 32
-
-// insertEventsSQL inserts rowsPerInsert events at once.
-var insertEventsSQL = func() string {
-	q := insertEventSQL
-	row := q[strings.Index(q, "VALUES")+len("VALUES"):]
-	for i := 1; i < rowsPerInsert; i++ {
-		q += "," + row
-	}
-	return q
-}()
-
-// chainRow links e to the chain head, advancing it, and returns its row.
-func chainRow(head *chainState, e event.Event) []any {
-	if e.Time.IsZero() {
-		e.Time = time.Now()
-	}
-	c := canonical(e)
-	h := chainHash(head.hash, c)
-	hh := hexs(h)
-	row := []any{head.seq + 1, c.Session, c.Time, c.Kind, c.Text, c.Params, c.Decision, c.Rule, c.Approval,
-		c.DurationNS, c.Rows, c.Bytes, c.Error, head.hex(), hh, c.Tag}
-	head.seq++
-	head.hash, head.hashHex = h, hh
-	head.touched = append(head.touched, touch{c.Session, head.seq})
-	head.sinceCheckpoint++
-	return row
-}
-
-func appendEvent(ctx context.Context, ins *sql.Stmt, head *chainState, e event.Event) error {
-	if _, err := ins.ExecContext(ctx, chainRow(head, e)...); err != nil {
-		return fmt.Errorf("append event: %w", err)
-	}
-	return nil
-}
-
-// rowBuffer gathers event rows and inserts them rowsPerInsert at a time.
-type rowBuffer struct {
-	one, many *sql.Stmt
-	args      []any
-}
-
-func (b *rowBuffer) add(ctx context.Context, row []any) error {
-	b.args = append(b.args, row...)
-	if len(b.args) == rowsPerInsert*eventColumns {
-		if _, err := b.many.ExecContext(ctx, b.args...); err != nil {
-			return fmt.Errorf("append events: %w", err)
-		}
-		b.args = b.args[:0]
-	}
-	return nil
-}
-
-func (b *rowBuffer) flush(ctx context.Context) error {
-	for len(b.args) > 0 {
-		if _, err := b.one.ExecContext(ctx, b.args[:eventColumns]...); err != nil {
-			return fmt.Errorf("append event: %w", err)
-		}
-		b.args = b.args[eventColumns:]
-	}
-	b.args = b.args[:0]
-	return nil
 }
 
 // A session's events are found through spans, not an index on events: one
