@@ -565,7 +565,7 @@ func (c *Config) Decide(s *Subject, classes []string) Decision {
 	case Approve:
 		d.Reason = fmt.Sprintf("%s needs approval under rule %s", d.Class, r.ID)
 	default:
-		d.Reason = fmt.Sprintf("allowed by rule %s", r.ID)
+		d.Reason = "allowed by rule " + r.ID // every statement passes here: no Sprintf
 	}
 	return d
 }

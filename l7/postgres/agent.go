@@ -207,9 +207,15 @@ func (r *relay) forward(msg pgproto3.FrontendMessage) error {
 }
 
 // hold keeps a copy of an extended-protocol message until Sync or Flush.
+// Copies go to one buffer the session reuses (flushBatch empties it).
 func (r *relay) hold(raw []byte, exec *command, sync bool) {
-	r.batch = append(r.batch, batched{raw: append([]byte(nil), raw...), exec: exec, sync: sync})
+	start := len(r.held)
+	r.held = append(r.held, raw...)
+	r.batch = append(r.batch, batched{raw: r.held[start:len(r.held):len(r.held)], exec: exec, sync: sync})
 }
+
+// maxHeldKept is the largest held-message buffer kept for reuse.
+const maxHeldKept = 1 << 20
 
 // record records decided commands before they are forwarded: durably (no
 // record, no forward) unless every one is allowed under a rule that says
@@ -370,6 +376,17 @@ func (r *relay) flushBatch() error {
 	}
 	batch := r.batch
 	r.batch = nil
+	defer func() {
+		if len(r.batch) > 0 {
+			return // held again meanwhile: the buffers are in use
+		}
+		clear(batch)
+		r.batch = batch[:0]
+		r.held = r.held[:0]
+		if cap(r.held) > maxHeldKept {
+			r.held, r.batch = nil, nil
+		}
+	}()
 	var cmds []*command
 	denied := -1
 	for i, b := range batch {

@@ -114,6 +114,7 @@ type relay struct {
 	upw    *bufio.Writer
 
 	batch       []batched
+	held        []byte // the bytes batch's messages point into
 	skipToSync  bool
 	stmts       map[string]prepared // protocol-level prepared statements
 	portals     map[string]portal
