@@ -53,6 +53,7 @@ default_pool_size = 40
 logfile = %s/pgbouncer.log
 `, s.pg.Port, appPass, port, dir, dir)), 0o644)
 	cmd := exec.Command(bin, "-u", "postgres", ini)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // its own session, like loopgate's daemon (lgtest)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

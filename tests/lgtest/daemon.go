@@ -94,6 +94,10 @@ func (d *Daemon) start() {
 	pr, pw := io.Pipe()
 	cmd := exec.Command(Binary(t), "daemon", "--config", d.Config, "--drain", "2s")
 	cmd.Stdout, cmd.Stderr = pw, pw
+	// Its own session, as under systemd. The kernel's autogroup scheduling
+	// gives each session a fair CPU share: a daemon in the test's session
+	// would share one with the clients it serves.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start daemon: %v", err)
 	}
