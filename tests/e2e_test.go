@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("LG_CLIENT") != "" {
 		os.Exit(clientMain())
 	}
+	if os.Getenv("LG_EPOLL_RELAY") != "" {
+		os.Exit(epollRelayMain())
+	}
 	os.Exit(runTests(m))
 }
 

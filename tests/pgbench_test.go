@@ -2,8 +2,6 @@ package tests
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,46 +62,15 @@ logfile = %s/pgbouncer.log
 	return strconv.Itoa(port)
 }
 
-// startGoRelay runs the least a Go proxy can do: accept, dial the server,
-// copy bytes both ways (no protocol, no policy, no record). It is the
-// benchmark's reference for what Go's runtime costs on this machine.
-func startGoRelay(t testing.TB, upstream string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				u, err := net.Dial("tcp", upstream)
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				go func() { io.Copy(c, u); c.Close() }()
-				io.Copy(u, c)
-			}()
-		}
-	}()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
 // BenchmarkPgbench runs pgbench against the same server direct, through
 // loopgate (recording on, a column mask on), through PgBouncer (session
-// mode) and through a bare Go relay, alternating rounds in the same run,
-// and reports TPS ratios against direct.
+// mode) and through a bare Go epoll relay (epollrelay_test.go),
+// alternating rounds in the same run, and reports TPS ratios against
+// direct.
 func BenchmarkPgbench(b *testing.B) {
 	s, appPass := newPGBench(b)
 	bouncer := startPgBouncer(b, s, appPass)
-	relay := startGoRelay(b, "127.0.0.1:"+s.port)
+	relay := startEpollRelay(b, "127.0.0.1:"+s.port)
 	rounds := 3
 	if v, err := strconv.Atoi(os.Getenv("LG_BENCH_ROUNDS")); err == nil {
 		rounds = v
@@ -123,7 +90,7 @@ func BenchmarkPgbench(b *testing.B) {
 		b.Run(cell.name, func(b *testing.B) {
 			tps, lat := map[string]float64{}, map[string]float64{}
 			for r := 0; r < rounds; r++ {
-				for _, via := range []string{"direct", "loopgate", "pgbouncer", "go-relay"} {
+				for _, via := range []string{"direct", "loopgate", "pgbouncer", "go-epoll"} {
 					args := append(strings.Fields(cell.args), "-n", "-T", secs, "-h", "127.0.0.1", "-U", "bench", "app")
 					var cmd *exec.Cmd
 					switch via {
@@ -135,7 +102,7 @@ func BenchmarkPgbench(b *testing.B) {
 						cmd = exec.Command(lgtest.Binary(b), append([]string{"run", "--config", s.cfg, "--workload", "bench", "--", "pgbench"}, append(args, "-p", s.port)...)...)
 					case "pgbouncer":
 						cmd = exec.Command("pgbench", append(args, "-p", bouncer)...)
-					case "go-relay":
+					case "go-epoll":
 						cmd = exec.Command("pgbench", append(strings.Fields(cell.args), "-n", "-T", secs, "-h", "127.0.0.1", "-p", relay, "-U", "app", "app")...)
 						cmd.Env = append(os.Environ(), "PGPASSWORD="+appPass)
 					}
@@ -157,10 +124,10 @@ func BenchmarkPgbench(b *testing.B) {
 			b.ReportMetric(tps["pgbouncer"], "pgbouncer-tps")
 			b.ReportMetric(tps["loopgate"]/tps["direct"], "loopgate/direct")
 			b.ReportMetric(tps["pgbouncer"]/tps["direct"], "pgbouncer/direct")
-			b.ReportMetric(tps["go-relay"]/tps["direct"], "go-relay/direct")
-			fmt.Printf("    pgbench %-16s tps: direct %6.0f  loopgate %6.0f (%.2f)  pgbouncer %6.0f (%.2f)  go-relay %6.0f (%.2f)  | latency ms d/lg/pgb/go %.3f %.3f %.3f %.3f\n", cell.name,
+			b.ReportMetric(tps["go-epoll"]/tps["direct"], "go-epoll/direct")
+			fmt.Printf("    pgbench %-16s tps: direct %6.0f  loopgate %6.0f (%.2f)  pgbouncer %6.0f (%.2f)  go-epoll %6.0f (%.2f)  | latency ms d/lg/pgb/go %.3f %.3f %.3f %.3f\n", cell.name,
 				tps["direct"], tps["loopgate"], tps["loopgate"]/tps["direct"], tps["pgbouncer"], tps["pgbouncer"]/tps["direct"],
-				tps["go-relay"], tps["go-relay"]/tps["direct"], lat["direct"], lat["loopgate"], lat["pgbouncer"], lat["go-relay"])
+				tps["go-epoll"], tps["go-epoll"]/tps["direct"], lat["direct"], lat["loopgate"], lat["pgbouncer"], lat["go-epoll"])
 		})
 	}
 }

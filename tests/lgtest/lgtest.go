@@ -62,12 +62,20 @@ func Cgroup2Mount(t testing.TB) string {
 }
 
 // CgroupName returns a cgroup path (relative to the mount) unique to t,
-// below "loopgate-test/"; it removes the cgroup when t ends.
+// below "loopgate-test/"; when t ends it removes that cgroup and its
+// siblings named with a suffix ("<name>-daemon", "<name>-b"), which tests
+// derive from it.
 func CgroupName(t testing.TB) string {
 	t.Helper()
 	mount := Cgroup2Mount(t)
 	name := fmt.Sprintf("loopgate-test/%s-%d", sanitize(t.Name()), time.Now().UnixNano()%1e9)
-	t.Cleanup(func() { removeCgroupTree(filepath.Join(mount, name)) })
+	t.Cleanup(func() {
+		dir := filepath.Join(mount, name)
+		siblings, _ := filepath.Glob(dir + "-*")
+		for _, d := range append(siblings, dir) {
+			removeCgroupTree(d)
+		}
+	})
 	return name
 }
 
