@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -95,6 +96,12 @@ func (h *Handler) connectUpstream(ctx context.Context, t *policy.Target, addr st
 	return &upstream{hj: hj, role: role}, nil
 }
 
+// baseConfig is what every upstream config starts from. pgconn only
+// connects with configs from its ParseConfig, which reads the environment
+// and the user's service and password files each call (40 µs a session
+// here); everything it could have taken from them is set below.
+var baseConfig = sync.OnceValues(func() (*pgconn.Config, error) { return pgconn.ParseConfig("sslmode=disable") })
+
 func upstreamConfig(t *policy.Target, addr string, params map[string]string) (*pgconn.Config, error) {
 	if v := params["replication"]; v != "" && v != "false" && v != "0" {
 		return nil, &startupRefused{code: codeFeatureNotSupported, msg: "loopgate: replication connections are not allowed"}
@@ -111,10 +118,11 @@ func upstreamConfig(t *policy.Target, addr string, params map[string]string) (*p
 	if i := strings.LastIndex(addr, ":"); i >= 0 {
 		host, port = strings.Trim(addr[:i], "[]"), addr[i+1:]
 	}
-	cfg, err := pgconn.ParseConfig("sslmode=disable")
+	base, err := baseConfig()
 	if err != nil {
 		return nil, err
 	}
+	cfg := base.Copy()
 	if cfg.TLSConfig, err = tlsConfig(t.TLS, host); err != nil {
 		return nil, err
 	}
