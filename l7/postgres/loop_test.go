@@ -47,6 +47,13 @@ func startLoopRelay(t *testing.T, early []byte) *loopRelay {
 // before it runs.
 func startLoopRelayFor(t *testing.T, early []byte, edit func(*relay)) *loopRelay {
 	t.Helper()
+	return startRelayFor(t, early, true, edit)
+}
+
+// startRelayFor starts a relay on the event loop, or (onLoop false) as
+// the goroutine relay TLS sessions use.
+func startRelayFor(t *testing.T, early []byte, onLoop bool, edit func(*relay)) *loopRelay {
+	t.Helper()
 	rec := l7test.NewRecorder()
 	srv := l7test.Server(t, l7test.Config(t, fuzzPolicy), rec)
 	s := l7test.Session(t, srv, "w", "db", "127.0.0.1:5432")
@@ -71,7 +78,11 @@ func startLoopRelayFor(t *testing.T, early []byte, edit func(*relay)) *loopRelay
 				lr.done <- relayPanic{fmt.Sprint(v)}
 			}
 		}()
-		lr.done <- r.runLoop(l, early)
+		if onLoop {
+			lr.done <- r.runLoop(l, early)
+		} else {
+			lr.done <- r.run()
+		}
 	}()
 	return lr
 }
@@ -386,5 +397,33 @@ func TestLoopPanicStaysInSession(t *testing.T) {
 	lr.agent.Write(msg(t, &pgproto3.Query{String: "SELECT 1"}))
 	if got := readMsg(t, lr.server); got[0] != 'Q' {
 		t.Fatalf("server got %q", got[0])
+	}
+}
+
+// A session ended from outside (shutdown, revocation) is told why, between
+// two whole messages, on the event loop and in the goroutine relay that
+// TLS sessions use.
+func TestStoppedSessionToldWhy(t *testing.T) {
+	for _, onLoop := range []bool{true, false} {
+		t.Run(fmt.Sprint("event_loop=", onLoop), func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			lr := startRelayFor(t, nil, onLoop, func(r *relay) { r.ctx = ctx })
+			// A whole message passes first, so the stop comes between two.
+			lr.server.Write(msg(t, &pgproto3.NoticeResponse{Severity: "NOTICE", Code: "00000", Message: "hello"}))
+			if got := readMsg(t, lr.agent); got[0] != 'N' {
+				t.Fatalf("agent got %q first, want the notice", got[0])
+			}
+			cancel(errors.New("daemon shutting down"))
+			lr.r.stop()
+			var e pgproto3.ErrorResponse
+			got := readMsg(t, lr.agent)
+			if got[0] != 'E' || e.Decode(got[5:]) != nil {
+				t.Fatalf("agent got %q, want an ErrorResponse", got)
+			}
+			if e.Severity != "FATAL" || e.Code != codeAdminShutdown || e.Message != "loopgate: session ended: daemon shutting down" {
+				t.Errorf("agent told %s %s %q", e.Severity, e.Code, e.Message)
+			}
+			lr.wait(t, 10*time.Second)
+		})
 	}
 }

@@ -5,6 +5,7 @@ package postgres
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -34,9 +35,15 @@ func (r *relay) fromTarget() error {
 	cw := r.cw
 	var hdr [5]byte
 	for {
-		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		if n, err := io.ReadFull(br, hdr[:]); err != nil {
 			r.clientMu.Lock()
 			cw.Flush()
+			if n == 0 && r.ctx.Err() != nil {
+				// Stopped (shutdown, revoked) between two whole messages:
+				// tell the agent why, as the event loop does.
+				r.be.Send(fatal(codeAdminShutdown, "loopgate: session ended: "+context.Cause(r.ctx).Error()))
+				r.be.Flush()
+			}
 			r.clientMu.Unlock()
 			return err
 		}
