@@ -26,7 +26,11 @@ import (
 // nothing before.
 type Recorder interface {
 	OpenSession(ctx context.Context, s event.Session, first ...event.Event) error
-	CloseSession(ctx context.Context, id string, e event.End) error
+	// CloseSessionAsync queues a session's end behind what the session
+	// queued before it, to be written with the next commit. Nothing waits
+	// for it: the session is over. A daemon killed first leaves the session
+	// open, and the next start marks it interrupted.
+	CloseSessionAsync(id string, e event.End)
 	AppendEvents(ctx context.Context, events ...event.Event) error
 	// AppendEventsAsync queues events to be written soon, in order, and
 	// no later than the next durable write (so before the session's end).
@@ -359,8 +363,8 @@ func (s *Server) serve(ctx context.Context, acc Accepted) {
 		defer cancel()
 		if err := sess.Open(cctx); err != nil {
 			log.Error("session not recorded", "err", err)
-		} else if err := s.Recorder.CloseSession(cctx, id, end); err != nil {
-			log.Error("session end not recorded", "err", err)
+		} else {
+			s.Recorder.CloseSessionAsync(id, end)
 		}
 		log.Info("session closed", "outcome", end.Outcome, "bytes_up", end.BytesUp, "bytes_down", end.BytesDown, "err", end.Error)
 	}()

@@ -56,9 +56,47 @@ func (s *DB) AppendEventsAsync(events ...event.Event) {
 	}
 }
 
-// OnAsyncError sets what is told when a commit carrying queued events
-// fails (the events stay queued). Set it before use.
-func (s *DB) OnAsyncError(f func(err error, events int)) {
+// asyncOp is a write queued by CloseSessionAsync. It runs in the commit
+// that carries the async events queued before it, right after them.
+type asyncOp struct {
+	at int // len(async) when it was queued
+	o  *op
+}
+
+// CloseSessionAsync is CloseSession for callers that need not wait: the
+// end is written, after everything the session queued before it, with the
+// next commit (a linger at most). A daemon killed before that leaves the
+// session open, and the next start marks it interrupted. A failure goes to
+// the OnAsyncError function.
+func (s *DB) CloseSessionAsync(id string, e event.End) {
+	o, err := closeOp(id, e)
+	s.wmu.Lock()
+	report := s.asyncErr
+	if err != nil {
+		s.wmu.Unlock()
+		if report != nil {
+			report(err, 1, false)
+		}
+		return
+	}
+	o.done = make(chan error, 1) // nobody reads it
+	first := len(s.async) == 0 && len(s.asyncOps) == 0
+	s.asyncOps = append(s.asyncOps, asyncOp{at: len(s.async), o: o})
+	start := !s.flushing
+	s.flushing = true
+	s.wmu.Unlock()
+	if start {
+		go s.flushAsync() // Close waits for it
+	}
+	if first {
+		s.signalAsync(s.asyncKick)
+	}
+}
+
+// OnAsyncError sets what is told when queued records are not written:
+// a commit carrying them failed (kept: they stay queued for the next), or
+// one queued session end failed on its own (not kept). Set it before use.
+func (s *DB) OnAsyncError(f func(err error, events int, kept bool)) {
 	s.wmu.Lock()
 	s.asyncErr = f
 	s.wmu.Unlock()
@@ -101,12 +139,12 @@ func (s *DB) flushAsync() {
 // commitAsync commits queued events, if any are left.
 func (s *DB) commitAsync(ctx context.Context) {
 	s.wmu.Lock()
-	n, report := len(s.async), s.asyncErr
+	n, report := len(s.async)+len(s.asyncOps), s.asyncErr
 	s.wmu.Unlock()
 	if n == 0 {
 		return
 	}
 	if err := s.write(ctx, &op{}); err != nil && report != nil {
-		report(err, n)
+		report(err, n, true)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -105,5 +106,77 @@ func TestAsyncCloseWritesEverything(t *testing.T) {
 	rep, err := db2.Verify(ctx, nil)
 	if err != nil || rep.Problem != nil {
 		t.Fatalf("verify: %v %+v", err, rep.Problem)
+	}
+}
+
+// A session's end queued with CloseSessionAsync follows what the session
+// queued before it, rides along with the next durable write, and a failed
+// one is reported without failing the events around it.
+func TestCloseSessionAsync(t *testing.T) {
+	t.Parallel()
+	db, path := openTemp(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var reported []error
+	db.OnAsyncError(func(err error, n int, kept bool) {
+		mu.Lock()
+		reported = append(reported, err)
+		mu.Unlock()
+	})
+	for _, id := range []string{"a", "b"} {
+		if err := db.OpenSession(ctx, event.Session{ID: id, Started: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.AppendEventsAsync(event.Event{SessionID: "a", Kind: event.KindCommand, Text: "a1"})
+	db.CloseSessionAsync("a", event.End{Ended: time.Now(), Outcome: event.OutcomeClosed, BytesUp: 3})
+	db.CloseSessionAsync("nobody", event.End{Ended: time.Now(), Outcome: event.OutcomeClosed})
+	db.AppendEventsAsync(event.Event{SessionID: "b", Kind: event.KindCommand, Text: "b1"})
+	if err := db.AppendEvents(ctx, event.Event{SessionID: "b", Kind: event.KindCommand, Text: "b2"}); err != nil {
+		t.Fatal(err)
+	}
+	// The durable write carried the end: no waiting.
+	a, err := db.Session(ctx, "a")
+	if err != nil || a.Outcome != event.OutcomeClosed || a.BytesUp != 3 {
+		t.Fatalf("session a = %+v, %v; want closed", a, err)
+	}
+	kinds := func(id string) string {
+		evs, err := db.SessionEvents(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range evs {
+			out = append(out, e.Kind+":"+e.Text)
+		}
+		return fmt.Sprint(out)
+	}
+	if got := kinds("a"); got != "[session_open: command:a1 session_close:]" {
+		t.Errorf("events of a = %s", got)
+	}
+	if got := kinds("b"); got != "[session_open: command:b1 command:b2]" {
+		t.Errorf("events of b = %s", got)
+	}
+	mu.Lock()
+	if len(reported) != 1 || !errors.Is(reported[0], ErrNotFound) {
+		t.Errorf("reported %v, want the unknown session's end", reported)
+	}
+	mu.Unlock()
+
+	// Close writes an end still queued.
+	db.CloseSessionAsync("b", event.End{Ended: time.Now(), Outcome: event.OutcomeShutdown})
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if b, err := db2.Session(ctx, "b"); err != nil || b.Outcome != event.OutcomeShutdown {
+		t.Fatalf("session b = %+v, %v; want shutdown", b, err)
+	}
+	if rep, err := db2.Verify(ctx, nil); err != nil || rep.Problem != nil {
+		t.Fatalf("verify: %+v %v", rep, err)
 	}
 }

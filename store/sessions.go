@@ -50,14 +50,23 @@ func insertSession(ctx context.Context, tx *sql.Tx, e event.Session) error {
 // CloseSession records how session id ended, with a chained session_close
 // event carrying the end.
 func (s *DB) CloseSession(ctx context.Context, id string, e event.End) error {
-	snap, err := json.Marshal(closeSnapshot(e))
+	o, err := closeOp(id, e)
 	if err != nil {
 		return err
 	}
-	return s.write(ctx, &op{
+	return s.write(ctx, o)
+}
+
+// closeOp is the write that records how session id ended.
+func closeOp(id string, e event.End) (*op, error) {
+	snap, err := json.Marshal(closeSnapshot(e))
+	if err != nil {
+		return nil, err
+	}
+	return &op{
 		apply:  func(ctx context.Context, tx *sql.Tx) error { return updateSessionEnd(ctx, tx, id, e) },
 		events: []event.Event{{SessionID: id, Time: e.Ended, Kind: event.KindSessionClose, Params: string(snap), Error: e.Error, Bytes: e.BytesUp + e.BytesDown}},
-	})
+	}, nil
 }
 
 func updateSessionEnd(ctx context.Context, tx *sql.Tx, id string, e event.End) error {

@@ -45,12 +45,13 @@ type DB struct {
 	// takes them along first.
 	async      []event.Event
 	asyncSpare []event.Event // the buffer last committed, for reuse
+	asyncOps   []asyncOp     // queued by CloseSessionAsync
 	asyncRoom  *sync.Cond
 	asyncKick  chan struct{}
 	asyncNow   chan struct{}
 	stopFlush  chan struct{}
 	flushDone  chan struct{}
-	asyncErr   func(err error, events int)
+	asyncErr   func(err error, events int, kept bool)
 	flushing   bool // the flusher was started (by the first async event)
 }
 

@@ -41,8 +41,8 @@ func (s *DB) write(ctx context.Context, o *op) error {
 	}
 	s.committing = true
 	for len(s.pending) > 0 {
-		batch, async := s.pending, s.async
-		s.pending, s.async = nil, nil
+		batch, async, aops, report := s.pending, s.async, s.asyncOps, s.asyncErr
+		s.pending, s.async, s.asyncOps = nil, nil, nil
 		if len(async) > 0 {
 			// The next batch is likely as big: producers fill the spare
 			// buffer (the one committed last time) while this one is
@@ -54,12 +54,16 @@ func (s *DB) write(ctx context.Context, o *op) error {
 		}
 		s.asyncRoom.Broadcast()
 		s.wmu.Unlock()
-		ok := s.commit(context.WithoutCancel(ctx), async, batch)
+		ok := s.commit(context.WithoutCancel(ctx), async, aops, batch, report)
 		s.wmu.Lock()
 		switch {
-		case !ok && len(async) > 0:
+		case !ok:
 			// Keep them, ahead of anything queued since.
+			for i := range s.asyncOps {
+				s.asyncOps[i].at += len(async)
+			}
 			s.async = append(async, s.async...)
+			s.asyncOps = append(aops, s.asyncOps...)
 		case len(async) > 0:
 			clear(async) // holds no strings alive while spare
 			s.asyncSpare = async[:0]
@@ -71,9 +75,11 @@ func (s *DB) write(ctx context.Context, o *op) error {
 }
 
 // commit applies a batch in one transaction, after the queued async
-// events. Each op runs inside a savepoint so one failing op fails alone.
-// It reports whether the transaction committed.
-func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok bool) {
+// events and ops (each op right after the events queued before it). Each op
+// runs inside a savepoint so one failing op fails alone; a failed async op
+// is reported, as nobody waits for it. It reports whether the transaction
+// committed.
+func (s *DB) commit(ctx context.Context, async []event.Event, aops []asyncOp, batch []*op, report func(error, int, bool)) (ok bool) {
 	errs := make([]error, len(batch))
 	fail := func(err error) {
 		for _, o := range batch {
@@ -89,8 +95,21 @@ func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok b
 	head.touched = s.touched[:0]
 	rows := s.rows
 	defer rows.reset()
-	for _, e := range async {
-		if err := rows.add(ctx, &head, e); err != nil {
+	var aopErrs []error
+	for i := 0; i <= len(async); i++ {
+		for len(aops) > len(aopErrs) && aops[len(aopErrs)].at <= i {
+			opErr, err := s.apply(ctx, tx, rows, &head, aops[len(aopErrs)].o)
+			if err != nil {
+				tx.Rollback()
+				fail(err)
+				return
+			}
+			aopErrs = append(aopErrs, opErr)
+		}
+		if i == len(async) {
+			break
+		}
+		if err := rows.add(ctx, &head, async[i]); err != nil {
 			tx.Rollback()
 			fail(err)
 			return
@@ -109,39 +128,7 @@ func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok b
 			}
 			continue
 		}
-		if err := rows.flush(ctx); err != nil {
-			tx.Rollback()
-			fail(err)
-			return
-		}
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
-			tx.Rollback()
-			fail(err)
-			return
-		}
-		saved := head
-		err := func() error {
-			if err := o.apply(ctx, tx); err != nil {
-				return err
-			}
-			for _, e := range o.events {
-				if err := rows.add(ctx, &head, e); err != nil {
-					return err
-				}
-			}
-			return rows.flush(ctx)
-		}()
-		if err != nil {
-			head = saved
-			rows.reset()
-			errs[i] = err
-			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO op"); rerr != nil {
-				tx.Rollback()
-				fail(rerr)
-				return
-			}
-		}
-		if _, err := tx.ExecContext(ctx, "RELEASE op"); err != nil {
+		if errs[i], err = s.apply(ctx, tx, rows, &head, o); err != nil {
 			tx.Rollback()
 			fail(err)
 			return
@@ -181,7 +168,46 @@ func (s *DB) commit(ctx context.Context, async []event.Event, batch []*op) (ok b
 	for i, o := range batch {
 		o.done <- errs[i]
 	}
+	for i, err := range aopErrs {
+		if err != nil && report != nil {
+			report(err, len(aops[i].o.events), false)
+		}
+	}
 	return true
+}
+
+// apply runs o inside a savepoint: its changes and events, or (opErr) none
+// of them. err is set when the transaction itself is broken.
+func (s *DB) apply(ctx context.Context, tx *sql.Tx, rows *eventRows, head *chainState, o *op) (opErr, err error) {
+	if err := rows.flush(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+		return nil, err
+	}
+	saved := *head
+	opErr = func() error {
+		if err := o.apply(ctx, tx); err != nil {
+			return err
+		}
+		for _, e := range o.events {
+			if err := rows.add(ctx, head, e); err != nil {
+				return err
+			}
+		}
+		return rows.flush(ctx)
+	}()
+	if opErr != nil {
+		*head = saved
+		rows.reset()
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO op"); err != nil {
+			return opErr, err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "RELEASE op"); err != nil {
+		return opErr, err
+	}
+	return opErr, nil
 }
 
 // A session's events are found through spans, not an index on events: one

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
@@ -68,11 +69,17 @@ rules:
 			t.Errorf("%s with verify-full: code %d err %q", name, code, stderr)
 		}
 	}
-	var errs []string
-	for _, x := range lgtest.Sessions(t, cfg, "--outcome", "error") {
-		errs = append(errs, x.Error)
-	}
-	if all := strings.Join(errs, "\n"); !strings.Contains(all, "certificate") || !strings.Contains(all, "server refused TLS") && !strings.Contains(all, "TLS") {
+	// Session ends are queued: wait for both to be written.
+	var all string
+	lgtest.Eventually(t, 10*time.Second, "two failed sessions recorded", func() bool {
+		var errs []string
+		for _, x := range lgtest.Sessions(t, cfg, "--outcome", "error") {
+			errs = append(errs, x.Error)
+		}
+		all = strings.Join(errs, "\n")
+		return len(errs) >= 2
+	})
+	if !strings.Contains(all, "certificate") || !strings.Contains(all, "server refused TLS") && !strings.Contains(all, "TLS") {
 		t.Errorf("recorded errors do not say why: %q", all)
 	}
 }

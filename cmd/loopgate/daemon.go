@@ -89,8 +89,12 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		return err
 	}
 	defer db.Close()
-	db.OnAsyncError(func(err error, n int) {
-		d.log.Error("queued records not written yet; kept for the next commit", "err", err, "events", n)
+	db.OnAsyncError(func(err error, n int, kept bool) {
+		if kept {
+			d.log.Error("queued records not written yet; kept for the next commit", "err", err, "events", n)
+			return
+		}
+		d.log.Error("queued record not written", "err", err, "events", n)
 	})
 	if err := db.EnableCheckpoints(ctx, cfg.AuditKey); err != nil {
 		return err

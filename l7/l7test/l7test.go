@@ -24,7 +24,7 @@ type Recorder struct {
 	Opened   map[string]event.Session
 	Ended    map[string]event.End
 	Events   []event.Event
-	// Writes counts durable writes (OpenSession, CloseSession, AppendEvents).
+	// Writes counts durable writes (OpenSession, AppendEvents).
 	Writes int
 }
 
@@ -46,13 +46,11 @@ func (m *Recorder) OpenSession(_ context.Context, s event.Session, first ...even
 	return nil
 }
 
-// CloseSession implements l7.Recorder.
-func (m *Recorder) CloseSession(_ context.Context, id string, e event.End) error {
+// CloseSessionAsync implements l7.Recorder.
+func (m *Recorder) CloseSessionAsync(id string, e event.End) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.Ended[id] = e
-	m.Writes++
-	return nil
 }
 
 // AppendEvents implements l7.Recorder.
