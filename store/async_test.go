@@ -180,3 +180,47 @@ func TestCloseSessionAsync(t *testing.T) {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
 }
+
+// A commit that fails keeps the queued records, session ends included, in
+// order, for the next one.
+func TestAsyncKeptWhenCommitFails(t *testing.T) {
+	t.Parallel()
+	db, _ := openTemp(t)
+	ctx := context.Background()
+	if err := db.OpenSession(ctx, event.Session{ID: "a", Started: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	// Writes fail on the writer connection until query_only is off again.
+	readOnly := func(on int) {
+		if _, err := db.wconn.ExecContext(ctx, fmt.Sprintf("PRAGMA query_only = %d", on)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readOnly(1)
+	db.AppendEventsAsync(event.Event{SessionID: "a", Kind: event.KindCommand, Text: "a1"})
+	db.CloseSessionAsync("a", event.End{Ended: time.Now(), Outcome: event.OutcomeClosed})
+	if err := db.AppendEvents(ctx, event.Event{SessionID: "b", Kind: event.KindNote, Text: "fails"}); err == nil {
+		t.Fatal("a write succeeded on a read-only connection")
+	}
+	readOnly(0)
+	if err := db.AppendEvents(ctx, event.Event{SessionID: "b", Kind: event.KindNote, Text: "b1"}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := db.SessionEvents(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.Kind+":"+e.Text)
+	}
+	if fmt.Sprint(got) != "[session_open: command:a1 session_close:]" {
+		t.Errorf("events of a = %v", got)
+	}
+	if a, err := db.Session(ctx, "a"); err != nil || a.Outcome != event.OutcomeClosed {
+		t.Errorf("session a = %+v, %v", a, err)
+	}
+	if rep, err := db.Verify(ctx, nil); err != nil || rep.Problem != nil {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
