@@ -46,7 +46,9 @@ func epollRelayMain() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	watch := func(fd int) { unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}) }
+	watch := func(fd int) {
+		unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
+	}
 	watch(lfd)
 	peer := map[int]int{}
 	buf := make([]byte, 64<<10)
