@@ -140,21 +140,10 @@ func TestCloseSessionAsync(t *testing.T) {
 	if err != nil || a.Outcome != event.OutcomeClosed || a.BytesUp != 3 {
 		t.Fatalf("session a = %+v, %v; want closed", a, err)
 	}
-	kinds := func(id string) string {
-		evs, err := db.SessionEvents(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, e := range evs {
-			out = append(out, e.Kind+":"+e.Text)
-		}
-		return fmt.Sprint(out)
-	}
-	if got := kinds("a"); got != "[session_open: command:a1 session_close:]" {
+	if got := kindsAndTexts(t, db, "a"); got != "[session_open: command:a1 session_close:]" {
 		t.Errorf("events of a = %s", got)
 	}
-	if got := kinds("b"); got != "[session_open: command:b1 command:b2]" {
+	if got := kindsAndTexts(t, db, "b"); got != "[session_open: command:b1 command:b2]" {
 		t.Errorf("events of b = %s", got)
 	}
 	mu.Lock()
@@ -206,16 +195,8 @@ func TestAsyncKeptWhenCommitFails(t *testing.T) {
 	if err := db.AppendEvents(ctx, event.Event{SessionID: "b", Kind: event.KindNote, Text: "b1"}); err != nil {
 		t.Fatal(err)
 	}
-	evs, err := db.SessionEvents(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range evs {
-		got = append(got, e.Kind+":"+e.Text)
-	}
-	if fmt.Sprint(got) != "[session_open: command:a1 session_close:]" {
-		t.Errorf("events of a = %v", got)
+	if got := kindsAndTexts(t, db, "a"); got != "[session_open: command:a1 session_close:]" {
+		t.Errorf("events of a = %s", got)
 	}
 	if a, err := db.Session(ctx, "a"); err != nil || a.Outcome != event.OutcomeClosed {
 		t.Errorf("session a = %+v, %v", a, err)
@@ -223,4 +204,18 @@ func TestAsyncKeptWhenCommitFails(t *testing.T) {
 	if rep, err := db.Verify(ctx, nil); err != nil || rep.Problem != nil {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
+}
+
+// kindsAndTexts lists session id's events as kind:text, in chain order.
+func kindsAndTexts(t *testing.T, db *DB, id string) string {
+	t.Helper()
+	evs, err := db.SessionEvents(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.Kind+":"+e.Text)
+	}
+	return fmt.Sprint(out)
 }

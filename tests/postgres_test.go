@@ -125,6 +125,24 @@ func (s *pgSetup) psql(t testing.TB, workload string, env []string, args ...stri
 	return lgtest.Run(t, s.cfg, workload, append([]string{"PGCONNECT_TIMEOUT=10"}, env...), nil, full...)
 }
 
+// startSleeping starts psql as the agent running SELECT pg_sleep(60) and
+// returns once the server runs it; stderr collects what psql says.
+func (s *pgSetup) startSleeping(t *testing.T) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(lgtest.Binary(t), "run", "--config", s.cfg, "--workload", "agent", "--",
+		"psql", "-X", "-w", "-h", "127.0.0.1", "-p", s.port, "-d", "app", "-c", "SELECT pg_sleep(60)")
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lgtest.Eventually(t, 10*time.Second, "pg_sleep running", func() bool {
+		out, _ := s.pg.Exec(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
+		return out == "1"
+	})
+	return cmd, stderr
+}
+
 func (s *pgSetup) psqlOK(t testing.TB, workload, sql string) string {
 	t.Helper()
 	out, stderr, code := s.psql(t, workload, nil, "-v", "ON_ERROR_STOP=1", "-c", sql)
@@ -582,17 +600,7 @@ print(cur.fetchone()[0])
 	})
 
 	t.Run("cancel with a signal", func(t *testing.T) {
-		cmd := exec.Command(lgtest.Binary(t), "run", "--config", s.cfg, "--workload", "agent", "--",
-			"psql", "-X", "-w", "-h", "127.0.0.1", "-p", s.port, "-d", "app", "-c", "SELECT pg_sleep(60)")
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lgtest.Eventually(t, 10*time.Second, "pg_sleep running", func() bool {
-			out, _ := s.pg.Exec(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
-			return out == "1"
-		})
+		cmd, stderr := s.startSleeping(t)
 		start := time.Now()
 		cmd.Process.Signal(syscall.SIGINT)
 		cmd.Wait()
@@ -640,19 +648,9 @@ print(cur.fetchone()[0])
 // is told, and the session is recorded as shut down.
 func TestPostgresShutdown(t *testing.T) {
 	s := newPGSetup(t)
-	cmd := exec.Command(lgtest.Binary(t), "run", "--config", s.cfg, "--workload", "agent", "--",
-		"psql", "-X", "-w", "-h", "127.0.0.1", "-p", s.port, "-d", "app", "-c", "SELECT pg_sleep(60)")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stderr := s.startSleeping(t)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	lgtest.Eventually(t, 10*time.Second, "pg_sleep running", func() bool {
-		out, _ := s.pg.Exec(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
-		return out == "1"
-	})
 	start := time.Now()
 	s.daemon.Stop(syscall.SIGTERM) // drains 2 s, then cancels; fails the test if the daemon hangs
 	select {
