@@ -38,21 +38,24 @@ func (s *DB) AppendEventsAsync(events ...event.Event) {
 		s.signalAsync(s.asyncNow)
 		s.asyncRoom.Wait()
 	}
-	first := len(s.async) == 0
+	s.lingerLocked()
 	s.async = append(s.async, events...)
-	full := len(s.async) >= asyncBatch
-	start := !s.flushing
-	s.flushing = true
+	if len(s.async) >= asyncBatch {
+		s.signalAsync(s.asyncNow)
+	}
 	s.wmu.Unlock()
-	if start {
-		// Close waits for it.
+}
+
+// lingerLocked is called with wmu held before a record is queued: it
+// starts the flusher if none runs (Close waits for it) and, when nothing
+// was queued, the flusher's linger.
+func (s *DB) lingerLocked() {
+	if !s.flushing {
+		s.flushing = true
 		go s.flushAsync()
 	}
-	if first {
+	if len(s.async) == 0 && len(s.asyncOps) == 0 {
 		s.signalAsync(s.asyncKick)
-	}
-	if full {
-		s.signalAsync(s.asyncNow)
 	}
 }
 
@@ -80,17 +83,9 @@ func (s *DB) CloseSessionAsync(id string, e event.End) {
 		return
 	}
 	o.done = make(chan error, 1) // nobody reads it
-	first := len(s.async) == 0 && len(s.asyncOps) == 0
+	s.lingerLocked()
 	s.asyncOps = append(s.asyncOps, asyncOp{at: len(s.async), o: o})
-	start := !s.flushing
-	s.flushing = true
 	s.wmu.Unlock()
-	if start {
-		go s.flushAsync() // Close waits for it
-	}
-	if first {
-		s.signalAsync(s.asyncKick)
-	}
 }
 
 // OnAsyncError sets what is told when queued records are not written:

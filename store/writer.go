@@ -95,25 +95,32 @@ func (s *DB) commit(ctx context.Context, async []event.Event, aops []asyncOp, ba
 	head.touched = s.touched[:0]
 	rows := s.rows
 	defer rows.reset()
-	var aopErrs []error
-	for i := 0; i <= len(async); i++ {
-		for len(aops) > len(aopErrs) && aops[len(aopErrs)].at <= i {
-			opErr, err := s.apply(ctx, tx, rows, &head, aops[len(aopErrs)].o)
-			if err != nil {
-				tx.Rollback()
-				fail(err)
-				return
+	added := 0 // async events chained so far
+	addAsync := func(upTo int) error {
+		for ; added < upTo; added++ {
+			if err := rows.add(ctx, &head, async[added]); err != nil {
+				return err
 			}
-			aopErrs = append(aopErrs, opErr)
 		}
-		if i == len(async) {
-			break
-		}
-		if err := rows.add(ctx, &head, async[i]); err != nil {
+		return nil
+	}
+	aopErrs := make([]error, len(aops))
+	for i, a := range aops {
+		if err := addAsync(a.at); err != nil {
 			tx.Rollback()
 			fail(err)
 			return
 		}
+		if aopErrs[i], err = s.apply(ctx, tx, rows, &head, a.o); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+	}
+	if err := addAsync(len(async)); err != nil {
+		tx.Rollback()
+		fail(err)
+		return
 	}
 	for i, o := range batch {
 		if o.apply == nil {
