@@ -16,7 +16,6 @@ package postgres
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -279,7 +278,7 @@ func (r *relay) runLoop(l *evLoop, buffered []byte) error {
 	if r.ctx.Err() != nil && !s.target.streaming {
 		// Cancelled (shutdown, revoked): tell the agent why, between two
 		// whole messages, as PostgreSQL does when it is shut down.
-		if b, err := fatal(codeAdminShutdown, "loopgate: session ended: "+context.Cause(r.ctx).Error()).Encode(nil); err == nil {
+		if b, err := r.endedFatal().Encode(nil); err == nil {
 			s.client.write(b, false)
 		}
 	}

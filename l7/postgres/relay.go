@@ -185,6 +185,12 @@ func (r *relay) stop() {
 	r.up.SetDeadline(time.Unix(1, 0))
 }
 
+// endedFatal is what the agent is told when loopgate ends its session
+// (shutdown, revocation): why, as PostgreSQL says it at its own shutdown.
+func (r *relay) endedFatal() *pgproto3.ErrorResponse {
+	return fatal(codeAdminShutdown, "loopgate: session ended: "+context.Cause(r.ctx).Error())
+}
+
 // parsing is called before the classifier parses a statement it has not
 // seen: parsing a long one takes long enough to hold up other sessions on
 // the event loop, so the agent side leaves it.

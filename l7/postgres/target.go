@@ -5,7 +5,6 @@ package postgres
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -41,7 +40,7 @@ func (r *relay) fromTarget() error {
 			if n == 0 && r.ctx.Err() != nil {
 				// Stopped (shutdown, revoked) between two whole messages:
 				// tell the agent why, as the event loop does.
-				r.be.Send(fatal(codeAdminShutdown, "loopgate: session ended: "+context.Cause(r.ctx).Error()))
+				r.be.Send(r.endedFatal())
 				r.be.Flush()
 			}
 			r.clientMu.Unlock()
