@@ -25,15 +25,20 @@ cleanup() {
 trap cleanup EXIT
 
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
-PGPORT=55432
+# Below the kernel's ephemeral range (32768-60999 by default): a port in it
+# can be taken for a moment by any outgoing connection, and the start fails.
+PGPORT=25432
 step "start a local PostgreSQL on 127.0.0.1:$PGPORT (the database the agent will use)"
 PGHOME=$WORK/pg
 PGDATA_DIR=$PGHOME/data
 mkdir -p "$PGDATA_DIR" && chown -R postgres "$PGHOME"
 echo "super-$$" >"$WORK/super.pass"; chown postgres "$WORK/super.pass"; chmod 600 "$WORK/super.pass"
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres -A scram-sha-256 --pwfile "$WORK/super.pass" >/dev/null
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGHOME/server.log" -w \
-	-o "-p $PGPORT -k $PGHOME -c listen_addresses=127.0.0.1" start >/dev/null
+if ! runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGHOME/server.log" -w \
+	-o "-p $PGPORT -k $PGHOME -c listen_addresses=127.0.0.1" start >/dev/null; then
+	cat "$PGHOME/server.log" >&2
+	exit 1
+fi
 PGPASSWORD=super-$$ psql -X -q -h 127.0.0.1 -p $PGPORT -U postgres <<SQL
 CREATE ROLE app LOGIN PASSWORD 'app-$$';
 CREATE DATABASE app OWNER app;
