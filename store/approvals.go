@@ -26,7 +26,7 @@ func (s *DB) RecordApproval(ctx context.Context, a event.Approval) error {
 				ON CONFLICT(id) DO UPDATE SET state = excluded.state, decided = excluded.decided,
 				decided_by = excluded.decided_by, reason = excluded.reason, scope = excluded.scope,
 				approved_by = excluded.approved_by`,
-				a.ID, a.SessionID, a.RuleID, a.Command, a.ParamsHash, fmtTime(a.Requested), fmtTime(a.Expires),
+				a.ID, a.SessionID, a.RuleID, a.Command, a.ParamsHash, colTime(a.Requested), colTime(a.Expires),
 				a.State, nullTime(a.Decided), a.DecidedBy, a.Reason, a.Class, a.Workload, a.Target, a.Scope,
 				strings.Join(a.ApprovedBy, ","))
 			if err != nil {
@@ -52,7 +52,7 @@ func nullTime(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
-	return fmtTime(t)
+	return colTime(t)
 }
 
 type approvalView struct {

@@ -39,8 +39,8 @@ func insertSession(ctx context.Context, tx *sql.Tx, e event.Session) error {
 		 cgroup_id, cgroup_path, exe, comm, started, outcome)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.ID, e.Workload, e.Target, e.Protocol, e.OrigDst, e.Client, e.PID, e.TID,
-		fmtTime(e.ProcessStart), e.UID, e.GID, int64(e.CgroupID), e.CgroupPath, e.Exe, e.Comm,
-		fmtTime(e.Started), string(event.OutcomeOpen))
+		colTime(e.ProcessStart), e.UID, e.GID, int64(e.CgroupID), e.CgroupPath, e.Exe, e.Comm,
+		colTime(e.Started), string(event.OutcomeOpen))
 	if err != nil {
 		return fmt.Errorf("record session %s: %w", e.ID, err)
 	}
@@ -72,7 +72,7 @@ func closeOp(id string, e event.End) (*op, error) {
 func updateSessionEnd(ctx context.Context, tx *sql.Tx, id string, e event.End) error {
 	res, err := tx.ExecContext(ctx, `UPDATE sessions SET ended = ?, bytes_up = ?, bytes_down = ?,
 		outcome = ?, error = ? WHERE id = ?`,
-		fmtTime(e.Ended), e.BytesUp, e.BytesDown, string(e.Outcome), e.Error, id)
+		colTime(e.Ended), e.BytesUp, e.BytesDown, string(e.Outcome), e.Error, id)
 	if err != nil {
 		return fmt.Errorf("record end of session %s: %w", id, err)
 	}
@@ -129,10 +129,10 @@ func (f Filter) where(p string) ([]string, []any) {
 		add("outcome = ?", f.Outcome)
 	}
 	if !f.Since.IsZero() {
-		add("started >= ?", fmtTime(f.Since))
+		add("started >= ?", colTime(f.Since))
 	}
 	if !f.Until.IsZero() {
-		add("started < ?", fmtTime(f.Until))
+		add("started < ?", colTime(f.Until))
 	}
 	return where, args
 }

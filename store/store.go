@@ -6,8 +6,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -219,6 +222,27 @@ var migrations = []string{
 	INSERT INTO event_spans SELECT session_id, MIN(seq), MAX(seq) FROM events GROUP BY session_id;
 	CREATE INDEX event_spans_session ON event_spans(session_id, first_seq);
 	DROP INDEX events_session;`,
+	// 6: times in compared and ordered columns become fixed width (colTime).
+	fixedWidthTimes(map[string][]string{
+		"sessions":  {"started", "ended", "process_start"},
+		"approvals": {"requested", "expires", "decided"},
+	}),
+}
+
+// fixedWidthTimes rewrites RFC 3339 UTC times written with a trimmed
+// fraction ("…:54Z", "…:54.3Z") to colTime's nine digits ("…:54.300000000Z").
+func fixedWidthTimes(tables map[string][]string) string {
+	var b strings.Builder
+	for _, table := range slices.Sorted(maps.Keys(tables)) {
+		for _, c := range tables[table] {
+			fmt.Fprintf(&b, `UPDATE %[1]s SET %[2]s = CASE WHEN length(%[2]s) = 20
+				THEN substr(%[2]s, 1, 19) || '.000000000Z'
+				ELSE substr(%[2]s, 1, length(%[2]s) - 1) || substr('000000000', 1, 30 - length(%[2]s)) || 'Z' END
+				WHERE %[2]s LIKE '____-__-__T__:__:__%%Z' AND length(%[2]s) BETWEEN 20 AND 29;
+`, table, c)
+		}
+	}
+	return b.String()
 }
 
 func (s *DB) migrate(ctx context.Context) error {
@@ -260,6 +284,8 @@ func (s *DB) SchemaVersion(ctx context.Context) (int, error) {
 	return v, err
 }
 
+// timeLayout is how times are written in events and the snapshots they
+// carry (hashed: it never changes).
 const timeLayout = time.RFC3339Nano
 
 func fmtTime(t time.Time) string {
@@ -267,6 +293,20 @@ func fmtTime(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format(timeLayout)
+}
+
+// colLayout is how times are written in the columns of sessions and
+// approvals, which queries compare and order as text: RFC 3339 in UTC with
+// all nine digits of the fraction, so text order is time order.
+// timeLayout trims the fraction, and "…:54Z" sorts after "…:54.309Z".
+const colLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// colTime formats t for a compared column; parseTime reads it back.
+func colTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(colLayout)
 }
 
 func parseTime(s string) (time.Time, error) {
