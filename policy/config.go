@@ -72,6 +72,8 @@ type Config struct {
 	Approvals ApprovalSettings
 	// API configures the local HTTP API.
 	API APISettings
+	// Limits are the daemon's budgets (limits.go).
+	Limits Limits
 }
 
 // ApprovalSettings bound how commands wait for approvers.
@@ -128,6 +130,10 @@ type Workload struct {
 	UIDs []uint32
 	// Exes, if set, restrict it to these executables (path.Match globs).
 	Exes []string
+	// MaxSessions bounds the workload's sessions open at once; 0 means
+	// DefaultWorkloadMaxSessions.
+	MaxSessions int
+
 	// Token, if set, is an OIDC token the workload must present.
 	Token *TokenRequirement
 	ID    uint32
@@ -353,6 +359,7 @@ func (d *decoder) config(root *yaml.Node, cfg *Config) {
 	cfg.DaemonCgroup = DefaultDaemonCgroup
 	cfg.Approvals = ApprovalSettings{Timeout: 5 * time.Minute, MaxPending: 1000}
 	cfg.API = APISettings{Socket: DefaultAPISocket, Audience: "loopgate-api"}
+	cfg.Limits = Limits{MaxSessions: DefaultMaxSessions, MaxStatementBytes: DefaultMaxStatementBytes}
 	var dcgNode *yaml.Node
 	var ruleNodes []*yaml.Node
 	d.mapping(root, "config", map[string]func(*yaml.Node){
@@ -363,6 +370,7 @@ func (d *decoder) config(root *yaml.Node, cfg *Config) {
 		"rules":         func(n *yaml.Node) { d.seq(n, "rules", func(e *yaml.Node) { ruleNodes = append(ruleNodes, e) }) },
 		"approvals":     func(n *yaml.Node) { d.approvals(n, &cfg.Approvals) },
 		"api":           func(n *yaml.Node) { d.api(n, &cfg.API) },
+		"limits":        func(n *yaml.Node) { d.limits(n, &cfg.Limits) },
 		"listen":        func(n *yaml.Node) { listenNode = n; d.str(n, "listen", &listen) },
 		"store":         func(n *yaml.Node) { d.str(n, "store", &cfg.Store) },
 		"bpffs":         func(n *yaml.Node) { d.str(n, "bpffs", &cfg.BPFFSDir) },
@@ -493,6 +501,9 @@ func (d *decoder) workload(n *yaml.Node, cfg *Config) {
 		"uid":     func(v *yaml.Node) { d.uids(v, &w.UIDs) },
 		"exe":     func(v *yaml.Node) { d.strOrList(v, "exe", &w.Exes) },
 		"token":   func(v *yaml.Node) { w.Token = d.tokenRequirement(v) },
+		"max_sessions": func(v *yaml.Node) {
+			d.count(v, "workload max_sessions", 1, 1<<20, &w.MaxSessions)
+		},
 	})
 	if n.Kind != yaml.MappingNode {
 		return
