@@ -192,6 +192,14 @@ func bearer(r *http.Request) (string, bool) {
 
 func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) {
 	state := r.URL.Query().Get("state")
+	switch state {
+	case "all":
+		state = "" // pending from the broker, the rest from the store
+	case "", policy.StatePending, policy.StateApproved, policy.StateDenied, policy.StateExpired, policy.StateAbandoned:
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", "state must be pending, approved, denied, expired, abandoned or all")
+		return
+	}
 	var out []any
 	if state == "" || state == policy.StatePending {
 		for _, q := range s.Broker.Pending() {
