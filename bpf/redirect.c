@@ -9,13 +9,19 @@
 // reads that record back when it accepts the redirected connection.
 //
 // Programs:
-//   cgroup/connect4, cgroup/connect6  redirect TCP to targets, refuse UDP
-//                                     connect to targets, enforce
-//                                     default: deny
+//   cgroup/connect4, cgroup/connect6  redirect TCP to targets, refuse every
+//                                     other protocol to targets, enforce
+//                                     default: deny (TCP and UDP allow
+//                                     entries; any other protocol refused)
 //   sockops (TCP_CONNECT_CB)          publish the socket's record under its
 //                                     full tuple once the local port is bound
-//   cgroup/sendmsg4, cgroup/sendmsg6  refuse UDP datagrams to targets
-//   cgroup/sock_create                refuse raw sockets
+//   cgroup/sendmsg4, cgroup/sendmsg6  the same for unconnected UDP datagrams
+//   cgroup/getpeername4, 6            report a redirected socket's original
+//                                     destination, not the listener
+//   cgroup/sock_create                refuse raw sockets everywhere, and ICMP
+//                                     (ping) sockets in default-deny
+//                                     workloads
+// Unix sockets are unix.c's (a separate object: its hooks need kernel 6.7).
 //
 // Every program fails closed: if the config entry is missing, the connection
 // is refused, never sent direct.
@@ -29,21 +35,19 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
 
+#include "common.h"
+
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
 #define SOCK_RAW 3
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
 #define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
-
-#define MAX_CGROUP_DEPTH 32
-
-#define VERDICT_REFUSE 0
-#define VERDICT_PASS 1
-
-// workload_val.flags
-#define WORKLOAD_DEFAULT_DENY 1
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -77,33 +81,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lg_targets SEC(".maps");
 
-// workloads: workload cgroups and their outbound policy.
-//   key   cgroup id (u64, the cgroup2 directory's inode number)
-//   value workload_val {workload id, flags}
-//   writer: daemon; reader: connect4/6 (walks the caller's ancestors and
-//   takes the deepest match).
-struct workload_val {
-	__u32 workload_id;
-	__u32 flags;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u64);
-	__type(value, struct workload_val);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} lg_workloads SEC(".maps");
-
 // allowed: extra destinations a default-deny workload may reach directly.
-//   key   allow_key {workload id, addr (16), port (host order, 0 = any)}
+//   key   allow_key {workload id, addr (16), port (host order, 0 = any),
+//         proto (IPPROTO_TCP or IPPROTO_UDP)}
 //   value u8 (unused, 1)
-//   writer: daemon; reader: connect4/6.
+//   writer: daemon; reader: connect4/6, sendmsg4/6.
 struct allow_key {
 	__u32 workload_id;
 	__u8 addr[16];
 	__u16 port;
-	__u16 _pad;
+	__u8 proto;
+	__u8 _pad;
 };
 
 struct {
@@ -113,27 +101,6 @@ struct {
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lg_allowed SEC(".maps");
-
-// config: where the daemon listens and who the daemon is.
-//   key   u32 0
-//   value config
-//   writer: daemon before any program is attached; reader: every program.
-//   A missing entry makes every redirect-eligible connect fail (fail closed).
-struct config {
-	__u8 listen4[4];
-	__u8 listen6[16];
-	__u16 port;
-	__u16 has_listen6;
-	__u64 daemon_cgroup_id;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct config);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} lg_config SEC(".maps");
 
 // record: the kernel's account of a redirected connect().
 //   Written by connect4/6 into the socket's local storage (lg_pending), copied
@@ -197,12 +164,6 @@ struct {
 // adjacent loads into one 8-byte load the verifier rejects.
 #define ctx_u32(field) (*(volatile __u32 *)&(field))
 
-static __always_inline struct config *get_config(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&lg_config, &zero);
-}
-
 static __always_inline void set_v4mapped(__u8 *dst, __u32 ip4)
 {
 	__builtin_memset(dst, 0, 10);
@@ -216,27 +177,12 @@ static __always_inline int is_v4mapped(const __u32 *ip6)
 	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff);
 }
 
-// find_workload returns the deepest workload cgroup that contains the caller.
-static __always_inline struct workload_val *find_workload(void)
-{
-	struct workload_val *found = NULL;
-
-	for (int level = 0; level < MAX_CGROUP_DEPTH; level++) {
-		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
-		if (id == 0)
-			break;
-		struct workload_val *w = bpf_map_lookup_elem(&lg_workloads, &id);
-		if (w)
-			found = w;
-	}
-	return found;
-}
-
-static __always_inline int allowed(__u32 workload_id, struct target_key *dst)
+static __always_inline int allowed(__u32 workload_id, struct target_key *dst, __u8 proto)
 {
 	struct allow_key k = {};
 
 	k.workload_id = workload_id;
+	k.proto = proto;
 	__builtin_memcpy(k.addr, dst->addr, 16);
 	k.port = dst->port;
 	if (bpf_map_lookup_elem(&lg_allowed, &k))
@@ -281,8 +227,34 @@ static __always_inline int fill_record(struct bpf_sock_addr *ctx, struct target_
 	return 0;
 }
 
-// decide handles a TCP or UDP connect to dst. It returns VERDICT_PASS with
-// *redirect set when the caller must rewrite the destination.
+// allow_proto is the allow-list protocol of a socket: IPPROTO_TCP or
+// IPPROTO_UDP, or 0 for anything else (SCTP, UDP-Lite, MPTCP, ping), which
+// no allow entry names.
+static __always_inline __u8 allow_proto(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP)
+		return IPPROTO_TCP;
+	if (ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP)
+		return IPPROTO_UDP;
+	return 0;
+}
+
+// outbound decides a destination that is not a target: a default-deny
+// workload reaches only its allow list, by that entry's protocol.
+static __always_inline int outbound(struct bpf_sock_addr *ctx, struct target_key *dst)
+{
+	struct workload_val *w = find_workload();
+	if (!w || !(w->flags & WORKLOAD_DEFAULT_DENY))
+		return VERDICT_PASS;
+	__u8 proto = allow_proto(ctx);
+	if (proto && allowed(w->workload_id, dst, proto))
+		return VERDICT_PASS;
+	return VERDICT_REFUSE;
+}
+
+// decide handles a connect to dst by any protocol. It returns VERDICT_PASS
+// with *redirect set when the caller must rewrite the destination. Only TCP
+// is redirected; any other protocol to a target is refused.
 static __always_inline int decide(struct bpf_sock_addr *ctx, struct config *cfg,
 				  struct target_key *dst, int is_listener, __u16 family,
 				  int *redirect)
@@ -292,13 +264,11 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct config *cfg,
 		return VERDICT_PASS;
 
 	struct target_val *t = bpf_map_lookup_elem(&lg_targets, dst);
-
-	if (ctx->type == SOCK_DGRAM)
-		return t ? VERDICT_REFUSE : VERDICT_PASS;
-	if (ctx->type != SOCK_STREAM)
-		return VERDICT_PASS;
+	int tcp = allow_proto(ctx) == IPPROTO_TCP;
 
 	if (t) {
+		if (!tcp)
+			return VERDICT_REFUSE;
 		if (fill_record(ctx, dst, t->target_id, family) < 0)
 			return VERDICT_REFUSE;
 		*redirect = 1;
@@ -306,13 +276,9 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct config *cfg,
 	}
 	// A direct connect to the listener is let through so the daemon can
 	// refuse and record it; it carries no record, so it gains nothing.
-	if (is_listener)
+	if (is_listener && tcp)
 		return VERDICT_PASS;
-
-	struct workload_val *w = find_workload();
-	if (w && (w->flags & WORKLOAD_DEFAULT_DENY) && !allowed(w->workload_id, dst))
-		return VERDICT_REFUSE;
-	return VERDICT_PASS;
+	return outbound(ctx, dst);
 }
 
 SEC("cgroup/connect4")
@@ -394,9 +360,19 @@ int lg_connect6(struct bpf_sock_addr *ctx)
 	return verdict;
 }
 
-static __always_inline int udp_to_target(struct target_key *dst)
+// datagram decides an unconnected UDP sendmsg to dst (a connected socket
+// was decided at connect): never to a target, and under default: deny only
+// to the allow list.
+static __always_inline int datagram(struct bpf_sock_addr *ctx, struct target_key *dst)
 {
-	return bpf_map_lookup_elem(&lg_targets, dst) != NULL;
+	struct config *cfg = get_config();
+	if (!cfg)
+		return VERDICT_REFUSE;
+	if (bpf_get_current_cgroup_id() == cfg->daemon_cgroup_id)
+		return VERDICT_PASS;
+	if (bpf_map_lookup_elem(&lg_targets, dst))
+		return VERDICT_REFUSE;
+	return outbound(ctx, dst);
 }
 
 SEC("cgroup/sendmsg4")
@@ -405,7 +381,7 @@ int lg_sendmsg4(struct bpf_sock_addr *ctx)
 	struct target_key dst = {};
 	set_v4mapped(dst.addr, ctx->user_ip4);
 	dst.port = bpf_ntohs((__u16)ctx->user_port);
-	return udp_to_target(&dst) ? VERDICT_REFUSE : VERDICT_PASS;
+	return datagram(ctx, &dst);
 }
 
 SEC("cgroup/sendmsg6")
@@ -419,17 +395,59 @@ int lg_sendmsg6(struct bpf_sock_addr *ctx)
 	ip6[3] = ctx_u32(ctx->user_ip6[3]);
 	__builtin_memcpy(dst.addr, ip6, 16);
 	dst.port = bpf_ntohs((__u16)ctx->user_port);
-	return udp_to_target(&dst) ? VERDICT_REFUSE : VERDICT_PASS;
+	return datagram(ctx, &dst);
+}
+
+// getpeername on a redirected socket names the destination the process
+// dialled, not the listener: clients that log or re-dial their peer (pgx's
+// CancelRequest dials conn.RemoteAddr()) then reach the target again, and
+// through loopgate again. Only sockets with a record (lg_pending) change.
+// These hooks cannot refuse: they always return 1.
+SEC("cgroup/getpeername4")
+int lg_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct record *r = bpf_sk_storage_get(&lg_pending, ctx->sk, 0, 0);
+	if (!r || r->family != AF_INET)
+		return 1;
+	__u32 ip4;
+	__builtin_memcpy(&ip4, r->orig_addr + 12, 4);
+	ctx->user_ip4 = ip4;
+	ctx->user_port = bpf_htons(r->orig_port);
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int lg_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct record *r = bpf_sk_storage_get(&lg_pending, ctx->sk, 0, 0);
+	if (!r || r->family != AF_INET6)
+		return 1;
+	__u32 ip6[4];
+	__builtin_memcpy(ip6, r->orig_addr, 16);
+	ctx->user_ip6[0] = ip6[0];
+	ctx->user_ip6[1] = ip6[1];
+	ctx->user_ip6[2] = ip6[2];
+	ctx->user_ip6[3] = ip6[3];
+	ctx->user_port = bpf_htons(r->orig_port);
+	return 1;
 }
 
 // Raw IP sockets could hand-craft packets to a target around connect().
 // (AF_PACKET sockets never reach this hook; they need CAP_NET_RAW, which
 // `loopgate run --user` drops.)
+//
+// ICMP (ping) sockets send echo requests with sendmsg, which no cgroup hook
+// sees: a default-deny workload may not create them.
 SEC("cgroup/sock_create")
 int lg_sock_create(struct bpf_sock *sk)
 {
 	if (sk->type == SOCK_RAW)
 		return VERDICT_REFUSE;
+	if (sk->protocol == IPPROTO_ICMP || sk->protocol == IPPROTO_ICMPV6) {
+		struct workload_val *w = find_workload();
+		if (w && (w->flags & WORKLOAD_DEFAULT_DENY))
+			return VERDICT_REFUSE;
+	}
 	return VERDICT_PASS;
 }
 

@@ -18,7 +18,8 @@ type RedirectAllowKey struct {
 	WorkloadId uint32
 	Addr       [16]uint8
 	Port       uint16
-	Pad        uint16
+	Proto      uint8
+	Pad        uint8
 }
 
 type RedirectConfig struct {
@@ -82,18 +83,20 @@ type RedirectWorkloadVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	RedirectMapLgAllowed     = "lg_allowed"
-	RedirectMapLgConfig      = "lg_config"
-	RedirectMapLgFlows       = "lg_flows"
-	RedirectMapLgPending     = "lg_pending"
-	RedirectMapLgTargets     = "lg_targets"
-	RedirectMapLgWorkloads   = "lg_workloads"
-	RedirectProgLgConnect4   = "lg_connect4"
-	RedirectProgLgConnect6   = "lg_connect6"
-	RedirectProgLgSendmsg4   = "lg_sendmsg4"
-	RedirectProgLgSendmsg6   = "lg_sendmsg6"
-	RedirectProgLgSockCreate = "lg_sock_create"
-	RedirectProgLgSockops    = "lg_sockops"
+	RedirectMapLgAllowed       = "lg_allowed"
+	RedirectMapLgConfig        = "lg_config"
+	RedirectMapLgFlows         = "lg_flows"
+	RedirectMapLgPending       = "lg_pending"
+	RedirectMapLgTargets       = "lg_targets"
+	RedirectMapLgWorkloads     = "lg_workloads"
+	RedirectProgLgConnect4     = "lg_connect4"
+	RedirectProgLgConnect6     = "lg_connect6"
+	RedirectProgLgGetpeername4 = "lg_getpeername4"
+	RedirectProgLgGetpeername6 = "lg_getpeername6"
+	RedirectProgLgSendmsg4     = "lg_sendmsg4"
+	RedirectProgLgSendmsg6     = "lg_sendmsg6"
+	RedirectProgLgSockCreate   = "lg_sock_create"
+	RedirectProgLgSockops      = "lg_sockops"
 )
 
 // LoadRedirect returns the embedded CollectionSpec for Redirect.
@@ -138,12 +141,14 @@ type RedirectSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectProgramSpecs struct {
-	LgConnect4   *ebpf.ProgramSpec `ebpf:"lg_connect4"`
-	LgConnect6   *ebpf.ProgramSpec `ebpf:"lg_connect6"`
-	LgSendmsg4   *ebpf.ProgramSpec `ebpf:"lg_sendmsg4"`
-	LgSendmsg6   *ebpf.ProgramSpec `ebpf:"lg_sendmsg6"`
-	LgSockCreate *ebpf.ProgramSpec `ebpf:"lg_sock_create"`
-	LgSockops    *ebpf.ProgramSpec `ebpf:"lg_sockops"`
+	LgConnect4     *ebpf.ProgramSpec `ebpf:"lg_connect4"`
+	LgConnect6     *ebpf.ProgramSpec `ebpf:"lg_connect6"`
+	LgGetpeername4 *ebpf.ProgramSpec `ebpf:"lg_getpeername4"`
+	LgGetpeername6 *ebpf.ProgramSpec `ebpf:"lg_getpeername6"`
+	LgSendmsg4     *ebpf.ProgramSpec `ebpf:"lg_sendmsg4"`
+	LgSendmsg6     *ebpf.ProgramSpec `ebpf:"lg_sendmsg6"`
+	LgSockCreate   *ebpf.ProgramSpec `ebpf:"lg_sock_create"`
+	LgSockops      *ebpf.ProgramSpec `ebpf:"lg_sockops"`
 }
 
 // RedirectMapSpecs contains maps before they are loaded into the kernel.
@@ -213,18 +218,22 @@ type RedirectVariables struct {
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectPrograms struct {
-	LgConnect4   *ebpf.Program `ebpf:"lg_connect4"`
-	LgConnect6   *ebpf.Program `ebpf:"lg_connect6"`
-	LgSendmsg4   *ebpf.Program `ebpf:"lg_sendmsg4"`
-	LgSendmsg6   *ebpf.Program `ebpf:"lg_sendmsg6"`
-	LgSockCreate *ebpf.Program `ebpf:"lg_sock_create"`
-	LgSockops    *ebpf.Program `ebpf:"lg_sockops"`
+	LgConnect4     *ebpf.Program `ebpf:"lg_connect4"`
+	LgConnect6     *ebpf.Program `ebpf:"lg_connect6"`
+	LgGetpeername4 *ebpf.Program `ebpf:"lg_getpeername4"`
+	LgGetpeername6 *ebpf.Program `ebpf:"lg_getpeername6"`
+	LgSendmsg4     *ebpf.Program `ebpf:"lg_sendmsg4"`
+	LgSendmsg6     *ebpf.Program `ebpf:"lg_sendmsg6"`
+	LgSockCreate   *ebpf.Program `ebpf:"lg_sock_create"`
+	LgSockops      *ebpf.Program `ebpf:"lg_sockops"`
 }
 
 func (p *RedirectPrograms) Close() error {
 	return _RedirectClose(
 		p.LgConnect4,
 		p.LgConnect6,
+		p.LgGetpeername4,
+		p.LgGetpeername6,
 		p.LgSendmsg4,
 		p.LgSendmsg6,
 		p.LgSockCreate,

@@ -6,16 +6,19 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/loopgate/loopgate/bpf"
 )
@@ -47,22 +50,43 @@ type WorkloadSpec struct {
 	// Cgroup is relative to the cgroup2 mount.
 	Cgroup      string
 	DefaultDeny bool
-	// Allow are "ip", "ip:port", "host" or "host:port".
-	Allow []string
+	Allow       []AllowSpec
 }
 
-// program attach points, in attach order. sockops goes first so that a
-// connect redirected by connect4/6 always has its flow published.
-var attachments = []struct {
+// AllowSpec is one destination a default-deny workload may reach directly.
+type AllowSpec struct {
+	// Proto is "tcp", "udp" or "unix".
+	Proto string
+	// Addr is "ip", "ip:port", "host" or "host:port" (tcp, udp; no port is
+	// any port), or an absolute socket path or "@name" (unix).
+	Addr string
+}
+
+type attachment struct {
 	name   string
 	attach ebpf.AttachType
-}{
+}
+
+// attachments are redirect.c's attach points, in attach order. sockops goes
+// first so that a connect redirected by connect4/6 always has its flow
+// published; getpeername before connect so no redirected socket ever
+// reports the listener.
+var attachments = []attachment{
 	{bpf.RedirectProgLgSockops, ebpf.AttachCGroupSockOps},
 	{bpf.RedirectProgLgSockCreate, ebpf.AttachCGroupInetSockCreate},
 	{bpf.RedirectProgLgSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
 	{bpf.RedirectProgLgSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
+	{bpf.RedirectProgLgGetpeername4, ebpf.AttachCgroupInet4GetPeername},
+	{bpf.RedirectProgLgGetpeername6, ebpf.AttachCgroupInet6GetPeername},
 	{bpf.RedirectProgLgConnect4, ebpf.AttachCGroupInet4Connect},
 	{bpf.RedirectProgLgConnect6, ebpf.AttachCGroupInet6Connect},
+}
+
+// unixAttachments are unix.c's, attached only where the kernel has them
+// (UnixHooks).
+var unixAttachments = []attachment{
+	{bpf.UnixProgLgConnectUnix, ebpf.AttachCgroupUnixConnect},
+	{bpf.UnixProgLgSendmsgUnix, ebpf.AttachCgroupUnixSendmsg},
 }
 
 // Kernel holds the loaded programs and maps. Apply and Close may be called
@@ -72,6 +96,10 @@ type Kernel struct {
 	pinDir string
 	log    *slog.Logger
 	coll   *ebpf.Collection
+	// unix is unix.c's programs and allow map; nil where the kernel lacks
+	// the unix hooks (unixErr says why).
+	unix    *ebpf.Collection
+	unixErr error
 
 	mu    sync.Mutex
 	spec  Spec
@@ -115,8 +143,47 @@ func Open(pinDir string, log *slog.Logger) (*Kernel, error) {
 		}
 		return nil, fmt.Errorf("load bpf programs: %w", err)
 	}
-	return &Kernel{mount: mount, pinDir: pinDir, log: log, coll: coll, links: map[uint64][]link.Link{}}, nil
+	// Flows published to an earlier daemon's listener can never be
+	// accepted by this one (that listener and its queue are gone): a
+	// restart must not let another socket claim them.
+	if err := clearMap[bpf.RedirectFlowKey, bpf.RedirectRecord](coll.Maps[bpf.RedirectMapLgFlows]); err != nil {
+		coll.Close()
+		return nil, fmt.Errorf("clear stale flows: %w", err)
+	}
+	k := &Kernel{mount: mount, pinDir: pinDir, log: log, coll: coll, links: map[uint64][]link.Link{}}
+	k.unix, k.unixErr = loadUnix(coll, mapsDir)
+	return k, nil
 }
+
+// loadUnix loads unix.c's programs, sharing redirect.c's workload and config
+// maps, or says why this kernel cannot run them.
+func loadUnix(coll *ebpf.Collection, mapsDir string) (*ebpf.Collection, error) {
+	if err := UnixHooks(); err != nil {
+		return nil, err
+	}
+	spec, err := bpf.LoadUnix()
+	if err != nil {
+		return nil, err
+	}
+	u, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: mapsDir},
+		MapReplacements: map[string]*ebpf.Map{
+			bpf.UnixMapLgWorkloads: coll.Maps[bpf.RedirectMapLgWorkloads],
+			bpf.UnixMapLgConfig:    coll.Maps[bpf.RedirectMapLgConfig],
+		},
+	})
+	if err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load unix socket programs: %+v", verr)
+		}
+		return nil, fmt.Errorf("load unix socket programs: %w", err)
+	}
+	return u, nil
+}
+
+// UnixCovered reports whether unix sockets are enforced (nil), or why not.
+func (k *Kernel) UnixCovered() error { return k.unixErr }
 
 // Mount is the cgroup2 mount point.
 func (k *Kernel) Mount() string { return k.mount }
@@ -135,6 +202,10 @@ func (k *Kernel) Close() error {
 	if k.coll != nil {
 		k.coll.Close()
 		k.coll = nil
+	}
+	if k.unix != nil {
+		k.unix.Close()
+		k.unix = nil
 	}
 	return nil
 }
@@ -158,6 +229,7 @@ func (k *Kernel) Apply(ctx context.Context, spec Spec) error {
 	keep := map[uint64]bool{}
 	workloads := map[uint64]bpf.RedirectWorkloadVal{}
 	allowed := map[bpf.RedirectAllowKey]bool{}
+	allowedUnix := map[bpf.UnixUnixAllowKey]bool{}
 	for _, w := range spec.Workloads {
 		dir, id, err := EnsureCgroup(k.mount, w.Cgroup)
 		if err != nil {
@@ -169,9 +241,13 @@ func (k *Kernel) Apply(ctx context.Context, spec Spec) error {
 		}
 		workloads[id] = val
 		for _, a := range w.Allow {
+			if a.Proto == "unix" {
+				allowedUnix[unixAllowKey(w.ID, a.Addr)] = true
+				continue
+			}
 			keys, err := resolveAllow(ctx, a)
 			if err != nil {
-				k.log.Warn("allow entry not resolved; skipped", "workload_cgroup", w.Cgroup, "allow", a, "err", err)
+				k.log.Warn("allow entry not resolved; skipped", "workload_cgroup", w.Cgroup, "allow", a.Proto+"://"+a.Addr, "err", err)
 			}
 			for _, key := range keys {
 				key.WorkloadId = w.ID
@@ -188,6 +264,11 @@ func (k *Kernel) Apply(ctx context.Context, spec Spec) error {
 	}
 	if err := syncMap(k.coll.Maps[bpf.RedirectMapLgAllowed], boolsToU8(allowed)); err != nil {
 		return fmt.Errorf("sync allow map: %w", err)
+	}
+	if k.unix != nil {
+		if err := syncMap(k.unix.Maps[bpf.UnixMapLgAllowedUnix], boolsToU8(allowedUnix)); err != nil {
+			return fmt.Errorf("sync unix allow map: %w", err)
+		}
 	}
 	if err := k.detachExcept(keep); err != nil {
 		return err
@@ -305,7 +386,26 @@ func resolveHost(ctx context.Context, host string) ([]netip.Addr, error) {
 	return addrs, nil
 }
 
-func resolveAllow(ctx context.Context, entry string) ([]bpf.RedirectAllowKey, error) {
+// unixAllowKey is the allowed_unix key of a path ("/run/x.sock") or an
+// abstract name ("@name"), laid out as unix.c normalises what a process
+// passes.
+func unixAllowKey(workload uint32, addr string) bpf.UnixUnixAllowKey {
+	k := bpf.UnixUnixAllowKey{WorkloadId: workload}
+	if name, ok := strings.CutPrefix(addr, "@"); ok {
+		copy(k.Path[1:], name)
+		k.Len = uint32(1 + len(name))
+		return k
+	}
+	copy(k.Path[:], addr)
+	return k
+}
+
+func resolveAllow(ctx context.Context, a AllowSpec) ([]bpf.RedirectAllowKey, error) {
+	proto := uint8(unix.IPPROTO_TCP)
+	if a.Proto == "udp" {
+		proto = unix.IPPROTO_UDP
+	}
+	entry := a.Addr
 	host, port := entry, uint64(0)
 	if h, p, err := net.SplitHostPort(entry); err == nil {
 		host = h
@@ -319,7 +419,7 @@ func resolveAllow(ctx context.Context, entry string) ([]bpf.RedirectAllowKey, er
 	}
 	var keys []bpf.RedirectAllowKey
 	for _, a := range addrs {
-		keys = append(keys, bpf.RedirectAllowKey{Addr: as16(a), Port: uint16(port)})
+		keys = append(keys, bpf.RedirectAllowKey{Addr: as16(a), Port: uint16(port), Proto: proto})
 	}
 	return keys, nil
 }
@@ -330,6 +430,11 @@ func boolsToU8[K comparable](m map[K]bool) map[K]uint8 {
 		out[k] = 1
 	}
 	return out
+}
+
+// clearMap deletes every entry of m.
+func clearMap[K comparable, V any](m *ebpf.Map) error {
+	return syncMap(m, map[K]V{})
 }
 
 // syncMap makes m hold exactly want: puts every entry, then deletes keys not
@@ -375,9 +480,16 @@ func (k *Kernel) attach(dir string, id uint64) error {
 		// Already attached by this process: links point at our programs.
 		return nil
 	}
+	progs := k.coll.Programs
+	all := attachments
+	if k.unix != nil {
+		progs = maps.Clone(progs)
+		maps.Copy(progs, k.unix.Programs)
+		all = append(slices.Clip(all), unixAttachments...)
+	}
 	var ls []link.Link
-	for _, a := range attachments {
-		prog := k.coll.Programs[a.name]
+	for _, a := range all {
+		prog := progs[a.name]
 		pin := filepath.Join(ldir, a.name)
 		l, err := link.LoadPinnedLink(pin, nil)
 		if err == nil {
@@ -474,7 +586,11 @@ func Enforced(pinDir, dir string) error {
 	if err != nil {
 		return err
 	}
-	for _, a := range attachments {
+	all := attachments
+	if UnixHooks() == nil {
+		all = append(slices.Clip(all), unixAttachments...)
+	}
+	for _, a := range all {
 		pin := filepath.Join(pinDir, "links", strconv.FormatUint(id, 10), a.name)
 		l, err := link.LoadPinnedLink(pin, nil)
 		if err != nil {

@@ -120,12 +120,14 @@ type Workload struct {
 	// Cgroup is the workload's cgroup path relative to the cgroup2 mount,
 	// cleaned, without leading slash.
 	Cgroup string
-	// DefaultDeny refuses every outbound TCP connection that is neither to a
-	// target nor listed in Allow.
+	// DefaultDeny refuses every outbound connection and datagram (TCP, UDP,
+	// any other IP protocol, unix sockets where the kernel has the hooks)
+	// that is neither to a target nor listed in Allow.
 	DefaultDeny bool
-	// Allow lists destinations ("ip", "ip:port", "host:port") a
-	// default-deny workload may reach directly.
-	Allow []string
+	// Allow lists destinations a default-deny workload may reach
+	// directly, as written; Allowed holds them parsed (see ParseAllow).
+	Allow   []string
+	Allowed []AllowEntry
 	// UIDs, if set, further restrict the workload to these users.
 	UIDs []uint32
 	// Exes, if set, restrict it to these executables (path.Match globs).
@@ -532,9 +534,11 @@ func (d *decoder) workload(n *yaml.Node, cfg *Config) {
 		}
 	}
 	for _, a := range w.Allow {
-		if err := checkHostPort(a, false); err != nil {
+		e, err := ParseAllow(a)
+		if err != nil {
 			d.errorf(n, "workload %q: allow %q: %v", w.Name, a, err)
 		}
+		w.Allowed = append(w.Allowed, e)
 	}
 	w.ID = stableID("workload/" + w.Name)
 	cfg.Workloads = append(cfg.Workloads, w)

@@ -146,6 +146,9 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	}
 	d.kernel = k
 	defer k.Close() // pins stay: workloads stay redirected, fail closed
+	if err := k.UnixCovered(); err != nil {
+		d.log.Warn("unix sockets are not covered: default: deny workloads can reach any unix socket", "err", err)
+	}
 
 	var accepters []l7.Accepter
 	ln4, err := k.Listen(cfg.Listen, workloadCgroups(cfg))
@@ -257,7 +260,7 @@ func (d *daemon) spec(cfg *policy.Config, listen6 bool) intercept.Spec {
 		s.Targets = append(s.Targets, intercept.TargetSpec{ID: t.ID, Addresses: t.Addresses})
 	}
 	for _, w := range cfg.Workloads {
-		s.Workloads = append(s.Workloads, intercept.WorkloadSpec{ID: w.ID, Cgroup: w.Cgroup, DefaultDeny: w.DefaultDeny, Allow: w.Allow})
+		s.Workloads = append(s.Workloads, intercept.WorkloadSpec{ID: w.ID, Cgroup: w.Cgroup, DefaultDeny: w.DefaultDeny, Allow: allowSpecs(w.Allowed)})
 	}
 	return s
 }
@@ -323,4 +326,12 @@ func (a approvalRecorder) RecordApproval(ctx context.Context, r policy.Request) 
 		RuleID: r.RuleID, Command: r.Command, ParamsHash: r.ParamsHash, ApprovedBy: r.ApprovedBy,
 		DecidedBy: r.DecidedBy, Reason: r.Reason, Scope: r.Scope, Requested: r.Created, Expires: r.Expires, Decided: r.Decided,
 	})
+}
+
+func allowSpecs(entries []policy.AllowEntry) []intercept.AllowSpec {
+	out := make([]intercept.AllowSpec, len(entries))
+	for i, e := range entries {
+		out[i] = intercept.AllowSpec{Proto: e.Proto, Addr: e.Addr}
+	}
+	return out
 }
