@@ -53,6 +53,7 @@ type Origin struct {
 // Listener accepts redirected connections on one address.
 type Listener struct {
 	ln      *net.TCPListener
+	diag    *sockDiag
 	flows   *ebpf.Map
 	netns   uint64
 	mount   string
@@ -72,7 +73,12 @@ func (k *Kernel) Listen(addr netip.AddrPort, workloadDirs []string) (*Listener, 
 		ln.Close()
 		return nil, err
 	}
-	l := &Listener{ln: ln, flows: k.coll.Maps[bpf.RedirectMapLgFlows], netns: cookie, mount: k.mount}
+	diag, err := newSockDiag()
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	l := &Listener{ln: ln, diag: diag, flows: k.coll.Maps[bpf.RedirectMapLgFlows], netns: cookie, mount: k.mount}
 	for _, d := range workloadDirs {
 		l.cgroups = append(l.cgroups, filepath.Join(k.mount, filepath.Clean("/"+d)))
 	}
@@ -82,8 +88,13 @@ func (k *Kernel) Listen(addr netip.AddrPort, workloadDirs []string) (*Listener, 
 // Addr is the listening address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
-// Close stops accepting. Connections already accepted are unaffected.
-func (l *Listener) Close() error { return l.ln.Close() }
+// Close stops accepting. Connections already accepted are unaffected. An
+// Accept running concurrently may fail its socket check and refuse.
+func (l *Listener) Close() error {
+	err := l.ln.Close()
+	l.diag.Close()
+	return err
+}
 
 // Accept waits for a connection and returns it with its Origin. A connection
 // without a valid redirect record is returned with a nil Origin and an error
@@ -120,6 +131,10 @@ func (l *Listener) origin(c *net.TCPConn) (*Origin, error) {
 	}
 	if age := time.Duration(monotonicNS() - rec.Ktime); age > maxFlowAge {
 		return nil, fmt.Errorf("connection from %s: %w (record %s old)", client, ErrNoOrigin, age.Round(time.Second))
+	}
+	// The record names a socket; only that socket may present it.
+	if err := l.diag.check(client, local, rec.SocketCookie); err != nil {
+		return nil, fmt.Errorf("connection from %s: %w (%v)", client, ErrNoOrigin, err)
 	}
 	orig, _ := netip.AddrFromSlice(rec.OrigAddr[:])
 	o := &Origin{
