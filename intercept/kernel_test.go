@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/loopgate/loopgate/bpf"
 	"github.com/loopgate/loopgate/intercept"
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
@@ -110,3 +114,80 @@ func TestRedirectOrigin(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestFlowBoundToSocket writes flow records by hand for a socket outside
+// every workload and checks that the listener honours one only when its
+// socket cookie is that socket's: a record can never be presented by a
+// socket it was not written for, whatever the tuple.
+func TestFlowBoundToSocket(t *testing.T) {
+	lgtest.RequireRoot(t)
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	pin := lgtest.PinDir(t)
+	k, err := intercept.Open(pin, log)
+	if err != nil {
+		lgtest.Unavailable(t, "load bpf: %v", err)
+	}
+	defer k.Close()
+	listen := netip.MustParseAddrPort("127.0.0.1:" + itoa(lgtest.FreePort(t)))
+	ln, err := k.Listen(listen, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	flows, err := ebpf.LoadPinnedMap(filepath.Join(pin, "maps", bpf.RedirectMapLgFlows), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flows.Close()
+
+	for _, tc := range []struct {
+		name    string
+		cookie  func(own uint64) uint64
+		wantErr string
+	}{
+		{"another socket's record", func(own uint64) uint64 { return own + 1 }, "not the one that connected"},
+		{"its own record", func(own uint64) uint64 { return own }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			port := lgtest.FreePort(t)
+			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
+				t.Fatal(err)
+			}
+			own, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+			if err != nil {
+				t.Fatal(err)
+			}
+			netns, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var now unix.Timespec
+			unix.ClockGettime(unix.CLOCK_MONOTONIC, &now)
+			lo := netip.MustParseAddr("::ffff:127.0.0.1").As16()
+			key := bpf.RedirectFlowKey{ClientAddr: lo, ListenAddr: lo, ClientPort: uint16(port), ListenPort: listen.Port(), NetnsCookie: netns}
+			rec := bpf.RedirectRecord{OrigAddr: lo, OrigPort: 5432, Family: unix.AF_INET, TargetId: 1, WorkloadId: 1,
+				Tgid: uint32(os.Getpid()), SocketCookie: tc.cookie(own), Ktime: uint64(now.Nano()), NetnsCookie: netns}
+			if err := flows.Put(key, rec); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: int(listen.Port())}); err != nil {
+				t.Fatal(err)
+			}
+			c, o, err := ln.Accept()
+			if c != nil {
+				c.Close()
+			}
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("own record refused: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("err = %v (origin %+v), want %q", err, o, tc.wantErr)
+			}
+		})
+	}
+}

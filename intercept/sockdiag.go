@@ -20,12 +20,10 @@ import (
 // socket that connect() ran for: not by a later socket that reuses its
 // address and port once it has gone.
 
-// ErrSocketGone means the kernel has no socket with that tuple any more.
-var ErrSocketGone = errors.New("client socket gone")
-
-// ErrSocketMismatch means the socket with that tuple is another socket than
-// the one the record was written for.
-var ErrSocketMismatch = errors.New("client socket is not the one that connected")
+// ErrNotThatSocket means no live socket with that tuple is the one the
+// record was written for: it has gone, or another socket holds the tuple.
+// The kernel answers ENOENT for both (older kernels ESTALE for the second).
+var ErrNotThatSocket = errors.New("client socket is gone or not the one that connected")
 
 const (
 	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
@@ -59,7 +57,7 @@ func (d *sockDiag) Close() error { return unix.Close(d.fd) }
 
 // check asks whether the TCP socket whose local address is client and whose
 // peer is server exists and has the given cookie. It returns nil,
-// ErrSocketGone, ErrSocketMismatch or an error of the query itself.
+// ErrNotThatSocket or an error of the query itself.
 func (d *sockDiag) check(client, server netip.AddrPort, cookie uint64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -115,10 +113,8 @@ func (d *sockDiag) check(client, server netip.AddrPort, cookie uint64) error {
 					return errors.New("sock_diag: short error reply")
 				}
 				switch errno := unix.Errno(-int32(ne.Uint32(m.Data))); errno {
-				case unix.ENOENT:
-					return ErrSocketGone
-				case unix.ESTALE:
-					return ErrSocketMismatch
+				case unix.ENOENT, unix.ESTALE:
+					return ErrNotThatSocket
 				default:
 					return fmt.Errorf("sock_diag: %w", errno)
 				}

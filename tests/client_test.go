@@ -24,11 +24,13 @@ import (
 // clientResult is what one client connection saw.
 type clientResult struct {
 	Local string `json:"local,omitempty"` // our socket's address
-	Peer  string `json:"peer,omitempty"`  // the source address the echo target saw
-	Echo  string `json:"echo,omitempty"`
-	Err   string `json:"err,omitempty"`
-	Errno int    `json:"errno,omitempty"`
-	PID   int    `json:"pid"`
+	// Remote is our socket's peer as getpeername reports it.
+	Remote string `json:"remote,omitempty"`
+	Peer   string `json:"peer,omitempty"` // the source address the echo target saw
+	Echo   string `json:"echo,omitempty"`
+	Err    string `json:"err,omitempty"`
+	Errno  int    `json:"errno,omitempty"`
+	PID    int    `json:"pid"`
 }
 
 func clientMain() int {
@@ -66,6 +68,8 @@ func clientMain() int {
 		res = rawScenario(args[0])
 	case "bigrow": // bigrow DSN: a 64 MB value in and out
 		res = bigRow(args[0])
+	case "udpsend", "udpconn", "unixconn", "unixsend", "bindsend", "pgcancel": // client_attack_test.go
+		res = attackClient(mode, args)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown LG_CLIENT mode %q\n", mode)
 		return 2
@@ -132,7 +136,7 @@ func dialEcho(family, addr string, fastOpen bool) clientResult {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := clientResult{Local: c.LocalAddr().String(), PID: os.Getpid()}
+	r := clientResult{Local: c.LocalAddr().String(), Remote: c.RemoteAddr().String(), PID: os.Getpid()}
 	br := bufio.NewReader(c)
 	peer, err := br.ReadString('\n')
 	if err != nil {
