@@ -289,6 +289,18 @@ func TestAttack(t *testing.T) {
 		t.Errorf("target got %d connections during escape attempts", got-before)
 	}
 
+	t.Run("io_uring connect", func(t *testing.T) {
+		for _, how := range []string{"inline", "async"} {
+			r := s.run(t, "open", "uring", how, echo4)
+			assertRedirected(t, r)
+			x := s.findSession(t, r.PID)
+			if x.Workload != "open" || x.UID != 65534 {
+				t.Errorf("%s: session = %+v", how, x)
+			}
+			wantErrno(t, how+" under deny", s.run(t, "closed", "uring", how, s.other.Addr().String()), syscall.EPERM)
+		}
+	})
+
 	t.Run("getpeername names the target", func(t *testing.T) {
 		for _, tc := range []struct{ family, addr, want string }{
 			{"4", echo4, echo4},
@@ -346,6 +358,12 @@ func (s *attackSetup) staleRecord(t *testing.T) {
 	if got := len(s.echo4.Peers()); got != peers {
 		t.Errorf("the target got %d connections: the stale record was used", got-peers)
 	}
+}
+
+// findSession waits until a session of pid appears with an end recorded.
+func (s *attackSetup) findSession(t *testing.T, pid int) lgtest.Session {
+	t.Helper()
+	return (&setup{cfg: s.cfg}).findSession(t, pid)
 }
 
 func countRefused(t *testing.T, cfg, reason string) int {

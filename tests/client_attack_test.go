@@ -28,6 +28,8 @@ func attackClient(mode string, args []string) any {
 		return bindSend(args[0], args[1])
 	case "pgcancel": // pgcancel DSN: cancel a running pg_sleep through pgx's CancelRequest
 		return pgCancel(args[0])
+	case "uring": // uring inline|async ADDR: connect through io_uring
+		return uringConnect(args[1], args[0] == "async")
 	}
 	return errResult(fmt.Errorf("unknown attack mode %q", mode))
 }

@@ -68,7 +68,7 @@ func clientMain() int {
 		res = rawScenario(args[0])
 	case "bigrow": // bigrow DSN: a 64 MB value in and out
 		res = bigRow(args[0])
-	case "udpsend", "udpconn", "unixconn", "unixsend", "bindsend", "pgcancel": // client_attack_test.go
+	case "udpsend", "udpconn", "unixconn", "unixsend", "bindsend", "pgcancel", "uring": // client_attack_test.go
 		res = attackClient(mode, args)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown LG_CLIENT mode %q\n", mode)
