@@ -269,9 +269,9 @@ func (s *Server) decide(approve bool) http.HandlerFunc {
 		case err == nil:
 			writeJSON(w, http.StatusOK, q)
 		case errors.Is(err, policy.ErrNoSuchRequest):
-			// Decided or expired requests are no longer pending.
-			if _, ok := s.historical(r, r.PathValue("id")); ok {
-				writeError(w, http.StatusConflict, "already_decided", "the request is no longer pending")
+			// Decided, expired or abandoned requests are no longer pending.
+			if a, ok := s.notPending(r, r.PathValue("id")); ok {
+				writeError(w, http.StatusConflict, a.code, a.msg)
 				return
 			}
 			writeError(w, http.StatusNotFound, "not_found", err.Error())
@@ -285,6 +285,31 @@ func (s *Server) decide(approve bool) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		}
 	}
+}
+
+// notPending says why a recorded request cannot be decided: the code is
+// already_decided, expired or abandoned.
+func (s *Server) notPending(r *http.Request, id string) (struct{ code, msg string }, bool) {
+	var out struct{ code, msg string }
+	if s.Store == nil {
+		return out, false
+	}
+	a, err := s.Store.Approval(r.Context(), id)
+	if err != nil {
+		return out, false
+	}
+	switch a.State {
+	case policy.StateAbandoned, policy.StateExpired:
+		out.code = a.State
+		out.msg = fmt.Sprintf("approval %s is %s, nothing waits for it any more: %s", id, a.State, a.Reason)
+	case policy.StateApproved, policy.StateDenied:
+		out.code = "already_decided"
+		out.msg = fmt.Sprintf("approval %s was already %s by %s", id, a.State, a.DecidedBy)
+	default: // its final state is being recorded
+		out.code = "already_decided"
+		out.msg = "the request is no longer pending"
+	}
+	return out, true
 }
 
 // historical returns a recorded (no longer pending) approval.

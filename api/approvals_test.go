@@ -116,3 +116,42 @@ func TestListApprovalsByState(t *testing.T) {
 		})
 	}
 }
+
+// TestDecideNotPending: deciding a request that is no longer pending is a
+// conflict that says what became of it.
+func TestDecideNotPending(t *testing.T) {
+	t.Parallel()
+	a := newApprovalsAPI(t)
+	now := time.Now()
+	for _, x := range []event.Approval{
+		{ID: "apr_gone", State: policy.StateAbandoned, Reason: "the session ended while waiting: the client closed its connection"},
+		{ID: "apr_late", State: policy.StateExpired, Reason: "approval timed out after 5m0s"},
+		{ID: "apr_done", State: policy.StateDenied, DecidedBy: "bob", Reason: "no"},
+	} {
+		x.SessionID, x.Requested, x.Expires, x.Decided = "s", now, now, now
+		if err := a.db.RecordApproval(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name, id, code, msg string
+		status              int
+	}{
+		{"abandoned", "apr_gone", "abandoned", "approval apr_gone is abandoned, nothing waits for it any more: the session ended while waiting: the client closed its connection", http.StatusConflict},
+		{"expired", "apr_late", "expired", "approval apr_late is expired, nothing waits for it any more: approval timed out after 5m0s", http.StatusConflict},
+		{"decided", "apr_done", "already_decided", "approval apr_done was already denied by bob", http.StatusConflict},
+		{"unknown", "apr_nope", "not_found", "", http.StatusNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := a.do(t, "POST", "/v1/approvals/"+tc.id+"/approve")
+			var e struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			json.Unmarshal(body, &e)
+			if status != tc.status || e.Error.Code != tc.code || tc.msg != "" && e.Error.Message != tc.msg {
+				t.Errorf("got %d %s %q, want %d %s %q", status, e.Error.Code, e.Error.Message, tc.status, tc.code, tc.msg)
+			}
+		})
+	}
+}

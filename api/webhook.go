@@ -46,6 +46,8 @@ func text(r policy.Request) string {
 	case policy.StatePending:
 		return fmt.Sprintf("loopgate: %s on %s wants to run (%s, rule %s): %s — loopgate approvals approve %s",
 			r.Workload, r.Target, r.Class, r.RuleID, r.Command, r.ID)
+	case policy.StateAbandoned, policy.StateExpired:
+		return fmt.Sprintf("loopgate: %s %s: %s", r.ID, r.State, r.Reason)
 	default:
 		return fmt.Sprintf("loopgate: %s %s by %s: %s", r.ID, r.State, r.DecidedBy, r.Reason)
 	}

@@ -53,6 +53,7 @@ type Session struct {
 	Log     *slog.Logger
 
 	srv      *Server
+	conn     net.Conn   // the client's connection (nil in handler tests): watched while a command waits for approval
 	mu       sync.Mutex // guards admitted
 	admitted []string   // classes the session holds open (rechecked on reload)
 
@@ -125,9 +126,10 @@ func (s *Session) Decide(ctx context.Context, text string, classes ...string) po
 func (s *Session) Policy() *policy.Config { return s.srv.Policy() }
 
 // Approve asks the approvers about a command the policy holds for approval
-// and blocks until they decide, it expires, or ctx ends. notify is called
-// with the request once it is pending (to tell the agent). The answer is
-// recorded by the broker; an error means deny.
+// and blocks until they decide, it expires, ctx ends or the client closes
+// its connection (the request is then abandoned, with ErrClientGone as the
+// reason). notify is called with the request once it is pending (to tell
+// the agent). The answer is recorded by the broker; an error means deny.
 func (s *Session) Approve(ctx context.Context, d policy.Decision, command, params string, notify func(policy.Request)) (policy.Outcome, error) {
 	if s.srv.Broker == nil {
 		return policy.Outcome{Reason: "approvals are not available"}, errors.New("no approval broker")
@@ -143,6 +145,13 @@ func (s *Session) Approve(ctx context.Context, d policy.Decision, command, param
 	}
 	if sub.Claims != nil {
 		r.Subject = sub.Claims.Subject
+	}
+	if s.conn != nil {
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop := watchHangup(s.conn, func() { cancel(ErrClientGone) })
+		defer stop()
 	}
 	return s.srv.Broker.Ask(ctx, r, notify)
 }
@@ -351,12 +360,16 @@ func (s *Server) serve(ctx context.Context, acc Accepted) {
 	// first decision, before anything is forwarded): one commit, not two.
 	// A session that ends before any record (refused, or the client left
 	// during its handshake) gets its start written at the end.
-	sess := &Session{ID: id, Subject: acc.Subject, Log: log, srv: s, start: &rec}
+	sess := &Session{ID: id, Subject: acc.Subject, Log: log, srv: s, conn: conn, start: &rec}
 	defer func() {
 		if p := recover(); p != nil {
 			log.Error("session panicked", "panic", p, "stack", string(debug.Stack()))
 			end.Outcome = event.OutcomeInternalError
 			end.Error = fmt.Sprint("internal error: ", p)
+		}
+		if s.Broker != nil {
+			// Nothing of a session that ended can be approved.
+			s.Broker.EndSession(id)
 		}
 		end.Ended = time.Now()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -184,7 +185,13 @@ func (b *Broker) Ask(ctx context.Context, r Request, notify func(Request)) (Outc
 	case <-timer.C:
 		b.finish(r.ID, StateExpired, "", "approval timed out after "+timeout.String(), "")
 	case <-ctx.Done():
-		b.finish(r.ID, StateAbandoned, "", "the session ended while waiting", "")
+		reason := "the session ended while waiting"
+		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+			reason += ": " + c.Error()
+		}
+		if final, ok := b.finish(r.ID, StateAbandoned, "", reason, ""); ok {
+			b.broadcast(final)
+		}
 	}
 	b.mu.Lock()
 	final := p.req
@@ -210,6 +217,32 @@ func (b *Broker) finish(id, state, by, reason, scope string) (Request, bool) {
 	delete(b.pending, id)
 	close(p.done)
 	return p.req, true
+}
+
+// EndSession abandons the requests of session id still pending (their
+// waiting Ask records them and returns not approved) and forgets the
+// session's grants. The session's server calls it when the session ends,
+// so a request whose session is gone cannot be approved.
+func (b *Broker) EndSession(id string) {
+	b.mu.Lock()
+	b.init()
+	var ids []string
+	for rid, p := range b.pending {
+		if p.req.SessionID == id {
+			ids = append(ids, rid)
+		}
+	}
+	for k := range b.session {
+		if strings.HasPrefix(k, id+"\x00") {
+			delete(b.session, k)
+		}
+	}
+	b.mu.Unlock()
+	for _, rid := range ids {
+		if final, ok := b.finish(rid, StateAbandoned, "", "the session ended while waiting", ""); ok {
+			b.broadcast(final)
+		}
+	}
 }
 
 // Decide records an approver's decision. Approving with scope session or

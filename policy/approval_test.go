@@ -187,3 +187,61 @@ func TestBrokerScopes(t *testing.T) {
 	b.Decide(ctx, id, alice, false, "", "", 0)
 	wait()
 }
+
+// TestBrokerEndSession: a request whose session ended is abandoned,
+// recorded so, and cannot be approved; the session's grants go with it.
+func TestBrokerEndSession(t *testing.T) {
+	t.Parallel()
+	b, rec := newBroker(t)
+	ctx := context.Background() // the asker's context outlives the session
+	req := Request{SessionID: "s1", Workload: "w", Target: "db", UID: 5, Class: "write", RuleID: "r"}
+	other := req
+	other.SessionID = "s2"
+	id, wait := ask(t, b, ctx, req)
+	otherID, otherWait := ask(t, b, ctx, other)
+	b.EndSession("s1")
+	out := wait()
+	if out.Approved || out.ID != id || out.Reason != "the session ended while waiting" {
+		t.Errorf("outcome %+v", out)
+	}
+	if _, err := b.Decide(ctx, id, alice, true, "", "", 0); !errors.Is(err, ErrNoSuchRequest) {
+		t.Errorf("approving an abandoned request: err %v, want ErrNoSuchRequest", err)
+	}
+	rec.mu.Lock()
+	last := rec.seen[len(rec.seen)-1]
+	rec.mu.Unlock()
+	if last.ID != id || last.State != StateAbandoned {
+		t.Errorf("last recorded %s %s, want %s abandoned", last.ID, last.State, id)
+	}
+	// Another session's request is untouched; a session grant ends
+	// with its session.
+	if _, err := b.Decide(ctx, otherID, alice, true, "", ScopeSession, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !otherWait().Approved {
+		t.Fatal("other session's request not approved")
+	}
+	if out, _ := b.Ask(ctx, other, nil); !out.Granted {
+		t.Fatalf("session grant not applied: %+v", out)
+	}
+	b.EndSession("s2")
+	again, againWait := ask(t, b, ctx, other)
+	if again == "" {
+		t.Fatal("session grant outlived its session")
+	}
+	b.EndSession("s2")
+	againWait()
+}
+
+// TestBrokerAbandonCause: a session cancelled with a cause says why.
+func TestBrokerAbandonCause(t *testing.T) {
+	t.Parallel()
+	b, _ := newBroker(t)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	_, wait := ask(t, b, ctx, Request{SessionID: "s1", UID: 5, Class: "write"})
+	cancel(errors.New("the client closed its connection"))
+	out := wait()
+	if out.Approved || out.Reason != "the session ended while waiting: the client closed its connection" {
+		t.Errorf("outcome %+v", out)
+	}
+}
