@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -51,13 +53,31 @@ func (s *Server) Run(ctx context.Context, socket, tcp string) error {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
 		return fmt.Errorf("api socket dir: %w", err)
 	}
+	gid := -1
+	if g := s.socketGroup(); g != "" {
+		var err error
+		if gid, err = lookupGroup(g); err != nil {
+			return fmt.Errorf("api socket group: %w", err)
+		}
+	}
 	os.Remove(socket)
 	uln, err := net.Listen("unix", socket)
 	if err != nil {
 		return fmt.Errorf("api listen %s: %w", socket, err)
 	}
-	// Anyone may connect; the uid decides what they may do.
-	os.Chmod(socket, 0o666)
+	// Root and the group (api.group; unset: the daemon's, root) may
+	// connect; the uid decides what they may do.
+	if gid < 0 && s.Log != nil && s.Policy != nil && slices.ContainsFunc(s.Policy().Approvers, func(a policy.Approver) bool { return a.UID > 0 }) {
+		s.Log.Warn("approvers named by uid cannot reach the API socket: set api.group to a group they are in", "socket", socket)
+	}
+	if err := os.Chown(socket, -1, gid); err != nil {
+		uln.Close()
+		return fmt.Errorf("api socket group: %w", err)
+	}
+	if err := os.Chmod(socket, 0o660); err != nil {
+		uln.Close()
+		return fmt.Errorf("api socket mode: %w", err)
+	}
 	servers := []*http.Server{s.httpServer(true)}
 	listeners := []net.Listener{uln}
 	if tcp != "" {
@@ -82,6 +102,29 @@ func (s *Server) Run(ctx context.Context, socket, tcp string) error {
 	wg.Wait()
 	os.Remove(socket)
 	return nil
+}
+
+// socketGroup is the config's api.group.
+func (s *Server) socketGroup() string {
+	if s.Policy == nil {
+		return ""
+	}
+	if cfg := s.Policy(); cfg != nil {
+		return cfg.API.Group
+	}
+	return ""
+}
+
+// lookupGroup returns the gid of a group name or number.
+func lookupGroup(g string) (int, error) {
+	if n, err := strconv.Atoi(g); err == nil && n >= 0 {
+		return n, nil
+	}
+	gr, err := user.LookupGroup(g)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(gr.Gid)
 }
 
 func (s *Server) httpServer(unixSocket bool) *http.Server {

@@ -91,6 +91,9 @@ type ApprovalSettings struct {
 type APISettings struct {
 	// Socket is the unix socket; approvers there are identified by uid.
 	Socket string
+	// Group (a name or a gid) may connect to Socket, which is mode 0660
+	// and owned by root; "" leaves it to root alone.
+	Group string
 	// Listen is an optional loopback TCP address where approvers present
 	// an OIDC bearer token for Audience.
 	Listen   string
@@ -629,6 +632,7 @@ func (d *decoder) approvals(n *yaml.Node, a *ApprovalSettings) {
 func (d *decoder) api(n *yaml.Node, a *APISettings) {
 	d.mapping(n, "api", map[string]func(*yaml.Node){
 		"socket":   func(v *yaml.Node) { d.str(v, "socket", &a.Socket) },
+		"group":    func(v *yaml.Node) { d.str(v, "group", &a.Group) },
 		"listen":   func(v *yaml.Node) { d.str(v, "listen", &a.Listen) },
 		"audience": func(v *yaml.Node) { d.str(v, "audience", &a.Audience) },
 	})

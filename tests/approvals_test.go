@@ -15,7 +15,11 @@ import (
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
 
-// cliAs runs `loopgate ARGS --socket S` as uid and returns output and code.
+// apiGroup is the api.group of pgSetup's daemon: cliAs runs in it.
+const apiGroup = 4243
+
+// cliAs runs `loopgate ARGS --socket S` as uid (in apiGroup, so it reaches
+// the socket) and returns output and code.
 func (s *pgSetup) cliAs(t *testing.T, uid int, args ...string) (string, int) {
 	t.Helper()
 	// urfave/cli takes flags before arguments: put --socket after the
@@ -23,7 +27,7 @@ func (s *pgSetup) cliAs(t *testing.T, uid int, args ...string) (string, int) {
 	full := append(append(append([]string{}, args[:2]...), "--socket", s.socket), args[2:]...)
 	cmd := exec.Command(lgtest.Binary(t), full...)
 	if uid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{apiGroup}}}
 	}
 	out, err := cmd.CombinedOutput()
 	code := 0

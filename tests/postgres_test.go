@@ -47,7 +47,7 @@ func newPGSetupTB(t testing.TB) *pgSetup {
 store: %s
 bpffs: %s
 daemon_cgroup: %s
-api: {socket: `+s.socket+`, listen: "127.0.0.1:`+strconv.Itoa(s.apiPort)+`"}
+api: {socket: `+s.socket+`, group: "`+strconv.Itoa(apiGroup)+`", listen: "127.0.0.1:`+strconv.Itoa(s.apiPort)+`"}
 approvals: {timeout: 4s}
 approvers:
   - {name: root, uid: 0}
