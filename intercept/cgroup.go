@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNoCgroup2 is returned when no cgroup2 file system is mounted.
@@ -86,16 +88,44 @@ func CgroupID(dir string) (uint64, error) {
 	return st.Ino, nil
 }
 
+// createdXattr marks a cgroup directory loopgate created, so Teardown
+// removes exactly those and never one it found. The mark lives and dies
+// with the directory: nothing to keep in step with the cgroup tree, and a
+// directory someone else makes later under the same name is not marked.
+// cgroup2 (kernfs) keeps trusted.* attributes; setting one needs
+// CAP_SYS_ADMIN, so a workload cannot mark its own cgroups.
+const createdXattr = "trusted.loopgate.created"
+
 // EnsureCgroup creates the cgroup rel (relative to mount) and its parents,
-// owned by root and not writable by others, and returns its absolute path
-// and id.
+// owned by root and not writable by others, marks each directory it
+// creates as loopgate's, and returns its absolute path and id. A directory
+// left unmarked (the mark could not be set) is only ever left behind.
 func EnsureCgroup(mount, rel string) (string, uint64, error) {
-	dir := filepath.Join(mount, filepath.Clean("/"+rel))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", 0, fmt.Errorf("create cgroup %q: %w", dir, err)
+	clean := filepath.Clean("/" + rel)
+	dir := filepath.Join(mount, clean)
+	p := mount
+	for _, part := range strings.Split(clean, "/") {
+		if part == "" {
+			continue
+		}
+		p = filepath.Join(p, part)
+		err := os.Mkdir(p, 0o755)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", 0, fmt.Errorf("create cgroup %q: %w", dir, err)
+		}
+		unix.Setxattr(p, createdXattr, []byte("1"), 0)
 	}
 	id, err := CgroupID(dir)
 	return dir, id, err
+}
+
+// createdByLoopgate reports whether EnsureCgroup created the cgroup at dir.
+func createdByLoopgate(dir string) bool {
+	_, err := unix.Getxattr(dir, createdXattr, nil)
+	return err == nil
 }
 
 // CgroupPathOf finds the cgroup with the given id below each of roots

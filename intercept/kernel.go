@@ -610,7 +610,9 @@ func Enforced(pinDir, dir string) error {
 
 // Teardown ends redirection: it unpins (and so detaches) every link and map
 // under pinDir and removes the given workload cgroups (relative to the
-// cgroup2 mount) where they are empty. It is the only way redirection ends.
+// cgroup2 mount) and their parents where loopgate created them
+// (EnsureCgroup marked them) and they are empty. A cgroup it found, and
+// every parent above one, stays. It is the only way redirection ends.
 func Teardown(pinDir string, cgroups []string) (removed []string, err error) {
 	if err := removePins(pinDir); err != nil {
 		return nil, err
@@ -620,17 +622,16 @@ func Teardown(pinDir string, cgroups []string) (removed []string, err error) {
 		return nil, err
 	}
 	for _, c := range cgroups {
-		ok, err := RemoveCgroup(filepath.Join(mount, filepath.Clean("/"+c)))
-		if err != nil {
-			return removed, err
-		}
-		if !ok {
-			continue
-		}
-		removed = append(removed, c)
-		// Parents loopgate created (named loopgate*) go too once empty.
-		for p := filepath.Dir(filepath.Clean("/" + c)); p != "/" && strings.HasPrefix(filepath.Base(p), "loopgate"); p = filepath.Dir(p) {
-			if ok, _ := RemoveCgroup(filepath.Join(mount, p)); !ok {
+		for p := filepath.Clean("/" + c); p != "/"; p = filepath.Dir(p) {
+			dir := filepath.Join(mount, p)
+			if !createdByLoopgate(dir) {
+				break
+			}
+			ok, err := RemoveCgroup(dir)
+			if err != nil {
+				return removed, err
+			}
+			if !ok {
 				break
 			}
 			removed = append(removed, strings.TrimPrefix(p, "/"))

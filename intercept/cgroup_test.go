@@ -1,0 +1,56 @@
+package intercept_test
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/loopgate/loopgate/intercept"
+	"github.com/loopgate/loopgate/tests/lgtest"
+)
+
+// TestTeardownRemovesWhatItCreated: teardown removes the workload cgroups
+// and parents loopgate created, once empty, whatever their names, and
+// never one it found.
+func TestTeardownRemovesWhatItCreated(t *testing.T) {
+	lgtest.RequireRoot(t)
+	mount := lgtest.Cgroup2Mount(t)
+	base := lgtest.CgroupName(t)
+	// Found: the base, a parent someone else made, a workload cgroup
+	// made beforehand (say, a systemd unit's).
+	for _, d := range []string{"foreign", "premade"} {
+		if err := os.MkdirAll(filepath.Join(mount, base, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	workloads := []string{base + "/lg-sec/deny", base + "/lg-sec/allow", base + "/foreign/w", base + "/premade", base + "/busy/w"}
+	for _, w := range workloads {
+		if _, _, err := intercept.EnsureCgroup(mount, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A cgroup loopgate created that is not empty stays, and so do its
+	// parents.
+	if err := os.Mkdir(filepath.Join(mount, base, "busy/w/child"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := intercept.Teardown(lgtest.PinDir(t), workloads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{base + "/lg-sec/deny", base + "/lg-sec/allow", base + "/lg-sec", base + "/foreign/w"}
+	if !slices.Equal(removed, want) {
+		t.Errorf("removed %q, want %q", removed, want)
+	}
+	for _, d := range []string{"", "foreign", "premade", "busy/w/child"} {
+		if _, err := os.Stat(filepath.Join(mount, base, d)); err != nil {
+			t.Errorf("%s/%s: %v", base, d, err)
+		}
+	}
+	for _, d := range []string{"lg-sec", "foreign/w"} {
+		if _, err := os.Stat(filepath.Join(mount, base, d)); !os.IsNotExist(err) {
+			t.Errorf("%s/%s still there (%v)", base, d, err)
+		}
+	}
+}
