@@ -36,6 +36,10 @@ type Recorder interface {
 	// no later than the next durable write (so before the session's end).
 	// It waits only when too many are queued.
 	AppendEventsAsync(events ...event.Event)
+	// SessionProgressAsync queues an open session's byte counts so far,
+	// written with the next commit; a session the daemon never closed is
+	// marked interrupted with the last counts written.
+	SessionProgressAsync(id string, bytesUp, bytesDown int64)
 }
 
 // Handler speaks one protocol for one session. Serve returns when the
@@ -239,6 +243,11 @@ type Server struct {
 	Policy func() *policy.Config
 	// Broker holds commands that need a human; nil denies them.
 	Broker *policy.Broker
+	// Progress is how often the byte counts of live sessions are queued
+	// for the record (from the kernel's counters of the client's TCP
+	// socket), so a daemon killed with SIGKILL leaves them on its
+	// interrupted sessions; 0 means 5 seconds, negative never.
+	Progress time.Duration
 
 	wg   sync.WaitGroup
 	mu   sync.Mutex // guards live
@@ -248,6 +257,8 @@ type Server struct {
 type liveSession struct {
 	sess   *Session
 	cancel context.CancelCauseFunc
+	// up and down are the counts last queued (progress goroutine only).
+	up, down int64
 }
 
 // Recheck re-decides what every live session holds under cfg (the new
@@ -319,6 +330,13 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}
+	stopProgress := make(chan struct{})
+	var progress sync.WaitGroup
+	if s.Progress >= 0 {
+		progress.Go(func() { s.progress(stopProgress) })
+	}
+	defer func() { close(stopProgress); progress.Wait() }()
+
 	var runErr error
 	select {
 	case <-ctx.Done():

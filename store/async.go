@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"time"
 
 	"github.com/loopgate/loopgate/store/event"
@@ -83,6 +85,28 @@ func (s *DB) CloseSessionAsync(id string, e event.End) {
 		return
 	}
 	o.done = make(chan error, 1) // nobody reads it
+	s.lingerLocked()
+	s.asyncOps = append(s.asyncOps, asyncOp{at: len(s.async), o: o})
+	s.wmu.Unlock()
+}
+
+// SessionProgressAsync queues the byte counts of open session id so far,
+// to be written with the next commit (a linger at most), so that a
+// session the daemon never closed (kill -9) is marked interrupted with
+// the counts last written rather than none. It changes only a session
+// still open: queued after the session's end, it does nothing. The
+// counts are not chained: the session's close event carries the final
+// ones.
+func (s *DB) SessionProgressAsync(id string, bytesUp, bytesDown int64) {
+	o := &op{apply: func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE sessions SET bytes_up = ?, bytes_down = ? WHERE id = ? AND outcome = ?`,
+			bytesUp, bytesDown, id, string(event.OutcomeOpen))
+		if err != nil {
+			return fmt.Errorf("record progress of session %s: %w", id, err)
+		}
+		return nil
+	}, done: make(chan error, 1)} // nobody reads done
+	s.wmu.Lock()
 	s.lingerLocked()
 	s.asyncOps = append(s.asyncOps, asyncOp{at: len(s.async), o: o})
 	s.wmu.Unlock()

@@ -86,21 +86,23 @@ func updateSessionEnd(ctx context.Context, tx *sql.Tx, id string, e event.End) e
 // died) as interrupted, each with its session_close event, and returns how
 // many there were.
 func (s *DB) InterruptOpenSessions(ctx context.Context, now time.Time) (int64, error) {
-	var ids []string
+	var open []*Session
 	err := s.Sessions(ctx, Filter{Outcome: string(event.OutcomeOpen)}, func(x *Session) error {
-		ids = append(ids, x.ID)
+		open = append(open, x)
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("close interrupted sessions: %w", err)
 	}
-	for _, id := range ids {
-		end := event.End{Ended: now, Outcome: event.OutcomeInterrupted, Error: "daemon stopped while the session was open"}
-		if err := s.CloseSession(ctx, id, end); err != nil {
+	for _, x := range open {
+		// The byte counts are the last SessionProgressAsync wrote.
+		end := event.End{Ended: now, Outcome: event.OutcomeInterrupted, Error: "daemon stopped while the session was open",
+			BytesUp: x.BytesUp, BytesDown: x.BytesDown}
+		if err := s.CloseSession(ctx, x.ID, end); err != nil {
 			return 0, fmt.Errorf("close interrupted sessions: %w", err)
 		}
 	}
-	return int64(len(ids)), nil
+	return int64(len(open)), nil
 }
 
 // Filter selects sessions. Zero fields match everything.

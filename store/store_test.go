@@ -237,3 +237,46 @@ func TestSessionEventsThroughSpans(t *testing.T) {
 		t.Fatalf("verify after migration: %+v %v", rep, err)
 	}
 }
+
+// TestInterruptedKeepsProgress: a session the daemon never closed is
+// marked interrupted with the byte counts last written, and progress
+// queued after a session's end changes nothing.
+func TestInterruptedKeepsProgress(t *testing.T) {
+	t.Parallel()
+	db, path := openTemp(t)
+	ctx := context.Background()
+	for _, id := range []string{"killed", "closed"} {
+		if err := db.OpenSession(ctx, event.Session{ID: id, Started: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.SessionProgressAsync("killed", 10, 20)
+	db.SessionProgressAsync("killed", 300, 4000)
+	db.CloseSessionAsync("closed", event.End{Ended: time.Now(), BytesUp: 5, BytesDown: 6, Outcome: event.OutcomeClosed})
+	db.SessionProgressAsync("closed", 7, 8)
+	db.Close() // as far as the commits got before the kill
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n, err := db.InterruptOpenSessions(ctx, time.Now()); err != nil || n != 1 {
+		t.Fatalf("interrupted %d, %v", n, err)
+	}
+	for _, tc := range []struct {
+		id       string
+		outcome  event.Outcome
+		up, down int64
+	}{{"killed", event.OutcomeInterrupted, 300, 4000}, {"closed", event.OutcomeClosed, 5, 6}} {
+		x, err := db.Session(ctx, tc.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x.Outcome != tc.outcome || x.BytesUp != tc.up || x.BytesDown != tc.down {
+			t.Errorf("%s: %s %d/%d, want %s %d/%d", tc.id, x.Outcome, x.BytesUp, x.BytesDown, tc.outcome, tc.up, tc.down)
+		}
+	}
+	if rep, err := db.Verify(ctx, nil); err != nil || rep.Problem != nil {
+		t.Errorf("verify: %+v, %v", rep, err)
+	}
+}

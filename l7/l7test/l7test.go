@@ -23,6 +23,8 @@ type Recorder struct {
 	FailOpen bool
 	Opened   map[string]event.Session
 	Ended    map[string]event.End
+	// Progress holds the byte counts last queued per session.
+	Progress map[string][2]int64
 	Events   []event.Event
 	// Writes counts durable writes (OpenSession, AppendEvents).
 	Writes int
@@ -30,7 +32,7 @@ type Recorder struct {
 
 // NewRecorder returns an empty Recorder.
 func NewRecorder() *Recorder {
-	return &Recorder{Opened: map[string]event.Session{}, Ended: map[string]event.End{}}
+	return &Recorder{Opened: map[string]event.Session{}, Ended: map[string]event.End{}, Progress: map[string][2]int64{}}
 }
 
 // OpenSession implements l7.Recorder.
@@ -51,6 +53,21 @@ func (m *Recorder) CloseSessionAsync(id string, e event.End) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.Ended[id] = e
+}
+
+// SessionProgressAsync implements l7.Recorder.
+func (m *Recorder) SessionProgressAsync(id string, up, down int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.Progress[id] = [2]int64{up, down}
+}
+
+// ProgressOf returns the byte counts last queued for session id.
+func (m *Recorder) ProgressOf(id string) (up, down int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.Progress[id]
+	return p[0], p[1]
 }
 
 // AppendEvents implements l7.Recorder.
