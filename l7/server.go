@@ -243,15 +243,20 @@ type Server struct {
 	Policy func() *policy.Config
 	// Broker holds commands that need a human; nil denies them.
 	Broker *policy.Broker
+	// MaxSessions, if positive, caps the sessions open at once below the
+	// config's limits: max_sessions (the daemon sets it from its file
+	// descriptor limit). Past either, sessions are refused (budget.go).
+	MaxSessions int
 	// Progress is how often the byte counts of live sessions are queued
 	// for the record (from the kernel's counters of the client's TCP
 	// socket), so a daemon killed with SIGKILL leaves them on its
 	// interrupted sessions; 0 means 5 seconds, negative never.
 	Progress time.Duration
 
-	wg   sync.WaitGroup
-	mu   sync.Mutex // guards live
-	live map[string]*liveSession
+	wg     sync.WaitGroup
+	mu     sync.Mutex // guards live
+	live   map[string]*liveSession
+	budget budget
 }
 
 type liveSession struct {
@@ -306,6 +311,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 	var accepting sync.WaitGroup
 	errc := make(chan error, len(s.Accepters))
+	s.reserveSpare()
+	defer s.releaseSpare()
 	for _, a := range s.Accepters {
 		accepting.Go(func() {
 			for {
@@ -318,15 +325,14 @@ func (s *Server) Run(ctx context.Context) error {
 					if errors.As(err, &ne) && ne.Timeout() {
 						continue
 					}
-					s.Log.Error("accept failed", "err", err)
-					if isTemporary(err) {
-						time.Sleep(50 * time.Millisecond)
+					if s.shed(a, err) {
 						continue
 					}
+					s.Log.Error("accept failed", "err", err)
 					errc <- err
 					return
 				}
-				s.wg.Go(func() { s.serve(sessCtx, acc) })
+				s.start(sessCtx, acc)
 			}
 		})
 	}
@@ -360,7 +366,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func isTemporary(err error) bool {
-	// EMFILE/ENFILE and friends: back off and keep serving.
+	// EMFILE/ENFILE and friends: shed and keep serving.
 	var se interface{ Temporary() bool }
 	return errors.As(err, &se) && se.Temporary()
 }
