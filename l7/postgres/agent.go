@@ -22,7 +22,7 @@ import (
 // came (decoding only what policy needs).
 func (r *relay) fromAgent() error {
 	for {
-		typ, raw, err := r.in.next()
+		typ, raw, err := r.nextAgentMessage()
 		if err != nil {
 			return err
 		}
@@ -419,7 +419,7 @@ func (r *relay) flushBatch() error {
 	}
 	c := batch[denied].exec
 	c.injected = true
-	sql := raiseSQL(denyMessage(c), denyHint(c))
+	sql := raiseFor(c)
 	r.forward(&pgproto3.Parse{Query: sql})
 	r.forward(&pgproto3.Bind{})
 	r.forward(&pgproto3.Execute{})

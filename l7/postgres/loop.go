@@ -203,6 +203,9 @@ type loopDir struct {
 	// streaming: a message too big to hold is half passed on (set by the
 	// goroutine running the side, read once the session is off the loop).
 	streaming bool
+	// discard: bytes still to come of a statement over the size limit,
+	// dropped as they arrive (limit.go; the goroutine running the side).
+	discard int64
 
 	// Owned by the loop.
 	paused   bool // out is backed up
@@ -429,6 +432,13 @@ func (d *loopDir) handle() error {
 		defer r.cw.Flush()
 	}
 	for !d.s.ending.Load() {
+		if d.discard > 0 {
+			k := min(d.discard, int64(d.end-d.start))
+			d.start += int(k)
+			if d.discard -= k; d.discard > 0 {
+				break
+			}
+		}
 		avail := d.in[d.start:d.end]
 		if len(avail) < 5 {
 			break
@@ -444,6 +454,17 @@ func (d *loopDir) handle() error {
 				return fmt.Errorf("target sent a %q message of %d bytes", typ, n)
 			}
 			return r.violation(fmt.Errorf("%q message of %d bytes (limit %d)", typ, n, limit))
+		}
+		if !d.target && isStatement(typ) && n > minStmtLimit && n > int64(r.stmtLimit()) {
+			// Denied unread: keep its start, drop the rest as it comes.
+			prefix := avail[5 : 5+min(n, oversizeKept, int64(len(avail))-5)]
+			here := min(5+n, int64(len(avail)))
+			d.start += int(here)
+			d.discard = 5 + n - here
+			if err := r.oversized(typ, int(n), prefix); err != nil {
+				return err
+			}
+			continue
 		}
 		if int64(len(avail)) < 5+n {
 			if d.target && 5+n > loopHold {

@@ -24,7 +24,10 @@ const (
 type agentReader struct {
 	br  *bufio.Reader
 	max int // largest body accepted
-	buf []byte
+	// stmtMax, if positive, is the largest Query or Parse body read: a
+	// larger one is discarded (limit.go).
+	stmtMax int
+	buf     []byte
 }
 
 // Pools of the 64 KiB buffers each session used to allocate anew: a
@@ -111,6 +114,9 @@ func (a *agentReader) next() (byte, []byte, error) {
 	n := int(binary.BigEndian.Uint32(hdr[1:])) - 4
 	if n < 0 || n > a.max {
 		return 0, nil, fmt.Errorf("%q message of %d bytes (limit %d)", typ, n, a.max)
+	}
+	if a.stmtMax > 0 && n > a.stmtMax && isStatement(typ) {
+		return a.skipOversized(n)
 	}
 	if cap(a.buf) < 5+n {
 		a.buf = make([]byte, 5+n)

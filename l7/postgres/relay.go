@@ -31,6 +31,9 @@ type command struct {
 	classes  []string
 	decision policy.Decision
 	injected bool // a denial raised in its place
+	// tooBig: a statement over max_statement_bytes, denied unread
+	// (limit.go); its denial raises SQLSTATE 54000.
+	tooBig bool
 	// deferred: the command's record waits for its result and is written
 	// once, complete (record: async rules).
 	deferred bool
