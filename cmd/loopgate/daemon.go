@@ -189,6 +189,7 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 			Timeout: cfg.Approvals.Timeout, MaxPending: cfg.Approvals.MaxPending,
 		},
 	}
+	srv.MaxSessions = raiseNoFile(d.log, cfg.Limits.MaxSessions)
 	d.srv = srv
 	apiSrv := &api.Server{Broker: srv.Broker, Store: db, Policy: d.cfg.Load, Log: d.log,
 		Verifier: policy.NewVerifier(apiIssuers(cfg), nil)}
