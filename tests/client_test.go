@@ -70,6 +70,8 @@ func clientMain() int {
 		res = bigRow(args[0])
 	case "udpsend", "udpconn", "unixconn", "unixsend", "bindsend", "pgcancel", "uring": // client_attack_test.go
 		res = attackClient(mode, args)
+	case "flood", "probe", "bigquery", "pgcap": // client_budget_test.go
+		res = budgetClient(mode, args)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown LG_CLIENT mode %q\n", mode)
 		return 2
