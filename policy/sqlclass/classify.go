@@ -64,6 +64,11 @@ type Prepared func(name string) ([]string, bool)
 // maxCache bounds the cache; it is cleared when full.
 const maxCache = 4096
 
+// maxCachedText is the longest text cached: a long one's result holds
+// hundreds of bytes a byte of SQL, and 4,096 distinct ones would hold the
+// daemon's memory.
+const maxCachedText = 64 << 10
+
 // Classifier classifies SQL. Its zero value is ready; it is safe for
 // concurrent use.
 type Classifier struct {
@@ -101,7 +106,7 @@ func (c *Classifier) ClassifyMiss(sql string, prepared Prepared, miss func()) Re
 		miss()
 	}
 	r, cacheable := classify(sql, prepared)
-	if cacheable && (!folded || len(r.Statements) == 1) {
+	if cacheable && (!folded || len(r.Statements) == 1) && len(sql) <= maxCachedText {
 		c.mu.Lock()
 		if c.cache == nil || len(c.cache) >= maxCache {
 			c.cache = map[string]Result{}
@@ -117,7 +122,7 @@ func classify(sql string, prepared Prepared) (Result, bool) {
 	if err != nil {
 		return Result{Classes: []string{Unknown}, Err: err}, true
 	}
-	var res Result
+	res := Result{Statements: make([]Statement, 0, len(tree.Stmts))}
 	cacheable := true
 	all := map[string]bool{}
 	// A PREPARE earlier in the same string is visible to a later EXECUTE.
