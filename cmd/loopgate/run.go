@@ -9,10 +9,10 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/loopgate/loopgate/intercept"
 )
@@ -25,6 +25,12 @@ func runCommand() *cli.Command {
 		Description: `Starts CMD directly inside the workload's cgroup (clone3 CLONE_INTO_CGROUP, so
 no socket predates the move), passes stdio, signals and the exit status through.
 Refuses to start anything unless the daemon has the workload's redirect attached.
+
+CMD runs in a session of its own and never gets the operator's terminal: when
+stdin, stdout or stderr is a terminal, CMD gets a new pty in its place (as its
+controlling terminal) and loopgate relays keys, output and window size, with
+the operator's terminal in raw mode until CMD exits. So CMD cannot type into
+the operator's shell (TIOCSTI). ^C and ^Z act on CMD through its pty.
 
 Use --user to drop to an unprivileged user: a root process could leave its
 cgroup or open raw sockets.`,
@@ -71,33 +77,75 @@ func runWorkload(c *cli.Context) error {
 		}
 	}
 
+	// The agent always runs in a session of its own, so the operator's
+	// terminal is never its controlling terminal; if stdio has a terminal,
+	// the agent gets a pty of its own instead (see agentPTY).
+	tty, err := attachPTY(cmd)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("run: %v", err), 126)
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setsid = true
+
 	// Catch signals before the child exists so none is lost, then pass them
-	// on. The terminal already sends SIGINT/SIGQUIT to the whole foreground
-	// group (the child too), so those are forwarded only without a terminal.
+	// on. Nothing reaches the agent's session from the operator's terminal
+	// (keys go through its pty), so every one caught is forwarded; SIGWINCH
+	// resizes the agent's pty, whose kernel side signals the agent. ^Z stops
+	// nothing: the agent, a session leader whose parent is in another
+	// session, is an orphaned process group, and the kernel drops terminal
+	// stop signals to those (a job-control shell run as CMD uses ^Z itself).
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT)
 	defer signal.Stop(sigs)
+	if tty != nil {
+		// Raw before the agent starts: no key typed from now on is taken
+		// by the operator's terminal.
+		if err := tty.makeRaw(); err != nil {
+			tty.close()
+			return cli.Exit(fmt.Sprintf("run: %v", err), 126)
+		}
+	}
 	if err := intercept.StartIn(cmd, dir); err != nil {
+		if tty != nil {
+			tty.close()
+		}
 		return cli.Exit(err.Error(), 126)
 	}
-	tty := term.IsTerminal(int(os.Stdin.Fd()))
+	if tty != nil {
+		defer tty.restore() // also on a panic below
+		if err := tty.started(); err != nil {
+			cmd.Process.Kill()
+		}
+	}
 	done := make(chan struct{})
-	go func() {
+	var fwd sync.WaitGroup
+	fwd.Go(func() {
 		for {
 			select {
 			case s := <-sigs:
-				if tty && (s == syscall.SIGINT || s == syscall.SIGQUIT) {
-					continue
+				switch {
+				case s == syscall.SIGWINCH && tty != nil && tty.hasCtty():
+					tty.resize()
+				case s == syscall.SIGWINCH && tty != nil:
+					tty.resize()
+					cmd.Process.Signal(s)
+				default:
+					cmd.Process.Signal(s)
 				}
-				cmd.Process.Signal(s)
 			case <-done:
 				return
 			}
 		}
-	}()
+	})
 	err = cmd.Wait()
 	close(done)
+	fwd.Wait()
+	if tty != nil {
+		tty.finish()
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
