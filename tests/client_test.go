@@ -42,7 +42,7 @@ func clientMain() int {
 	case "tfo": // tfo ADDR: TCP Fast Open sendto on an unconnected socket
 		res = dialEcho("4", args[0], true)
 	case "udp": // udp ADDR
-		res = sendUDP(args[0])
+		res = datagram("4", args[0], false)
 	case "raw":
 		res = rawSocket()
 	case "many": // many N ADDR
@@ -130,6 +130,12 @@ func dialEcho(family, addr string, fastOpen bool) clientResult {
 		unix.Close(fd)
 		return errResult(err)
 	}
+	return readEcho(fd)
+}
+
+// readEcho takes over a connected socket that has sent its line and reads
+// the echo target's two lines: the peer it saw, and the echo.
+func readEcho(fd int) clientResult {
 	f := os.NewFile(uintptr(fd), "client")
 	c, err := net.FileConn(f)
 	f.Close()
@@ -151,22 +157,6 @@ func dialEcho(family, addr string, fastOpen bool) clientResult {
 	r.Peer = strings.TrimPrefix(strings.TrimSpace(peer), "peer ")
 	r.Echo = strings.TrimSpace(echo)
 	return r
-}
-
-func sendUDP(addr string) clientResult {
-	af, sa, err := sockaddr("4", addr)
-	if err != nil {
-		return errResult(err)
-	}
-	fd, err := unix.Socket(af, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return errResult(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Sendto(fd, []byte("x"), 0, sa); err != nil {
-		return errResult(err)
-	}
-	return clientResult{PID: os.Getpid()}
 }
 
 func rawSocket() clientResult {

@@ -1,14 +1,9 @@
 package tests
 
 import (
-	"bufio"
 	"fmt"
-	"net"
-	"os"
 	"runtime"
-	"strings"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -87,28 +82,9 @@ func uringConnect(addr string, async bool) clientResult {
 		unix.Close(fd)
 		return errResult(fmt.Errorf("io_uring connect: %w", unix.Errno(-res)))
 	}
-	f := os.NewFile(uintptr(fd), "uring")
-	c, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
+	if _, err := unix.Write(fd, []byte("ping\n")); err != nil {
+		unix.Close(fd)
 		return errResult(err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := clientResult{Local: c.LocalAddr().String(), Remote: c.RemoteAddr().String(), PID: os.Getpid()}
-	if _, err := c.Write([]byte("ping\n")); err != nil {
-		return errResult(err)
-	}
-	br := bufio.NewReader(c)
-	peer, err := br.ReadString('\n')
-	if err != nil {
-		return errResult(fmt.Errorf("read peer line: %w", err))
-	}
-	echo, err := br.ReadString('\n')
-	if err != nil {
-		return errResult(fmt.Errorf("read echo: %w", err))
-	}
-	r.Peer = strings.TrimPrefix(strings.TrimSpace(peer), "peer ")
-	r.Echo = strings.TrimSpace(echo)
-	return r
+	return readEcho(fd)
 }
