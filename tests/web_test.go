@@ -33,6 +33,9 @@ func TestApprovalWebPage(t *testing.T) {
 	cfg := strings.ReplaceAll(string(text), "https://idp.invalid", is.URL)
 	cfg = strings.Replace(cfg, "  - {name: nobody-approver, uid: 65534}", "  - {name: nobody-approver, uid: 65534}\n  - {name: alice-web, oidc_subject: alice}", 1)
 	cfg = strings.Replace(cfg, "approvers: [root, operator, nobody-approver]", "approvers: [root, operator, nobody-approver, alice-web]", 1)
+	// The request must outlive Chromium's first start, which alone can take
+	// longer than the suite's 4-s approval timeout on a loaded machine.
+	cfg = strings.Replace(cfg, "approvals: {timeout: 4s}", "approvals: {timeout: 2m}", 1)
 	os.WriteFile(s.cfg, []byte(cfg), 0o600)
 	s.daemon.Stop(syscall.SIGTERM)
 	s.daemon.Restart()
