@@ -27,8 +27,8 @@ no socket predates the move), passes stdio, signals and the exit status through.
 Refuses to start anything unless the daemon has the workload's redirect attached.
 
 CMD runs in a session of its own and never gets the operator's terminal: when
-stdin, stdout or stderr is a terminal, CMD gets a new pty in its place (as its
-controlling terminal) and loopgate relays keys, output and window size, with
+stdin, stdout or stderr is a terminal, CMD gets a new pty in its place (its
+controlling terminal when stdin is one) and loopgate relays keys, output and window size, with
 the operator's terminal in raw mode until CMD exits. So CMD cannot type into
 the operator's shell (TIOCSTI). ^C and ^Z act on CMD through its pty.
 
@@ -127,11 +127,12 @@ func runWorkload(c *cli.Context) error {
 			select {
 			case s := <-sigs:
 				switch {
-				case s == syscall.SIGWINCH && tty != nil && tty.hasCtty():
-					tty.resize()
 				case s == syscall.SIGWINCH && tty != nil:
+					// A controlling pty signals the agent itself.
 					tty.resize()
-					cmd.Process.Signal(s)
+					if !tty.hasCtty() {
+						cmd.Process.Signal(s)
+					}
 				default:
 					cmd.Process.Signal(s)
 				}
