@@ -37,6 +37,9 @@ const (
 type serverPool struct {
 	mu   sync.Mutex
 	idle map[string][]pooledServer
+	// onPut, if set, runs as a connection is given to the pool, before
+	// anything else (a test seam: nil in the daemon).
+	onPut func()
 }
 
 type pooledServer struct {
@@ -120,6 +123,9 @@ func quiet(c net.Conn) bool {
 
 // put resets a server connection and keeps it, or closes it.
 func (p *serverPool) put(ctx context.Context, key string, hj *pgconn.HijackedConn) error {
+	if p.onPut != nil {
+		p.onPut()
+	}
 	if err := discardAll(ctx, hj); err != nil {
 		hj.Conn.Close()
 		return err

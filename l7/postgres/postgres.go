@@ -113,7 +113,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		if err := s.Open(ctx); err != nil { // nothing goes to the target unrecorded
 			return result(), err
 		}
-		err := h.cancels.cancel(ctx, st.cancel)
+		err := h.cancels.cancel(ctx, s.Subject.OrigDst.String(), s.Subject.Workload, st.cancel)
 		s.Record(ctx, event.Event{Kind: event.KindCommand, Text: "cancel request", Error: errString(err)})
 		return result(), err
 	}
@@ -206,13 +206,15 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	stopUp := context.AfterFunc(ctx, r.stop)
 	defer stopUp()
 
-	pid, secret := h.cancels.issue(cancelTarget{addr: s.Subject.OrigDst.String(), pid: hj.PID, realSecret: hj.SecretKey})
-	defer h.cancels.forget(pid)
+	// The agent sees its backend's real PID (pg_terminate_backend,
+	// pg_stat_activity) and a secret of ours; see cancel.go.
+	secret, forgetKey := h.cancels.issue(s.Subject.OrigDst.String(), hj.PID, hj.SecretKey, s.Subject.Workload)
+	defer forgetKey()
 	be.Send(&pgproto3.AuthenticationOk{})
 	for k, v := range hj.ParameterStatuses {
 		be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
 	}
-	be.Send(&pgproto3.BackendKeyData{ProcessID: pid, SecretKey: secret})
+	be.Send(&pgproto3.BackendKeyData{ProcessID: hj.PID, SecretKey: secret})
 	tx := hj.TxStatus
 	if tx == 0 {
 		tx = 'I'
@@ -251,6 +253,9 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	switch {
 	case server.key != "" && r.reusable() && stopUp():
 		// The agent said goodbye between transactions: keep the login.
+		// Its cancel key goes first (and cancels on their way arrive
+		// first), so no late cancel reaches the next session.
+		forgetKey()
 		pooled = true
 		hj.Conn.SetDeadline(time.Time{})
 		if perr := h.pool.put(context.WithoutCancel(ctx), server.key, hj); perr != nil {
