@@ -163,7 +163,7 @@ func (s *DB) commitAsync(ctx context.Context) {
 	if n == 0 {
 		return
 	}
-	if err := s.write(ctx, &op{}); err != nil && report != nil {
+	if err := s.write(ctx, &op{lazy: true}); err != nil && report != nil {
 		report(err, n, true)
 	}
 }

@@ -52,7 +52,12 @@ func writerMain(path string) int {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(1)
 				}
-				db.AppendEvents(ctx, event.Event{SessionID: id, Kind: event.KindCommand, Text: "SELECT 1"})
+				// An allowed statement's record: acknowledged once in the
+				// WAL, before any fsync (SyncNormal).
+				if err := db.AppendEvents(ctx, event.Event{SessionID: id, Kind: event.KindCommand, Text: "SELECT '" + id + "'", Decision: "allow"}); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(1)
+				}
 				mu.Lock()
 				fmt.Fprintln(out, id)
 				out.Flush()
@@ -253,8 +258,10 @@ func TestExportGolden(t *testing.T) {
 	}
 }
 
-// TestKill9 kills a process writing as fast as it can and checks the store
-// opens, verifies, and holds everything that was acknowledged.
+// TestKill9 kills a process writing as fast as it can (SyncNormal, the
+// default: statements' records are acknowledged before any fsync) and
+// checks the store opens, verifies, and holds everything that was
+// acknowledged.
 func TestKill9(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "kill.db")
@@ -298,6 +305,10 @@ func TestKill9(t *testing.T) {
 	for _, id := range acked {
 		if _, err := db.Session(context.Background(), id); err != nil {
 			t.Fatalf("acknowledged session %s lost: %v", id, err)
+		}
+		evs, err := db.SessionEvents(context.Background(), id)
+		if err != nil || len(evs) < 2 || evs[1].Text != "SELECT '"+id+"'" {
+			t.Fatalf("acknowledged statement of session %s lost: %+v, %v", id, evs, err)
 		}
 	}
 	t.Logf("%d acknowledged sessions, %d events, %d checkpoints: all present, chain intact", len(acked), rep.Events, rep.Checkpoints)

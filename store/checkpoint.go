@@ -138,8 +138,8 @@ func (s *DB) writeCheckpoint(ctx context.Context, tx *sql.Tx, head *chainState) 
 
 // writeCheckpointFile records the newest checkpoint beside the database.
 // Failure is not fatal: the table holds it too.
+// It is written only once the events it signs are on disk (sync.go).
 func (s *DB) writeCheckpointFile(cp *Checkpoint) {
-	s.lastSig = cp.Sig
 	b, _ := json.Marshal(cp)
 	tmp := s.path + ".checkpoint.tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {

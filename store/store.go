@@ -56,11 +56,32 @@ type DB struct {
 	flushDone  chan struct{}
 	asyncErr   func(err error, events int, kept bool)
 	flushing   bool // the flusher was started (by the first async event)
+
+	// sync is the durability of writes (sync.go). Under SyncNormal the
+	// syncer fsyncs the WAL; syncWait (guarded by wmu) holds the writes
+	// waiting for its next fsync and syncCP the checkpoint to write
+	// beside the database after it.
+	sync        Sync
+	syncWait    []syncWaiter
+	syncCP      *Checkpoint
+	syncNow     chan struct{}
+	syncSoon    chan struct{}
+	stopSync    chan struct{}
+	syncDone    chan struct{}
+	syncing     bool   // the syncer was started (by the first commit)
+	syncStopped bool   // Close stopped it: commits fsync themselves
+	beforeSync  func() // tests: called before each fsync of the WAL
 }
 
 // Open opens (creating if needed) the database at path and applies pending
-// migrations. The file and its directory are private to the owner.
+// migrations, with the default Options (SyncNormal). The file and its
+// directory are private to the owner.
 func Open(ctx context.Context, path string) (*DB, error) {
+	return OpenWith(ctx, path, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, path string, opts Options) (*DB, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create store dir: %w", err)
@@ -79,13 +100,18 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	// _stmt_cache_size: statements run ad hoc (a session's row, the
 	// savepoint around each write) are prepared once per connection, not
 	// per call; under one session per statement preparing cost 30 µs a session.
-	dsn := "file:" + path + "?_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_foreign_keys=on&_txlock=immediate&_stmt_cache_size=64"
+	// _synchronous: NORMAL commits to the WAL without an fsync; the
+	// syncer fsyncs it (sync.go).
+	dsn := "file:" + path + "?_journal_mode=WAL&_synchronous=" + strings.ToUpper(opts.Sync.String()) +
+		"&_busy_timeout=10000&_foreign_keys=on&_txlock=immediate&_stmt_cache_size=64"
 	db, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s := &DB{db: db, path: path, asyncKick: make(chan struct{}, 1), asyncNow: make(chan struct{}, 1),
-		stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
+		stopFlush: make(chan struct{}), flushDone: make(chan struct{}),
+		sync: opts.Sync, syncNow: make(chan struct{}, 1), syncSoon: make(chan struct{}, 1),
+		stopSync: make(chan struct{}), syncDone: make(chan struct{})}
 	s.asyncRoom = sync.NewCond(&s.wmu)
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
@@ -124,6 +150,15 @@ func (s *DB) Close() error {
 		if started {
 			close(s.stopFlush)
 			<-s.flushDone
+		}
+		// Then the last fsync: what is committed is on disk at the end.
+		s.wmu.Lock()
+		started = s.syncing
+		s.syncing, s.syncStopped = true, true
+		s.wmu.Unlock()
+		if started {
+			close(s.stopSync)
+			<-s.syncDone
 		}
 		s.insertSpan.Close()
 		s.rows.close()

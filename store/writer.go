@@ -15,6 +15,9 @@ import (
 type op struct {
 	apply  func(ctx context.Context, tx *sql.Tx) error
 	events []event.Event
+	// lazy lets the op return once committed to the WAL, before the WAL
+	// is fsynced (SyncNormal; see lazyEvents).
+	lazy bool
 	// checkpoint asks for a signed checkpoint at the end of the batch.
 	checkpoint bool
 	done       chan error
@@ -24,7 +27,8 @@ type op struct {
 // before the next is written (one is also written by Checkpoint at shutdown).
 const checkpointEvery = 512
 
-// write queues o and returns once it is durable (or failed).
+// write queues o and returns once it is durable (or failed): committed,
+// and fsynced unless o is lazy (sync.go).
 func (s *DB) write(ctx context.Context, o *op) error {
 	o.done = make(chan error, 1)
 	s.wmu.Lock()
@@ -170,11 +174,9 @@ func (s *DB) commit(ctx context.Context, async []event.Event, aops []asyncOp, ba
 	}
 	s.head = head
 	if cp != nil {
-		s.writeCheckpointFile(cp)
+		s.lastSig = cp.Sig
 	}
-	for i, o := range batch {
-		o.done <- errs[i]
-	}
+	s.afterCommit(batch, errs, cp)
 	for i, err := range aopErrs {
 		if err != nil && report != nil {
 			report(err, len(aops[i].o.events), false)
@@ -252,9 +254,12 @@ func insertSpans(ctx context.Context, ins *sql.Stmt, touched []touch) error {
 	return nil
 }
 
-// AppendEvents appends events durably, in order, to the chain.
+// AppendEvents appends events durably, in order, to the chain: under
+// SyncNormal, records of allowed statements return once in the WAL (they
+// survive the daemon's death) and are fsynced within syncEvery; any other
+// event returns once fsynced.
 func (s *DB) AppendEvents(ctx context.Context, events ...event.Event) error {
-	return s.write(ctx, &op{events: events})
+	return s.write(ctx, &op{events: events, lazy: lazyEvents(events)})
 }
 
 // loadHead reads the chain head at open.
