@@ -30,6 +30,20 @@ const (
 	DefaultAPISocket    = "/run/loopgate/api.sock"
 )
 
+// Store sync levels (store: {sync: ...}). Under both, a record the
+// daemon waits for is in the store's write-ahead log before the traffic
+// it describes is forwarded, so it survives the daemon's death (kill -9).
+const (
+	// StoreSyncNormal fsyncs the log every few milliseconds for all
+	// sessions at once, and before going on for session starts, denials
+	// and approvals: a power loss or OS crash can take the last few
+	// milliseconds of allowed statements' records.
+	StoreSyncNormal = "normal"
+	// StoreSyncFull fsyncs every write before going on: nothing recorded
+	// is lost to a power loss either, at an fsync per statement.
+	StoreSyncFull = "full"
+)
+
 // Protocols a target may name. Each has a session handler in l7.
 const (
 	ProtocolTCP      = "tcp"
@@ -53,6 +67,9 @@ type Config struct {
 	Listen netip.AddrPort
 	// Store is the SQLite database path.
 	Store string
+	// StoreSync is when the store's writes reach the disk (store: {sync:}):
+	// StoreSyncNormal (the default) or StoreSyncFull.
+	StoreSync string
 	// BPFFSDir is where programs' links and maps are pinned.
 	BPFFSDir string
 	// DaemonCgroup is the daemon's own cgroup, relative to the cgroup2 mount.
@@ -356,10 +373,32 @@ func (d *decoder) seq(n *yaml.Node, what string, each func(*yaml.Node)) {
 
 var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
+// store reads store: a path, or {path: ..., sync: normal|full}.
+func (d *decoder) store(n *yaml.Node, cfg *Config) {
+	if n.Kind == yaml.ScalarNode {
+		d.str(n, "store", &cfg.Store)
+		return
+	}
+	d.mapping(n, "store", map[string]func(*yaml.Node){
+		"path": func(v *yaml.Node) { d.str(v, "store: path", &cfg.Store) },
+		"sync": func(v *yaml.Node) {
+			var sync string
+			d.str(v, "store: sync", &sync)
+			switch sync {
+			case StoreSyncNormal, StoreSyncFull:
+				cfg.StoreSync = sync
+			default:
+				d.errorf(v, "store: sync must be normal or full, got %q", sync)
+			}
+		},
+	})
+}
+
 func (d *decoder) config(root *yaml.Node, cfg *Config) {
 	listen := DefaultListen
 	var listenNode *yaml.Node
 	cfg.Store = DefaultStore
+	cfg.StoreSync = StoreSyncNormal
 	cfg.BPFFSDir = DefaultBPFFSDir
 	cfg.DaemonCgroup = DefaultDaemonCgroup
 	cfg.Approvals = ApprovalSettings{Timeout: 5 * time.Minute, MaxPending: 1000}
@@ -377,7 +416,7 @@ func (d *decoder) config(root *yaml.Node, cfg *Config) {
 		"api":           func(n *yaml.Node) { d.api(n, &cfg.API) },
 		"limits":        func(n *yaml.Node) { d.limits(n, &cfg.Limits) },
 		"listen":        func(n *yaml.Node) { listenNode = n; d.str(n, "listen", &listen) },
-		"store":         func(n *yaml.Node) { d.str(n, "store", &cfg.Store) },
+		"store":         func(n *yaml.Node) { d.store(n, cfg) },
 		"bpffs":         func(n *yaml.Node) { d.str(n, "bpffs", &cfg.BPFFSDir) },
 		"daemon_cgroup": func(n *yaml.Node) { dcgNode = n; d.str(n, "daemon_cgroup", &cfg.DaemonCgroup) },
 		"targets":       func(n *yaml.Node) { d.seq(n, "targets", func(e *yaml.Node) { d.target(e, cfg) }) },

@@ -67,6 +67,8 @@ func TestParseErrors(t *testing.T) {
 		{"unknown top key", "listen: 127.0.0.1:1\nlisten_on: x\n", `f.yaml:2:1: config: unknown key "listen_on"`},
 		{"unknown target key", "targets:\n  - name: x\n    protocol: tcp\n    adress: 1.2.3.4:5\n", `f.yaml:4:5: target: unknown key "adress"`},
 		{"duplicate key", "store: a\nstore: b\n", `f.yaml:2:1: config: duplicate key "store"`},
+		{"bad store sync", "store: {path: /a, sync: always}\n", `f.yaml:1:25: store: sync must be normal or full, got "always"`},
+		{"unknown store key", "store: {file: /a}\n", `f.yaml:1:9: store: unknown key "file"`},
 		{"address of two targets", "targets:\n  - {name: a, protocol: tcp, address: 1.1.1.1:1}\n  - {name: b, protocol: tcp, address: 1.1.1.1:1}\n", `target "b": address 1.1.1.1:1 is already target "a"'s`},
 		{"duplicate target", "targets:\n  - {name: x, protocol: tcp, address: 1.1.1.1:1}\n  - {name: x, protocol: tcp, address: 1.1.1.1:2}\n", `f.yaml:3:5: target: duplicate name "x"`},
 		{"unknown protocol", "targets:\n  - name: db\n    protocol: ftp\n    address: 1.1.1.1:21\n", `f.yaml:3:15: target "db": unknown protocol "ftp"`},
@@ -157,4 +159,27 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseStore(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, yaml, path, sync string
+	}{
+		{name: "default", yaml: "listen: 127.0.0.1:1\n", path: DefaultStore, sync: StoreSyncNormal},
+		{name: "path", yaml: "store: /x/lg.db\n", path: "/x/lg.db", sync: StoreSyncNormal},
+		{name: "mapping", yaml: "store: {path: /x/lg.db, sync: full}\n", path: "/x/lg.db", sync: StoreSyncFull},
+		{name: "sync only", yaml: "store: {sync: normal}\n", path: DefaultStore, sync: StoreSyncNormal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("f.yaml", []byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Store != tt.path || cfg.StoreSync != tt.sync {
+				t.Errorf("store = %q, sync %q; want %q, %q", cfg.Store, cfg.StoreSync, tt.path, tt.sync)
+			}
+		})
+	}
 }

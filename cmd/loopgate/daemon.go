@@ -84,7 +84,11 @@ type daemon struct {
 
 func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	cfg := d.cfg.Load()
-	db, err := store.Open(ctx, cfg.Store)
+	opts := store.Options{Sync: store.SyncNormal}
+	if cfg.StoreSync == policy.StoreSyncFull {
+		opts.Sync = store.SyncFull
+	}
+	db, err := store.OpenWith(ctx, cfg.Store, opts)
 	if err != nil {
 		return err
 	}
