@@ -55,6 +55,15 @@ type Result struct {
 	Classes []string
 	// Err is the parser's complaint, if any (then Classes is [unknown]).
 	Err error
+	// Calls, Operators and Relations are the functions, operators and
+	// relations (tables, views, CTE names) the statements name, sorted:
+	// what only the database's catalog can explain (a function's
+	// volatility, a view's definition). Shared with the cache: read only.
+	Calls, Operators, Relations []Name
+	// ReadWrite, when not empty, says how the statements could make a
+	// read-only session read-write (SET default_transaction_read_only,
+	// BEGIN READ WRITE, set_config of either setting).
+	ReadWrite string
 }
 
 // Prepared resolves a SQL-level prepared statement name (EXECUTE name) to
@@ -169,6 +178,7 @@ func classify(sql string, prepared Prepared) (Result, bool) {
 		}
 		res.Statements = append(res.Statements, st)
 	}
+	res.objects(tree)
 	if len(res.Statements) == 0 {
 		// An empty query: PostgreSQL answers EmptyQueryResponse.
 		all[Session] = true
