@@ -363,7 +363,7 @@ func (r *relay) recordFailed(err error) error {
 
 // push queues commands awaiting completion in a new cycle (they end at the
 // next ReadyForQuery), and response types to swallow.
-func (r *relay) push(cmds []*command, drop []byte) { r.queue(cmds, drop, true) }
+func (r *relay) push(cmds []*command, drop []dropped) { r.queue(cmds, drop, true) }
 
 // flushBatch forwards held extended-protocol messages. If an Execute in it
 // is not allowed, the messages before it go through, the Execute is
@@ -407,16 +407,35 @@ func (r *relay) flushBatch() error {
 	}
 	endsWithSync := batch[len(batch)-1].sync
 	r.unsynced = !endsWithSync
+	// Parses and Binds sent in this cycle: the server answers each with
+	// ParseComplete or BindComplete, in order.
+	parses, binds := r.cycleParses, r.cycleBinds
+	count := func(bs []batched) {
+		for _, b := range bs {
+			switch {
+			case len(b.raw) == 0:
+			case b.raw[0] == 'P':
+				parses++
+			case b.raw[0] == 'B':
+				binds++
+			}
+		}
+	}
 	if denied < 0 {
 		for _, b := range batch {
 			r.upw.Write(b.raw)
 		}
+		count(batch)
 		r.queue(cmds, nil, endsWithSync)
+		if !endsWithSync {
+			r.cycleParses, r.cycleBinds = parses, binds
+		}
 		return r.upw.Flush()
 	}
 	for _, b := range batch[:denied] {
 		r.upw.Write(b.raw)
 	}
+	count(batch[:denied])
 	c := batch[denied].exec
 	c.injected = true
 	sql := raiseFor(c)
@@ -430,18 +449,25 @@ func (r *relay) flushBatch() error {
 		r.forward(&pgproto3.Flush{})
 		r.skipToSync = true
 	}
-	r.queue(cmds, []byte{'1', '2'}, endsWithSync)
+	// Swallow the ParseComplete and BindComplete of our Parse and Bind
+	// exactly: they come after those of the messages before them, which
+	// the agent must see, in the order the server sends them.
+	r.queue(cmds, []dropped{{typ: '1', nth: parses}, {typ: '2', nth: binds}}, endsWithSync)
+	if !endsWithSync {
+		r.cycleParses, r.cycleBinds = parses+1, binds+1
+	}
 	return r.upw.Flush()
 }
 
-// queue queues commands awaiting completion and response types to
-// swallow. Only what ends in Sync (or is a simple query or function call)
-// starts a new cycle; commands of a batch that does not end with the next
-// ReadyForQuery.
-func (r *relay) queue(cmds []*command, drop []byte, newCycle bool) {
+// queue queues commands awaiting completion and responses to swallow
+// (in the cycle the commands belong to). Only what ends in Sync (or is a
+// simple query or function call) starts a new cycle; commands of a batch
+// that does not end with the next ReadyForQuery.
+func (r *relay) queue(cmds []*command, drop []dropped, newCycle bool) {
 	ready := r.sent + 1
 	if newCycle {
 		r.sent++
+		r.cycleParses, r.cycleBinds = 0, 0
 	}
 	now := time.Now()
 	r.mu.Lock()
@@ -449,7 +475,10 @@ func (r *relay) queue(cmds []*command, drop []byte, newCycle bool) {
 		c.start, c.ready = now, ready
 		r.pending = append(r.pending, c)
 	}
-	r.drop = append(r.drop, drop...)
+	for _, d := range drop {
+		d.ready = ready
+		r.drop = append(r.drop, d)
+	}
 	r.mu.Unlock()
 }
 

@@ -60,6 +60,18 @@ type command struct {
 	ready int64
 }
 
+// dropped is a response to one of loopgate's own messages, swallowed on
+// its way to the agent: the nth (from 0) message of type typ ('1' or '2')
+// in the cycle that ReadyForQuery number ready ends. Counting places it
+// exactly: matching the first of its type would swallow the agent's own
+// ParseComplete of a statement before the denied one, and pass ours
+// after the rows of that statement.
+type dropped struct {
+	typ   byte
+	ready int64
+	nth   int
+}
+
 // batched is one extended-protocol message held until Sync or Flush.
 type batched struct {
 	raw  []byte   // encoded message, ours (pgproto3's buffers are reused)
@@ -124,15 +136,21 @@ type relay struct {
 	sqlPrepared map[string][]string // SQL-level PREPARE name -> classes
 	// sqlPreparedRefs: SQL-level PREPARE name -> how it uses columns.
 	sqlPreparedRefs map[string]sqlclass.Refs
-	sent            int64          // cycles sent (each ends in one ReadyForQuery)
-	stmtVer         map[string]int // Parses seen per statement name
-	portalVer       map[string]int // Binds seen per portal name
+	sent            int64 // cycles sent (each ends in one ReadyForQuery)
+	// cycleParses and cycleBinds count the Parse and Bind messages sent
+	// in the cycle not yet closed (a batch that ended with Flush).
+	cycleParses, cycleBinds int
+	stmtVer                 map[string]int // Parses seen per statement name
+	portalVer               map[string]int // Binds seen per portal name
 
-	mu        sync.Mutex
-	pending   []*command
-	drop      []byte // injected responses to swallow, in order
-	seen      int64  // ReadyForQuery messages seen
-	describes []describe
+	mu      sync.Mutex
+	pending []*command
+	drop    []dropped // injected responses to swallow, in order
+	seen    int64     // ReadyForQuery messages seen
+	// gotParses and gotBinds count the ParseComplete and BindComplete
+	// messages of the cycle under way (the one ReadyForQuery seen+1 ends).
+	gotParses, gotBinds int
+	describes           []describe
 
 	// clientMu serialises writes to the agent: the target side writes whole
 	// messages under it, and approval notices go between them. cw buffers

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -66,14 +67,13 @@ func (r *relay) relayMessage(src msgSource, cw *bufio.Writer, hdr [5]byte) error
 	if n < 0 || n > maxResponseBody {
 		return fmt.Errorf("target sent a %q message of %d bytes", typ, n)
 	}
-	r.mu.Lock()
-	swallow := len(r.drop) > 0 && r.drop[0] == typ
-	if swallow {
-		r.drop = r.drop[1:]
-	}
-	r.mu.Unlock()
-	if swallow {
-		return src.skip(n)
+	if typ == '1' || typ == '2' {
+		r.mu.Lock()
+		swallow := r.swallow(typ)
+		r.mu.Unlock()
+		if swallow {
+			return src.skip(n)
+		}
 	}
 	switch typ {
 	case 'D': // DataRow: count; stream through unless masked
@@ -285,6 +285,25 @@ func (r *relay) relayMessage(src msgSource, cw *bufio.Writer, hdr [5]byte) error
 	return nil
 }
 
+// swallow counts a ParseComplete or BindComplete (typ '1' or '2') in the
+// cycle under way and reports whether it answers one of loopgate's own
+// messages. Called with mu held.
+func (r *relay) swallow(typ byte) bool {
+	n := &r.gotParses
+	if typ == '2' {
+		n = &r.gotBinds
+	}
+	nth := *n
+	*n++
+	for i, d := range r.drop {
+		if d.typ == typ && d.ready == r.seen+1 && d.nth == nth {
+			r.drop = slices.Delete(r.drop, i, i+1)
+			return true
+		}
+	}
+	return false
+}
+
 // notice sends the agent a NoticeResponse between two target messages.
 func (r *relay) notice(msg string) {
 	b, err := (&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000", Message: msg}).Encode(nil)
@@ -304,6 +323,10 @@ func (r *relay) complete(typ byte, body []byte) []byte {
 	defer r.mu.Unlock()
 	if typ == 'Z' {
 		r.seen++
+		r.gotParses, r.gotBinds = 0, 0
+		// Ours that never came (an earlier message failed, and the
+		// server skipped to Sync) are not waited for any more.
+		r.drop = slices.DeleteFunc(r.drop, func(d dropped) bool { return d.ready <= r.seen })
 		if len(body) > 0 {
 			r.txStatus = body[0]
 		}
