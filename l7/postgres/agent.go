@@ -64,7 +64,8 @@ func (r *relay) agentMessage(typ byte, raw []byte) error {
 			return r.violation(err)
 		}
 		res := r.h.classifier().ClassifyMiss(m.Query, r.lookupSQLPrepared, r.parsing)
-		r.stmts[m.Name] = prepared{text: m.Query, classes: res.Classes, parsed: res.Statements}
+		v := r.vet(res)
+		r.stmts[m.Name] = prepared{text: m.Query, classes: v.classes, why: v.why, deny: v.deny, parsed: res.Statements}
 		r.stmtVer[m.Name]++
 		// A name is either SQL-level or protocol-level: the server
 		// refuses a Parse of a name that exists.
@@ -113,13 +114,14 @@ func (r *relay) agentMessage(typ byte, raw []byte) error {
 		// bound here (a SQL cursor) is unknown.
 		p := r.portals[m.Portal]
 		st := p.prep
-		classes := st.classes
+		v := vetted{classes: st.classes, why: st.why, deny: st.deny}
 		if !p.bound {
-			classes = []string{sqlclass.Unknown}
+			v = vetted{classes: []string{sqlclass.Unknown}}
 		}
+		classes := v.classes
 		c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, stmtVer: p.ver,
 			portal: m.Portal, portalVer: p.pver, formats: p.formats}
-		c.decision = r.s.Policy().Decide(r.s.Subject, classes)
+		c.decision = r.decide(v)
 		r.checkMasks(c, st.parsed, false)
 		c.masker = r.maskerFor(c.decision)
 		if c.masker.HasDetectors() {
@@ -251,8 +253,9 @@ func (r *relay) record(cmds ...*command) error {
 // classified; if any is not allowed, the whole string is replaced.
 func (r *relay) query(sql string, raw []byte) error {
 	res := r.h.classifier().ClassifyMiss(sql, r.lookupSQLPrepared, r.parsing)
-	c := &command{text: sql, classes: res.Classes}
-	c.decision = r.s.Policy().Decide(r.s.Subject, res.Classes)
+	v := r.vet(res)
+	c := &command{text: sql, classes: v.classes}
+	c.decision = r.decide(v)
 	r.checkMasks(c, res.Statements, true)
 	if c.decision.Action == policy.Approve {
 		c.decision = r.approve(c)
@@ -286,7 +289,7 @@ func (r *relay) query(sql string, raw []byte) error {
 	cmds := make([]*command, n)
 	m := r.maskerFor(c.decision)
 	for i := range cmds {
-		cmds[i] = &command{text: sql, classes: res.Classes, decision: c.decision, masker: m}
+		cmds[i] = &command{text: sql, classes: c.classes, decision: c.decision, masker: m}
 		if i < len(res.Statements) {
 			cmds[i].text = res.Statements[i].Text
 		}

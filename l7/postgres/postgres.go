@@ -35,6 +35,7 @@ type Handler struct {
 
 	cancels    cancelKeys
 	names      columnNames
+	catalog    catalog
 	loops      loopSet
 	pool       serverPool
 	defaultCls sqlclass.Classifier
@@ -149,7 +150,8 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		return refuse(codeInvalidAuthorization, "loopgate: "+ad.Reason, &l7.DeniedError{Decision: ad})
 	}
 
-	server, err := h.connectUpstream(ctx, s.Subject.Target, s.Subject.OrigDst.String(), st.params, s.Subject.Workload)
+	readOnly := readOnlyRule(cfg, s.Subject)
+	server, err := h.connectUpstream(ctx, s.Subject.Target, s.Subject.OrigDst.String(), st.params, s.Subject.Workload, readOnly)
 	if err != nil {
 		var sr *startupRefused
 		if errors.As(err, &sr) {
@@ -178,6 +180,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		}
 	}
 	r := newRelay(ctx, h, s, be, ar, client, up)
+	r.ro = readOnlyState{on: readOnly, rule: ad.RuleID, cfg: cfg}
 	defer r.release()
 	var expired atomic.Bool
 	if role != nil {

@@ -185,6 +185,7 @@ type relay struct {
 	br         *bufio.Reader
 
 	params map[string]string // the agent's startup parameters
+	ro     readOnlyState     // readonly.go
 
 	// On the event loop: lp is the session there (set before any message
 	// is handled); loopUp is the server socket given back afterwards, and
@@ -250,6 +251,8 @@ const maxCachedLayouts = 256
 type prepared struct {
 	text    string
 	classes []string
+	why     string               // vetted: what the catalog found (readonly.go)
+	deny    string               // vetted: denied whatever the rule says
 	parsed  []sqlclass.Statement // read-only: shared with the classifier's cache
 }
 

@@ -244,7 +244,7 @@ func (r *relay) relayMessage(src msgSource, cw *bufio.Writer, hdr [5]byte) error
 			return err
 		}
 		var ps pgproto3.ParameterStatus
-		if err := ps.Decode(body); err == nil && sqlclass.UnsafeSetting(ps.Name, ps.Value) {
+		if err := ps.Decode(body); err == nil && (sqlclass.UnsafeSetting(ps.Name, ps.Value) || r.readOnlyLost(ps.Name, ps.Value)) {
 			out, _ := fatal(codeFeatureNotSupported, fmt.Sprintf("loopgate: %s changed to %s, which policy cannot follow; ending the session", ps.Name, ps.Value)).Encode(nil)
 			cw.Write(out)
 			cw.Flush()
@@ -372,7 +372,7 @@ func (r *relay) complete(typ byte, body []byte) []byte {
 			}
 			return nil
 		}
-		r.finish(c, "", e.Code+": "+e.Message)
+		r.finish(c, "", r.serverError(e.Code, e.Message))
 		return r.maskError(body, c.masker)
 	}
 	return nil

@@ -64,10 +64,15 @@ type upstream struct {
 // for dynamic credentials, with a session role it creates with them) and
 // hijacks the connection from pgconn. A static login may come from the
 // pool of connections earlier sessions of the workload left (see pool.go).
-func (h *Handler) connectUpstream(ctx context.Context, t *policy.Target, addr string, params map[string]string, workload string) (*upstream, error) {
+// readOnly logs in with default_transaction_read_only on (readonly.go),
+// which keeps the pool's read-only and writable logins apart.
+func (h *Handler) connectUpstream(ctx context.Context, t *policy.Target, addr string, params map[string]string, workload string, readOnly bool) (*upstream, error) {
 	cfg, err := upstreamConfig(t, addr, params)
 	if err != nil {
 		return nil, err
+	}
+	if readOnly {
+		forceReadOnly(cfg.RuntimeParams)
 	}
 	if t.Credentials.Dynamic == nil {
 		key := poolKey(workload, cfg)
