@@ -124,6 +124,8 @@ type fakeSession struct {
 	agent net.Conn
 	fe    *pgproto3.Frontend
 	key   *pgproto3.BackendKeyData
+	// negotiated is the NegotiateProtocolVersion the agent got, if any.
+	negotiated *pgproto3.NegotiateProtocolVersion
 	done  chan error
 }
 
@@ -143,6 +145,13 @@ rules:
 // the error that ended the login, returned).
 func startFakeSession(t *testing.T, h *Handler, f *fakePG, workload string, params map[string]string) (*fakeSession, *pgproto3.ErrorResponse) {
 	t.Helper()
+	return startFakeSessionWith(t, h, f, workload, &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: params})
+}
+
+// startFakeSessionWith is startFakeSession with the agent's own startup
+// message.
+func startFakeSessionWith(t *testing.T, h *Handler, f *fakePG, workload string, sm *pgproto3.StartupMessage) (*fakeSession, *pgproto3.ErrorResponse) {
+	t.Helper()
 	srv := l7test.Server(t, l7test.Config(t, fakePolicy(f.addr())), l7test.NewRecorder())
 	s := l7test.Session(t, srv, workload, "db", f.addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -158,7 +167,7 @@ func startFakeSession(t *testing.T, h *Handler, f *fakePG, workload string, para
 		fs.done <- err
 	}()
 	agent.SetDeadline(time.Now().Add(20 * time.Second))
-	fs.fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: params})
+	fs.fe.Send(sm)
 	if err := fs.fe.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +177,8 @@ func startFakeSession(t *testing.T, h *Handler, f *fakePG, workload string, para
 			t.Fatalf("login: %v", err)
 		}
 		switch m := msg.(type) {
+		case *pgproto3.NegotiateProtocolVersion:
+			fs.negotiated = &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: m.NewestMinorProtocol, UnrecognizedOptions: append([]string(nil), m.UnrecognizedOptions...)}
 		case *pgproto3.BackendKeyData:
 			fs.key = &pgproto3.BackendKeyData{ProcessID: m.ProcessID, SecretKey: append([]byte(nil), m.SecretKey...)}
 		case *pgproto3.ErrorResponse:

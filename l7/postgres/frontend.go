@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -77,8 +79,20 @@ func readStartup(ar *agentReader, conn net.Conn, tlsFor func() *tls.Config) (*st
 			}
 		case *pgproto3.StartupMessage:
 			params := make(map[string]string, len(m.Parameters))
+			var unknown []string
 			for k, v := range m.Parameters {
+				if strings.HasPrefix(k, "_pq_.") {
+					unknown = append(unknown, k)
+					continue
+				}
 				params[k] = v
+			}
+			var w net.Conn = conn
+			if tlsConn != nil {
+				w = tlsConn
+			}
+			if err := negotiate(w, m.ProtocolVersion, unknown); err != nil {
+				return nil, err
 			}
 			return done(&startup{params: params})
 		case *pgproto3.CancelRequest:
@@ -87,6 +101,27 @@ func readStartup(ar *agentReader, conn net.Conn, tlsFor func() *tls.Config) (*st
 			return nil, fmt.Errorf("read startup: unexpected %T", msg)
 		}
 	}
+}
+
+// negotiate answers a startup packet of a newer 3.x protocol, or with
+// protocol options ("_pq_." parameters), as PostgreSQL 15 does
+// (ProcessStartupPacket, SendNegotiateProtocolVersion): a
+// NegotiateProtocolVersion naming 3.0, the newest it speaks, and every
+// option it does not know (all of them), before authentication. The
+// session goes on at 3.0, so BackendKeyData keeps a 4-byte secret.
+func negotiate(conn net.Conn, version uint32, options []string) error {
+	if version == protocolVersion3_0 && len(options) == 0 {
+		return nil
+	}
+	slices.Sort(options)
+	b, err := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: protocolVersion3_0, UnrecognizedOptions: options}).Encode(nil)
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Write(b); err != nil {
+		return fmt.Errorf("negotiate protocol version: %w", err)
+	}
+	return nil
 }
 
 // readPassword asks the agent for a cleartext password (its OIDC token).

@@ -84,6 +84,8 @@ func FuzzStartup(f *testing.F) {
 	f.Add(encode(f, &pgproto3.GSSEncRequest{}, &pgproto3.SSLRequest{}, &pgproto3.SSLRequest{}))
 	f.Add(encode(f, &pgproto3.CancelRequest{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}))
 	f.Add([]byte{0, 0, 0, 8, 4, 210, 22, 47})
+	f.Add(encode(f, &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion32, Parameters: map[string]string{"user": "a", "_pq_.x": "1"}}))
+	f.Add(encode(f, &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "a", "statement_timeout": "1234", "Role": "postgres"}}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		st, err := readStartup(newAgentReader(bytes.NewReader(data)), sinkConn{}, nil)
 		if (st == nil) == (err == nil) {

@@ -82,15 +82,26 @@ func (a *agentReader) startup() (pgproto3.FrontendMessage, error) {
 		return nil, err
 	}
 	var msg pgproto3.FrontendMessage
-	switch code := binary.BigEndian.Uint32(body); code {
-	case codeSSLRequest:
+	code := binary.BigEndian.Uint32(body)
+	switch {
+	case code == codeSSLRequest:
 		msg = &pgproto3.SSLRequest{}
-	case codeGSSENCRequest:
+	case code == codeGSSENCRequest:
 		msg = &pgproto3.GSSEncRequest{}
-	case codeCancelRequest:
+	case code == codeCancelRequest:
 		msg = &pgproto3.CancelRequest{}
-	case protocolVersion3_0:
-		msg = &pgproto3.StartupMessage{}
+	case code>>16 == 3:
+		// Any 3.x, as PostgreSQL takes it: a newer minor (3.2 from pgx
+		// or libpq 18) is answered with NegotiateProtocolVersion and
+		// goes on at 3.0 (readStartup). pgproto3 decodes 3.0 and 3.2
+		// only, so decode as 3.0 and keep the version asked for.
+		binary.BigEndian.PutUint32(body, protocolVersion3_0)
+		sm := &pgproto3.StartupMessage{}
+		if err := sm.Decode(body); err != nil {
+			return nil, err
+		}
+		sm.ProtocolVersion = code
+		return sm, nil
 	default:
 		return nil, fmt.Errorf("unsupported startup code %d", code)
 	}
