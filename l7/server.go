@@ -31,6 +31,9 @@ type Recorder interface {
 	// for it: the session is over. A daemon killed first leaves the session
 	// open, and the next start marks it interrupted.
 	CloseSessionAsync(id string, e event.End)
+	// AppendEvents writes events before it returns, at least into the
+	// store's log, which outlives the daemon's process (kill -9); how
+	// soon each also reaches the disk is the store's sync level.
 	AppendEvents(ctx context.Context, events ...event.Event) error
 	// AppendEventsAsync queues events to be written soon, in order, and
 	// no later than the next durable write (so before the session's end).
