@@ -126,7 +126,7 @@ type fakeSession struct {
 	key   *pgproto3.BackendKeyData
 	// negotiated is the NegotiateProtocolVersion the agent got, if any.
 	negotiated *pgproto3.NegotiateProtocolVersion
-	done  chan error
+	done       chan error
 }
 
 func fakePolicy(addr string) string {

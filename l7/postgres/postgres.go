@@ -149,6 +149,13 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	if ad.Action != policy.Allow {
 		return refuse(codeInvalidAuthorization, "loopgate: "+ad.Reason, &l7.DeniedError{Decision: ad})
 	}
+	// Startup parameters are settings: decided as the SET they amount to.
+	if err := h.decideParams(cfg, s.Subject, st.params); err != nil {
+		var sr *startupRefused
+		errors.As(err, &sr)
+		s.Record(ctx, event.Event{Kind: event.KindDecision, Text: "startup parameters", Decision: string(policy.Deny), Error: sr.msg})
+		return refuse(sr.code, sr.msg, err)
+	}
 
 	readOnly := readOnlyRule(cfg, s.Subject)
 	server, err := h.connectUpstream(ctx, s.Subject.Target, s.Subject.OrigDst.String(), st.params, s.Subject.Workload, readOnly)

@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/loopgate/loopgate/policy"
-	"github.com/loopgate/loopgate/policy/sqlclass"
 )
 
 // startupRefused is an error the agent should see as a FATAL ErrorResponse.
@@ -41,15 +40,6 @@ func password(c policy.Credentials) (string, error) {
 		return v, nil
 	}
 	return "", nil
-}
-
-// forwardedParams are startup parameters passed on to the target. Others
-// are dropped; "options" and "replication" refuse the session, since they
-// could set a role or bypass SQL altogether.
-var forwardedParams = map[string]bool{
-	"application_name": true, "client_encoding": true, "DateStyle": true, "TimeZone": true,
-	"extra_float_digits": true, "search_path": true, "IntervalStyle": true, "datestyle": true,
-	"timezone": true, "intervalstyle": true, "standard_conforming_strings": true,
 }
 
 // upstream is a logged-in server connection for one session.
@@ -108,17 +98,14 @@ func (h *Handler) connectUpstream(ctx context.Context, t *policy.Target, addr st
 // every session; what a session needs is set on its copy.
 var baseConfig = sync.OnceValues(func() (*pgconn.Config, error) { return pgconn.ParseConfig("sslmode=disable") })
 
+// upstreamConfig is the login for a session with the agent's startup
+// parameters params. Its RuntimeParams hold every setting to log in with
+// (params.go), by lower-case name: a setting loopgate forces is assigned
+// by that name and so wins over the agent's.
 func upstreamConfig(t *policy.Target, addr string, params map[string]string) (*pgconn.Config, error) {
-	if v := params["replication"]; v != "" && v != "false" && v != "0" {
-		return nil, &startupRefused{code: codeFeatureNotSupported, msg: "loopgate: replication connections are not allowed"}
-	}
-	for k, v := range params {
-		if sqlclass.UnsafeSetting(k, v) {
-			return nil, &startupRefused{code: codeFeatureNotSupported, msg: fmt.Sprintf("loopgate: %s=%s is not supported: the server would read SQL differently from policy (use UTF8 and standard_conforming_strings=on)", k, v)}
-		}
-	}
-	if params["options"] != "" {
-		return nil, &startupRefused{code: codeFeatureNotSupported, msg: "loopgate: the startup parameter \"options\" is not allowed (it can set roles and settings around policy)"}
+	runtime, err := runtimeParams(params)
+	if err != nil {
+		return nil, err
 	}
 	host, port, _ := strings.Cut(addr, ":")
 	if i := strings.LastIndex(addr, ":"); i >= 0 {
@@ -146,12 +133,7 @@ func upstreamConfig(t *policy.Target, addr string, params map[string]string) (*p
 	if cfg.Database == "" {
 		cfg.Database = params["user"]
 	}
-	cfg.RuntimeParams = map[string]string{}
-	for k, v := range params {
-		if forwardedParams[k] {
-			cfg.RuntimeParams[k] = v
-		}
-	}
+	cfg.RuntimeParams = runtime
 	return cfg, nil
 }
 
