@@ -8,7 +8,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
 for p in clang llvm libbpf-dev iproute2 curl util-linux procps ca-certificates gcc libc6-dev chromium \
-	postgresql-15 postgresql-client-15 pgbouncer python3-psycopg2; do
+	postgresql-15 postgresql-client-15 pgbouncer pgpool2 python3-psycopg2; do
 	pkg "$p" || need="$need $p"
 done
 
@@ -21,6 +21,8 @@ if [ -n "$need" ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends $need >/dev/null
+	# pgpool2 (for make bench only) starts a service; the benchmark runs its own.
+	case "$need" in *pgpool2*) have systemctl && systemctl disable --now pgpool2 >/dev/null 2>&1 || true ;; esac
 fi
 
 if ! have go; then
