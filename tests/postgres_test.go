@@ -428,7 +428,7 @@ func TestPostgres(t *testing.T) {
 		}
 		// A change the classifier cannot see (a function the database
 		// already had) ends the session as soon as the server reports it.
-		s.pg.MustExecIn(t, "app", `CREATE FUNCTION public.legacy_setup() RETURNS text LANGUAGE sql
+		s.pg.MustExecIn(t, "app", `CREATE FUNCTION public.legacy_setup() RETURNS text LANGUAGE sql STABLE
 			AS $$ SELECT set_config('standard_conforming_strings', 'off', false) $$`)
 		_, stderr, code = s.psql(t, "agent", nil, "-c", "SELECT legacy_setup()", "-c", "SELECT 'after'")
 		if code == 0 || !strings.Contains(stderr, "standard_conforming_strings changed to off") {

@@ -78,6 +78,7 @@ func (h *Handler) connectUpstream(ctx context.Context, t *policy.Target, addr st
 	var role *sessionRole
 	if dyn := t.Credentials.Dynamic; dyn != nil {
 		admin := cfg.Copy()
+		delete(admin.RuntimeParams, readOnlyParam) // it creates the role
 		if role, err = createRole(ctx, admin, dyn); err != nil {
 			return nil, err
 		}
