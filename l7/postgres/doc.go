@@ -21,6 +21,11 @@
 //     server itself puts the session in the state it would be in after a
 //     real error (transaction aborted, pipeline skipped to Sync).
 //   - cancel.go: loopgate-issued cancel keys mapped to the real ones.
+//   - readonly.go, catalog.go: read-only must hold. The functions,
+//     operators and views a statement names are resolved in the target's
+//     catalog (a VOLATILE function that is not built in is procedural),
+//     and a session whose rule allows no class that can write runs
+//     read-only on the server too.
 //
 // Traps: pgproto3 messages are valid only until the next Receive; relay.go
 // copies what it keeps. Nothing here opens SQLite or reads YAML.

@@ -97,3 +97,19 @@ func TestVetFailsClosed(t *testing.T) {
 		t.Errorf("SELECT 1: %v %q", d.Action, d.Reason)
 	}
 }
+
+// TestVetReloadToReadOnly: a session opened writable whose rule a reload
+// made read-only is denied everything from then on.
+func TestVetReloadToReadOnly(t *testing.T) {
+	t.Parallel()
+	srv := l7test.Server(t, l7test.Config(t, readOnlyPolicy), l7test.NewRecorder())
+	s := l7test.Session(t, srv, "w", "db", "127.0.0.1:5432")
+	r := newRelay(context.Background(), &Handler{}, s, pgproto3.NewBackend(nil, sinkConn{}), nil, &countingConn{Conn: sinkConn{}}, &countingConn{Conn: sinkConn{}})
+	// Opened writable under an earlier config (nil stands for it).
+	r.ro = readOnlyState{on: false, rule: "ro"}
+	var c sqlclass.Classifier
+	d := r.decide(r.vet(c.Classify("SELECT 1", nil)))
+	if d.Action != policy.Deny || !strings.Contains(d.Reason, "reconnect") {
+		t.Errorf("after the reload: %v %q", d.Action, d.Reason)
+	}
+}

@@ -10,6 +10,12 @@
 // (EXECUTE of an unknown prepared statement, dynamic SQL in a function body),
 // is unknown, which policy denies unless a rule names it.
 //
+// What only the database knows (whether f in SELECT f() writes, what a
+// view runs) cannot be read from text: a Result names the functions,
+// operators and relations a statement uses for the caller to resolve in
+// the catalog, and ProcClass turns a pg_proc row into a class (functions.go
+// holds the reviewed table of built-ins that do more than read).
+//
 // Classifier caches results by statement text and is safe for concurrent
 // use. It does no I/O.
 package sqlclass
