@@ -54,6 +54,10 @@ type readOnlyState struct {
 	rule  string
 	cfg   *policy.Config // the config last checked
 	stale string         // set: deny everything, for this reason
+	// moot: the rule of mootCfg allows every class a catalog lookup can
+	// add, so no lookup can change a decision.
+	moot    bool
+	mootCfg *policy.Config
 }
 
 // readOnlyRule reports whether the rule deciding for s allows no class
@@ -98,8 +102,14 @@ func (r *relay) vet(res sqlclass.Result) vetted {
 	if d := cfg.Decide(r.s.Subject, res.Classes); d.Action == policy.Deny {
 		return v // denied as it is
 	}
-	if cfg.Decide(r.s.Subject, append(slices.Clone(res.Classes), catalogClasses...)).Action == policy.Allow {
-		return v // nothing the catalog could say would change that
+	if cfg != r.ro.mootCfg {
+		r.ro.mootCfg, r.ro.moot = cfg, true
+		for _, k := range catalogClasses {
+			r.ro.moot = r.ro.moot && cfg.Decide(r.s.Subject, []string{k}).Action == policy.Allow
+		}
+	}
+	if r.ro.moot {
+		return v // nothing the catalog could say would change the decision
 	}
 	extra, why, err := r.h.catalog.classes(r.ctx, r.s.Subject.Target, r.s.Subject.OrigDst.String(), r.params, res, r.parsing)
 	if err != nil {

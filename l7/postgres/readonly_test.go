@@ -27,7 +27,9 @@ workloads:
   - {name: w, cgroup: lg/w}
   - {name: rw, cgroup: lg/rw}
   - {name: appr, cgroup: lg/appr}
+  - {name: all, cgroup: lg/all}
 rules:
+  - {id: all, workloads: [all], targets: [db], allow: ["*"]}
   - {id: ro, workloads: [w], targets: [db], allow: [read, session, transaction]}
   - {id: rw, workloads: [rw], targets: [db], allow: [read, write, session, transaction]}
   - {id: appr, workloads: [appr], targets: [db], allow: [read], approve: [ddl], approvers: [a]}
@@ -76,6 +78,12 @@ func TestVetFailsClosed(t *testing.T) {
 	d := r.decide(r.vet(c.Classify("SELECT f()", nil)))
 	if d.Action != policy.Deny || !strings.Contains(d.Reason, "could not be asked") {
 		t.Errorf("failed lookup: %v %q", d.Action, d.Reason)
+	}
+	// A rule that allows whatever the catalog could add does not ask.
+	all := newRelay(context.Background(), &Handler{}, l7test.Session(t, srv, "all", "db", "127.0.0.1:5432"), pgproto3.NewBackend(nil, sinkConn{}), nil,
+		&countingConn{Conn: sinkConn{}}, &countingConn{Conn: sinkConn{}})
+	if d := all.decide(all.vet(c.Classify("SELECT f()", nil))); d.Action != policy.Allow {
+		t.Errorf("allow *: %v %q", d.Action, d.Reason)
 	}
 	procLookup = func(_ context.Context, _ *policy.Target, _ string, _ map[string]string, funcs, _, _ []sqlclass.Name) (f, o, r map[sqlclass.Name][]sqlclass.Proc, err error) {
 		f = map[sqlclass.Name][]sqlclass.Proc{}
