@@ -38,6 +38,7 @@ type Handler struct {
 	catalog    catalog
 	loops      loopSet
 	pool       serverPool
+	roles      roleKeeper
 	defaultCls sqlclass.Classifier
 }
 
@@ -193,9 +194,14 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	if role != nil {
 		s.Log.Info("session role created", "role", role.name, "valid_until", role.expires)
 		defer func() {
-			if err := role.drop(context.WithoutCancel(ctx)); err != nil {
-				s.Log.Error("session role not dropped", "role", role.name, "err", err)
+			dctx := context.WithoutCancel(ctx)
+			dyn := s.Subject.Target.Credentials.Dynamic
+			if err := role.drop(dctx); err != nil {
+				s.Log.Error("session role not dropped; will try again", "role", role.name, "err", err)
+				h.roles.failed(role, dyn)
 			}
+			// Roles earlier sessions left, and a check of the admin.
+			h.roles.tidy(dctx, s.Log, role.admin, dyn)
 		}()
 		// When the role expires, so does the session: its backend is
 		// terminated, which ends the relay.
