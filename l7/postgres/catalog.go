@@ -7,6 +7,7 @@ package postgres
 // and database for namesTTL.
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -27,14 +28,21 @@ type catalog struct {
 	cache map[string]*procCache // target \x00 database
 }
 
-// procCache holds one database's answers for up to namesTTL: a function
+// procCache holds one database's verdicts for up to namesTTL: a function
 // redefined since is seen as it is by then (and the server runs read-only
-// sessions read-only meanwhile). A name that resolved to nothing is kept
-// too (nil slice): most operators and relations run no function.
+// sessions read-only meanwhile). A name that resolved to nothing that adds
+// a class is kept too: most functions, operators and relations do not.
 type procCache struct {
 	at                    time.Time
-	funcs, ops, relations map[sqlclass.Name][]sqlclass.Proc
+	funcs, ops, relations map[sqlclass.Name]verdict
 	size                  int
+}
+
+// verdict is what calling (or using, or reading) one name adds: classes
+// and why, in words for the record.
+type verdict struct {
+	classes []string
+	why     string
 }
 
 // maxProcCache bounds the names cached per database; the cache is cleared
@@ -62,8 +70,8 @@ func (c *catalog) classes(ctx context.Context, t *policy.Target, addr string, pa
 	}
 	pc := c.cache[key]
 	if pc == nil || time.Since(pc.at) > namesTTL || pc.size > maxProcCache {
-		pc = &procCache{at: time.Now(), funcs: map[sqlclass.Name][]sqlclass.Proc{}, ops: map[sqlclass.Name][]sqlclass.Proc{},
-			relations: map[sqlclass.Name][]sqlclass.Proc{}}
+		pc = &procCache{at: time.Now(), funcs: map[sqlclass.Name]verdict{}, ops: map[sqlclass.Name]verdict{},
+			relations: map[sqlclass.Name]verdict{}}
 		c.cache[key] = pc
 	}
 	missF, missO, missR := missing(pc.funcs, res.Calls), missing(pc.ops, res.Operators), missing(pc.relations, res.Relations)
@@ -76,12 +84,13 @@ func (c *catalog) classes(ctx context.Context, t *policy.Target, addr string, pa
 		}
 		c.mu.Lock()
 		for _, set := range []struct {
-			dst  map[sqlclass.Name][]sqlclass.Proc
+			dst  map[sqlclass.Name]verdict
 			src  map[sqlclass.Name][]sqlclass.Proc
 			want []sqlclass.Name
-		}{{pc.funcs, f, missF}, {pc.ops, o, missO}, {pc.relations, r, missR}} {
+			what string
+		}{{pc.funcs, f, missF, ""}, {pc.ops, o, missO, "operator %s runs "}, {pc.relations, r, missR, "view or policy of %s calls "}} {
 			for _, n := range set.want {
-				set.dst[n] = set.src[n]
+				set.dst[n] = judge(n, set.src[n], set.what)
 				pc.size++
 			}
 		}
@@ -92,33 +101,48 @@ func (c *catalog) classes(ctx context.Context, t *policy.Target, addr string, pa
 	var classes []string
 	why := ""
 	for _, set := range []struct {
-		m     map[sqlclass.Name][]sqlclass.Proc
+		m     map[sqlclass.Name]verdict
 		names []sqlclass.Name
-		what  string
-	}{{pc.funcs, res.Calls, ""}, {pc.ops, res.Operators, "operator %s runs "}, {pc.relations, res.Relations, "view or policy of %s calls "}} {
+	}{{pc.funcs, res.Calls}, {pc.ops, res.Operators}, {pc.relations, res.Relations}} {
 		for _, n := range set.names {
-			for _, p := range set.m[n] {
-				k, w := sqlclass.ProcClass(p)
-				if k == "" {
-					continue
-				}
+			v := set.m[n]
+			for _, k := range v.classes {
 				if !slices.Contains(classes, k) {
 					classes = append(classes, k)
 				}
-				if why == "" || k == sqlclass.Procedural && !strings.Contains(why, "VOLATILE") {
-					why = w
-					if set.what != "" {
-						why = fmt.Sprintf(set.what, n) + w
-					}
-				}
+			}
+			if why == "" || slices.Contains(v.classes, sqlclass.Procedural) && !strings.Contains(why, "VOLATILE") {
+				why = cmp.Or(v.why, why)
 			}
 		}
 	}
 	return classes, why, nil
 }
 
+// judge sums up the functions one name runs (what: how it runs them, a
+// format with the name, or "" for a call).
+func judge(n sqlclass.Name, procs []sqlclass.Proc, what string) verdict {
+	var v verdict
+	for _, p := range procs {
+		k, w := sqlclass.ProcClass(p)
+		if k == "" {
+			continue
+		}
+		if !slices.Contains(v.classes, k) {
+			v.classes = append(v.classes, k)
+		}
+		if v.why == "" || k == sqlclass.Procedural && !strings.Contains(v.why, "VOLATILE") {
+			v.why = w
+			if what != "" {
+				v.why = fmt.Sprintf(what, n) + w
+			}
+		}
+	}
+	return v
+}
+
 // missing returns the names not in m.
-func missing(m map[sqlclass.Name][]sqlclass.Proc, names []sqlclass.Name) []sqlclass.Name {
+func missing(m map[sqlclass.Name]verdict, names []sqlclass.Name) []sqlclass.Name {
 	var out []sqlclass.Name
 	for _, n := range names {
 		if _, ok := m[n]; !ok {
