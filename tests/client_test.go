@@ -66,6 +66,8 @@ func clientMain() int {
 		res = reloadScenario(args[0], args[1])
 	case "rawpg": // rawpg ADDR: hand-driven extended protocol against masks
 		res = rawScenario(args[0])
+	case "pgcompat": // pgcompat DSN ADDR, or pgcompat ADDR pipeline: pgcompat_test.go
+		res = compatScenario(args[0], args[1])
 	case "bigrow": // bigrow DSN: a 64 MB value in and out
 		res = bigRow(args[0])
 	case "udpsend", "udpconn", "unixconn", "unixsend", "bindsend", "pgcancel", "uring": // client_attack_test.go
