@@ -86,14 +86,8 @@ func (r *relay) vet(res sqlclass.Result) vetted {
 		v.deny = fmt.Sprintf("the session is read-only under rule %s: %s could make it read-write", r.ro.rule, res.ReadWrite)
 		return v
 	}
-	if !r.ro.on && cfg != r.ro.cfg {
-		r.ro.cfg = cfg
-		if readOnlyRule(cfg, r.s.Subject) {
-			r.ro.stale = "the rule now allows no writes, but this session's server connection was opened writable; reconnect"
-		}
-	}
-	if r.ro.stale != "" {
-		v.deny = r.ro.stale
+	if stale := r.stale(cfg); stale != "" {
+		v.deny = stale
 		return v
 	}
 	if len(res.Calls)+len(res.Operators)+len(res.Relations) == 0 {
@@ -130,10 +124,26 @@ func (r *relay) vet(res sqlclass.Result) vetted {
 	return v
 }
 
-// decide decides a vetted statement under the current policy.
+// stale returns why a session opened writable must be denied everything
+// under cfg (its rule now allows no writes), or "".
+func (r *relay) stale(cfg *policy.Config) string {
+	if !r.ro.on && cfg != r.ro.cfg {
+		r.ro.cfg = cfg
+		if readOnlyRule(cfg, r.s.Subject) {
+			r.ro.stale = "the rule now allows no writes, but this session's server connection was opened writable; reconnect"
+		}
+	}
+	return r.ro.stale
+}
+
+// decide decides a vetted statement under the current policy (a
+// statement vetted at Parse is decided at each Execute).
 func (r *relay) decide(v vetted) policy.Decision {
-	d := r.s.Policy().Decide(r.s.Subject, v.classes)
+	cfg := r.s.Policy()
+	d := cfg.Decide(r.s.Subject, v.classes)
 	switch {
+	case r.stale(cfg) != "":
+		d.Action, d.Reason = policy.Deny, r.ro.stale
 	case v.deny != "":
 		d.Action, d.Reason = policy.Deny, v.deny
 	case d.Action != policy.Allow && v.why != "":

@@ -120,4 +120,9 @@ func TestVetReloadToReadOnly(t *testing.T) {
 	if d.Action != policy.Deny || !strings.Contains(d.Reason, "reconnect") {
 		t.Errorf("after the reload: %v %q", d.Action, d.Reason)
 	}
+	// A statement parsed before the reload, executed after it.
+	r = newRelay(context.Background(), &Handler{}, s, pgproto3.NewBackend(nil, sinkConn{}), nil, &countingConn{Conn: sinkConn{}}, &countingConn{Conn: sinkConn{}})
+	if d := r.decide(vetted{classes: []string{sqlclass.Read}}); d.Action != policy.Deny || !strings.Contains(d.Reason, "reconnect") {
+		t.Errorf("Execute after the reload: %v %q", d.Action, d.Reason)
+	}
 }
