@@ -18,7 +18,9 @@ func TestAsyncBeforeDurableWrite(t *testing.T) {
 	ctx := context.Background()
 	db.AppendEventsAsync(event.Event{SessionID: "s", Kind: event.KindResult, Text: "a1"},
 		event.Event{SessionID: "s", Kind: event.KindResult, Text: "a2"})
-	if err := db.AppendEvents(ctx, event.Event{SessionID: "s", Kind: event.KindCommand, Text: "sync"}); err != nil {
+	// A denial: a commit of its own (an allowed statement's record would
+	// go to the record log and queue behind them).
+	if err := db.AppendEvents(ctx, event.Event{SessionID: "s", Kind: event.KindCommand, Text: "sync", Decision: "deny"}); err != nil {
 		t.Fatal(err)
 	}
 	// No waiting: the durable write carried them.
@@ -132,7 +134,7 @@ func TestCloseSessionAsync(t *testing.T) {
 	db.CloseSessionAsync("a", event.End{Ended: time.Now(), Outcome: event.OutcomeClosed, BytesUp: 3})
 	db.CloseSessionAsync("nobody", event.End{Ended: time.Now(), Outcome: event.OutcomeClosed})
 	db.AppendEventsAsync(event.Event{SessionID: "b", Kind: event.KindCommand, Text: "b1"})
-	if err := db.AppendEvents(ctx, event.Event{SessionID: "b", Kind: event.KindCommand, Text: "b2"}); err != nil {
+	if err := db.AppendEvents(ctx, event.Event{SessionID: "b", Kind: event.KindCommand, Text: "b2", Decision: "deny"}); err != nil {
 		t.Fatal(err)
 	}
 	// The durable write carried the end: no waiting.

@@ -71,6 +71,13 @@ type DB struct {
 	syncing     bool   // the syncer was started (by the first commit)
 	syncStopped bool   // Close stopped it: commits fsync themselves
 	beforeSync  func() // tests: called before each fsync of the WAL
+
+	// journal is the record log (journal.go). Guarded by wmu: journalSeq
+	// (the last entry written), queuedSeq (the last whose events are
+	// queued) and committedSeq (the last the chain holds).
+	journal                             *os.File
+	journalSeq, queuedSeq, committedSeq int64
+	oldSeq                              int64 // the last entry in <db>-records.old; 0: none
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -136,6 +143,10 @@ func OpenWith(ctx context.Context, path string, opts Options) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
+	if err := s.openJournal(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -159,6 +170,9 @@ func (s *DB) Close() error {
 		if started {
 			close(s.stopSync)
 			<-s.syncDone
+		}
+		if s.journal != nil {
+			s.journal.Close()
 		}
 		s.insertSpan.Close()
 		s.rows.close()

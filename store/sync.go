@@ -165,10 +165,22 @@ func (s *DB) syncer() {
 // signs, which a power loss could otherwise take).
 func (s *DB) syncOnce() {
 	s.wmu.Lock()
-	wait, cp, report := s.syncWait, s.syncCP, s.asyncErr
+	wait, cp, report, committed := s.syncWait, s.syncCP, s.asyncErr, s.committedSeq
 	s.syncWait, s.syncCP = nil, nil
 	s.wmu.Unlock()
 	err := s.fsyncWAL()
+	if err == nil && s.journal != nil {
+		if err = s.journal.Sync(); err != nil {
+			err = fmt.Errorf("sync record log: %w", err)
+		}
+	}
+	if err == nil {
+		// The WAL on disk holds every entry up to committed: the log
+		// may go if nothing was logged since.
+		s.wmu.Lock()
+		err = s.truncateJournalLocked(committed)
+		s.wmu.Unlock()
+	}
 	if err != nil && len(wait) == 0 && report != nil {
 		// Nobody waits to be told: the records stay in the WAL and the
 		// next fsync tries again.

@@ -47,6 +47,8 @@ func (s *DB) write(ctx context.Context, o *op) error {
 	for len(s.pending) > 0 {
 		batch, async, aops, report := s.pending, s.async, s.asyncOps, s.asyncErr
 		s.pending, s.async, s.asyncOps = nil, nil, nil
+		// Record log entries up to queued are in async or committed.
+		queued, mark := s.queuedSeq, s.queuedSeq > s.committedSeq
 		if len(async) > 0 {
 			// The next batch is likely as big: producers fill the spare
 			// buffer (the one committed last time) while this one is
@@ -58,7 +60,11 @@ func (s *DB) write(ctx context.Context, o *op) error {
 		}
 		s.asyncRoom.Broadcast()
 		s.wmu.Unlock()
-		ok := s.commit(context.WithoutCancel(ctx), async, aops, batch, report)
+		var logged int64
+		if mark {
+			logged = queued
+		}
+		ok := s.commit(context.WithoutCancel(ctx), async, aops, batch, report, logged)
 		s.wmu.Lock()
 		switch {
 		case !ok:
@@ -81,9 +87,10 @@ func (s *DB) write(ctx context.Context, o *op) error {
 // commit applies a batch in one transaction, after the queued async
 // events and ops (each op right after the events queued before it). Each op
 // runs inside a savepoint so one failing op fails alone; a failed async op
-// is reported, as nobody waits for it. It reports whether the transaction
-// committed.
-func (s *DB) commit(ctx context.Context, async []event.Event, aops []asyncOp, batch []*op, report func(error, int, bool)) (ok bool) {
+// is reported, as nobody waits for it. logged, if not 0, is the record log
+// entry up to which the chain holds every logged event with this commit.
+// It reports whether the transaction committed.
+func (s *DB) commit(ctx context.Context, async []event.Event, aops []asyncOp, batch []*op, report func(error, int, bool), logged int64) (ok bool) {
 	errs := make([]error, len(batch))
 	fail := func(err error) {
 		for _, o := range batch {
@@ -156,6 +163,13 @@ func (s *DB) commit(ctx context.Context, async []event.Event, aops []asyncOp, ba
 		return
 	}
 	s.touched = head.touched[:0]
+	if logged > 0 {
+		if err := markApplied(ctx, tx, logged); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+	}
 	want := head.sinceCheckpoint >= checkpointEvery
 	for _, o := range batch {
 		want = want || o.checkpoint && head.sinceCheckpoint > 0
@@ -175,6 +189,12 @@ func (s *DB) commit(ctx context.Context, async []event.Event, aops []asyncOp, ba
 	s.head = head
 	if cp != nil {
 		s.lastSig = cp.Sig
+	}
+	if logged > 0 {
+		// Before the syncer hears of this commit.
+		s.wmu.Lock()
+		s.committedSeq = max(s.committedSeq, logged)
+		s.wmu.Unlock()
 	}
 	s.afterCommit(batch, errs, cp)
 	for i, err := range aopErrs {
@@ -255,11 +275,16 @@ func insertSpans(ctx context.Context, ins *sql.Stmt, touched []touch) error {
 }
 
 // AppendEvents appends events durably, in order, to the chain: under
-// SyncNormal, records of allowed statements return once in the WAL (they
-// survive the daemon's death) and are fsynced within syncEvery; any other
-// event returns once fsynced.
+// SyncNormal, records of allowed statements return once in the record log
+// (journal.go: they survive the daemon's death), reach the chain with the
+// next commit and the disk within syncEvery; any other event returns once
+// committed and fsynced.
 func (s *DB) AppendEvents(ctx context.Context, events ...event.Event) error {
-	return s.write(ctx, &op{events: events, lazy: lazyEvents(events)})
+	lazy := lazyEvents(events)
+	if lazy && s.sync == SyncNormal {
+		return s.appendLogged(events) // journal.go
+	}
+	return s.write(ctx, &op{events: events, lazy: lazy})
 }
 
 // loadHead reads the chain head at open.
