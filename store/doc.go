@@ -4,7 +4,11 @@
 //
 // A session row is written (and synced) when a session starts, before the
 // daemon forwards anything, and updated when it ends: "no record, no
-// forward". DB is safe for concurrent use; Close is idempotent.
+// forward". How far each write is taken before it returns is the Sync
+// level (sync.go): by default, allowed statements' records are in the
+// record log (journal.go) or WAL, kept by the kernel if the daemon dies,
+// and fsynced in groups; everything else is fsynced first. DB is safe for
+// concurrent use; Close is idempotent.
 //
 // The event vocabulary lives in the leaf package store/event so protocol
 // handlers can record without importing this package or cgo.

@@ -12,22 +12,24 @@ import (
 
 // Sync is how far a write is taken before the writer reports it written.
 //
-// Every level commits a record to SQLite's write-ahead log before the
-// write returns, so a caller that forwards traffic only after its record
-// is written keeps "no record, no forward". The levels differ in when the
-// log reaches the disk:
+// Every level has a record in a file before the write returns, so a
+// caller that forwards traffic only after its record is written keeps "no
+// record, no forward". The levels differ in when it reaches the disk:
 //
-//   - SyncNormal (the default): a commit is a write(2) into the WAL in the
-//     kernel's page cache (synchronous=NORMAL), which outlives the daemon's
-//     process (kill -9, a crash, the OOM killer) but not the OS (a kernel
-//     panic, power loss). The syncer fsyncs the WAL within syncEvery of any
-//     commit, for every session at once; writes that must survive the OS
-//     as well (session starts, denials, approvals, revocations, signed
-//     checkpoints: anything but an allowed statement's record) return only
-//     after that fsync. Like auditd's flush = incremental_async, a power
-//     loss can take the last few milliseconds of allowed statements'
-//     records, not the ones before.
-//   - SyncFull: every commit is fsynced before it returns
+//   - SyncNormal (the default): an allowed statement's record is one
+//     write(2) to the record log (journal.go) and reaches the chain with
+//     the next commit; other writes are commits into SQLite's WAL
+//     (synchronous=NORMAL). Both stay in the kernel's page cache, which
+//     outlives the daemon's process (kill -9, a crash, the OOM killer) but
+//     not the OS (a kernel panic, power loss). The syncer fsyncs the WAL
+//     and the log within syncEvery of any commit, for every session at
+//     once; writes that must survive the OS as well (session starts,
+//     denials, approvals, revocations, signed checkpoints: anything but
+//     an allowed statement's record) return only after that fsync. Like
+//     auditd's flush = incremental_async, a power loss can take the last
+//     few milliseconds of allowed statements' records, not the ones
+//     before.
+//   - SyncFull: every write is a commit fsynced before it returns
 //     (synchronous=FULL): nothing returned is lost to a power loss either.
 type Sync int
 
