@@ -77,7 +77,8 @@ type DB struct {
 	// queued) and committedSeq (the last the chain holds).
 	journal                             *os.File
 	journalSeq, queuedSeq, committedSeq int64
-	oldSeq                              int64 // the last entry in <db>-records.old; 0: none
+	oldSeq                              int64  // the last entry in <db>-records.old; 0: none
+	journalBuf                          []byte // the line being written, reused
 }
 
 // Open opens (creating if needed) the database at path and applies pending

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -227,5 +228,50 @@ func replayAfterCrash(t *testing.T, n int) {
 	defer re.Close()
 	if evs, err := re.SessionEvents(ctx, "s"); err != nil || len(evs) != n+1 {
 		t.Fatalf("%d events after a second open, want %d (%v)", len(evs), n+1, err)
+	}
+}
+
+func TestRecordLogLine(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 30, 11, 0, 0, 123456789, time.FixedZone("x", 3600))
+	tests := []struct {
+		name string
+		evs  []event.Event
+	}{
+		{name: "none"},
+		{name: "plain", evs: []event.Event{{SessionID: "s", Time: at, Kind: event.KindCommand, Text: "SELECT 1", Decision: "allow", RuleID: "r"}}},
+		{name: "awkward text", evs: []event.Event{{SessionID: "s", Time: at, Kind: event.KindCommand,
+			Text: "SELECT '\t\n\"\\' -- \xff\x00é", Params: `["a\tb"]`, Tag: "SELECT 1", Duration: 5, Rows: -1, Bytes: 1 << 40, Error: "e\n"}}},
+		{name: "two, zero time", evs: []event.Event{{SessionID: "a"}, {SessionID: "b", Time: at, Kind: event.KindResult}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			line := appendEntry(nil, journalEntry{Seq: 42, Events: tt.evs})
+			if bytes.Count(line, []byte("\n")) != 1 || line[len(line)-1] != '\n' {
+				t.Fatalf("line %q is not one line", line)
+			}
+			got, err := parseEntry(line[:len(line)-1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Seq != 42 || len(got.Events) != len(tt.evs) {
+				t.Fatalf("got %+v", got)
+			}
+			for i, e := range got.Events {
+				want := tt.evs[i]
+				if !e.Time.Equal(want.Time) {
+					t.Errorf("event %d time %v, want %v", i, e.Time, want.Time)
+				}
+				e.Time, want.Time = time.Time{}, time.Time{}
+				if e != want {
+					t.Errorf("event %d = %+v, want %+v", i, e, want)
+				}
+			}
+			for cut := 1; cut < len(line)-1; cut += max(1, len(line)/17) {
+				if _, err := parseEntry(line[:cut]); err == nil && len(tt.evs) > 0 {
+					t.Errorf("torn line %q parsed", line[:cut])
+				}
+			}
+		})
 	}
 }
