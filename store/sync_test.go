@@ -275,3 +275,29 @@ func TestRecordLogLine(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncFullCommitsEachWrite: under SyncFull an allowed statement's
+// record is committed (and fsynced by SQLite) before AppendEvents returns,
+// with nothing in the record log.
+func TestSyncFullCommitsEachWrite(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lg.db")
+	db, err := OpenWith(ctx, path, Options{Sync: SyncFull})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.OpenSession(ctx, event.Session{ID: "s", Started: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AppendEvents(ctx, event.Event{SessionID: "s", Kind: event.KindCommand, Text: "SELECT 1", Decision: "allow"}); err != nil {
+		t.Fatal(err)
+	}
+	if evs, err := db.SessionEvents(ctx, "s"); err != nil || len(evs) != 2 {
+		t.Fatalf("events right after AppendEvents: %d, %v; want 2", len(evs), err)
+	}
+	if st, err := os.Stat(path + "-records"); err != nil || st.Size() != 0 {
+		t.Errorf("record log under SyncFull: %v", err)
+	}
+}
