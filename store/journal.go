@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/loopgate/loopgate/store/event"
@@ -113,8 +114,25 @@ func parseEntry(line []byte) (journalEntry, error) {
 const appliedKey = "records_applied"
 
 // openJournal opens the record log and appends to the chain what a
-// previous daemon logged but never committed.
+// previous daemon logged but never committed. The log is the writer's
+// (the daemon's): only the process holding an exclusive flock on the
+// database file (SQLite's own locks are fcntl locks, which flock does not
+// touch) replays or writes it. Another (the CLI reading while the daemon
+// runs) gets none, and its allowed statements' records, if it wrote any,
+// would be commits of their own.
 func (s *DB) openJournal(ctx context.Context) error {
+	lock, err := os.Open(s.path)
+	if err != nil {
+		return fmt.Errorf("open record log: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil
+		}
+		return fmt.Errorf("lock record log: %w", err)
+	}
+	s.journalLock = lock
 	f, err := os.OpenFile(s.path+"-records", os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open record log: %w", err)

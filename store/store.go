@@ -77,8 +77,9 @@ type DB struct {
 	// queued) and committedSeq (the last the chain holds).
 	journal                             *os.File
 	journalSeq, queuedSeq, committedSeq int64
-	oldSeq                              int64  // the last entry in <db>-records.old; 0: none
-	journalBuf                          []byte // the line being written, reused
+	oldSeq                              int64    // the last entry in <db>-records.old; 0: none
+	journalBuf                          []byte   // the line being written, reused
+	journalLock                         *os.File // holds the flock that makes the log ours; set once, by Open
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -179,6 +180,9 @@ func (s *DB) Close() error {
 		s.rows.close()
 		s.wconn.Close()
 		s.closeErr = s.db.Close()
+		if s.journalLock != nil {
+			s.journalLock.Close() // and with it the flock
+		}
 	})
 	return s.closeErr
 }

@@ -301,3 +301,39 @@ func TestSyncFullCommitsEachWrite(t *testing.T) {
 		t.Errorf("record log under SyncFull: %v", err)
 	}
 }
+
+// TestRecordLogHasOneOwner: a second Open of the same store (the CLI
+// while the daemon runs) neither replays nor empties the first one's
+// record log.
+func TestRecordLogHasOneOwner(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lg.db")
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.OpenSession(ctx, event.Session{ID: "s", Started: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AppendEvents(ctx, event.Event{SessionID: "s", Kind: event.KindCommand, Text: "SELECT 1", Decision: "allow"}); err != nil {
+		t.Fatal(err)
+	}
+	db.wmu.Lock() // nothing is committed meanwhile
+	defer db.wmu.Unlock()
+	other, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if other.journal != nil {
+		t.Error("a second Open took the record log")
+	}
+	if evs, err := other.SessionEvents(ctx, "s"); err != nil || len(evs) != 1 {
+		t.Errorf("second Open sees %d events (%v), want 1: the log was replayed by a reader", len(evs), err)
+	}
+	if st, err := os.Stat(path + "-records"); err != nil || st.Size() == 0 {
+		t.Errorf("record log emptied by a second Open: %v", err)
+	}
+}

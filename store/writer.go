@@ -281,7 +281,7 @@ func insertSpans(ctx context.Context, ins *sql.Stmt, touched []touch) error {
 // committed and fsynced.
 func (s *DB) AppendEvents(ctx context.Context, events ...event.Event) error {
 	lazy := lazyEvents(events)
-	if lazy && s.sync == SyncNormal {
+	if lazy && s.sync == SyncNormal && s.journalLock != nil {
 		return s.appendLogged(events) // journal.go
 	}
 	return s.write(ctx, &op{events: events, lazy: lazy})
