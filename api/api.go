@@ -36,6 +36,11 @@ type Server struct {
 	registry *prometheus.Registry
 	initOnce sync.Once
 	web      webSessions
+
+	// Set by Listen, used by Serve.
+	socket    string
+	servers   []*http.Server
+	listeners []net.Listener
 }
 
 type ctxKey int
@@ -49,6 +54,16 @@ type peer struct {
 
 // Run serves on the unix socket (and TCP address if set) until ctx ends.
 func (s *Server) Run(ctx context.Context, socket, tcp string) error {
+	if err := s.Listen(socket, tcp); err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// Listen creates the unix socket (mode 0660, api.group's) and the TCP
+// listener if tcp is set, so that callers can say the API is up before
+// Serve runs.
+func (s *Server) Listen(socket, tcp string) error {
 	s.initOnce.Do(s.init)
 	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
 		return fmt.Errorf("api socket dir: %w", err)
@@ -78,29 +93,36 @@ func (s *Server) Run(ctx context.Context, socket, tcp string) error {
 		uln.Close()
 		return fmt.Errorf("api socket mode: %w", err)
 	}
-	servers := []*http.Server{s.httpServer(true)}
-	listeners := []net.Listener{uln}
+	s.socket = socket
+	s.servers = []*http.Server{s.httpServer(true)}
+	s.listeners = []net.Listener{uln}
 	if tcp != "" {
 		tln, err := net.Listen("tcp", tcp)
 		if err != nil {
 			uln.Close()
 			return fmt.Errorf("api listen %s: %w", tcp, err)
 		}
-		servers = append(servers, s.httpServer(false))
-		listeners = append(listeners, tln)
+		s.servers = append(s.servers, s.httpServer(false))
+		s.listeners = append(s.listeners, tln)
 	}
+	return nil
+}
+
+// Serve serves what Listen opened until ctx ends, then shuts down and
+// removes the socket.
+func (s *Server) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for i := range servers {
-		wg.Go(func() { servers[i].Serve(listeners[i]) })
+	for i := range s.servers {
+		wg.Go(func() { s.servers[i].Serve(s.listeners[i]) })
 	}
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, srv := range servers {
+	for _, srv := range s.servers {
 		srv.Shutdown(sctx)
 	}
 	wg.Wait()
-	os.Remove(socket)
+	os.Remove(s.socket)
 	return nil
 }
 

@@ -173,9 +173,6 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		}
 		return err
 	}
-	d.log.Info("daemon ready", "listen", cfg.Listen, "ipv6", ln6 != nil, "store", cfg.Store,
-		"workloads", len(cfg.Workloads), "targets", len(cfg.Targets), "version", version)
-
 	pg := &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey, CA: ca}
 	defer pg.Close() // after srv.Run: every session has ended
 	srv := &l7.Server{
@@ -208,11 +205,15 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		wh := &api.Webhook{URL: cfg.Approvals.Webhook, Broker: srv.Broker, Log: d.log}
 		bg.Go(func() { wh.Run(bgCtx) })
 	}
-	bg.Go(func() {
-		if err := apiSrv.Run(bgCtx, cfg.API.Socket, cfg.API.Listen); err != nil {
-			d.log.Error("api stopped", "err", err)
-		}
-	})
+	// The API listens before the daemon says it is ready: whoever waits
+	// for "daemon ready" (a test, a unit's READY) can reach it at once.
+	if err := apiSrv.Listen(cfg.API.Socket, cfg.API.Listen); err != nil {
+		d.log.Error("api not started; approvals cannot be decided", "err", err)
+	} else {
+		bg.Go(func() { apiSrv.Serve(bgCtx) })
+	}
+	d.log.Info("daemon ready", "listen", cfg.Listen, "ipv6", ln6 != nil, "store", cfg.Store,
+		"workloads", len(cfg.Workloads), "targets", len(cfg.Targets), "version", version)
 
 	err = srv.Run(ctx)
 	cancelBG()
