@@ -117,9 +117,9 @@ const appliedKey = "records_applied"
 // previous daemon logged but never committed. The log is the writer's
 // (the daemon's): only the process holding an exclusive flock on the
 // database file (SQLite's own locks are fcntl locks, which flock does not
-// touch) replays or writes it. Another (the CLI reading while the daemon
-// runs) gets none, and its allowed statements' records, if it wrote any,
-// would be commits of their own.
+// touch) replays or writes it. Readers (Options.Reader: the CLI while the
+// daemon runs) never ask for it; a second writer is refused, rather than
+// silently running without the log.
 func (s *DB) openJournal(ctx context.Context) error {
 	lock, err := os.Open(s.path)
 	if err != nil {
@@ -128,7 +128,7 @@ func (s *DB) openJournal(ctx context.Context) error {
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lock.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil
+			return fmt.Errorf("store %s is in use by another writer (a second daemon?)", s.path)
 		}
 		return fmt.Errorf("lock record log: %w", err)
 	}

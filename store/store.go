@@ -145,9 +145,11 @@ func OpenWith(ctx context.Context, path string, opts Options) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
-	if err := s.openJournal(ctx); err != nil {
-		s.Close()
-		return nil, err
+	if !opts.Reader {
+		if err := s.openJournal(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }

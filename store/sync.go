@@ -56,6 +56,11 @@ const syncEvery = 5 * time.Millisecond
 type Options struct {
 	// Sync is the durability of writes; the zero value is SyncNormal.
 	Sync Sync
+	// Reader opens the store for reading beside its writer (the CLI while
+	// the daemon runs): it never takes, replays or empties the record log,
+	// and any write of its own is a commit. Without it, Open takes the log
+	// and fails if another writer holds it.
+	Reader bool
 }
 
 // lazyEvents reports whether a write of events may return once it is in

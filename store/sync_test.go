@@ -302,9 +302,9 @@ func TestSyncFullCommitsEachWrite(t *testing.T) {
 	}
 }
 
-// TestRecordLogHasOneOwner: a second Open of the same store (the CLI
-// while the daemon runs) neither replays nor empties the first one's
-// record log.
+// TestRecordLogHasOneOwner: a reader of the same store (the CLI while the
+// daemon runs) neither replays nor empties the writer's record log, and a
+// second writer is refused.
 func TestRecordLogHasOneOwner(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -322,7 +322,11 @@ func TestRecordLogHasOneOwner(t *testing.T) {
 	}
 	db.wmu.Lock() // nothing is committed meanwhile
 	defer db.wmu.Unlock()
-	other, err := Open(ctx, path)
+	if w, err := Open(ctx, path); err == nil {
+		w.Close()
+		t.Error("a second writer opened the store")
+	}
+	other, err := OpenWith(ctx, path, Options{Reader: true})
 	if err != nil {
 		t.Fatal(err)
 	}

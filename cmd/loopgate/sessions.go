@@ -64,7 +64,7 @@ func openStore(c *cli.Context) (*store.DB, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, cli.Exit(fmt.Sprintf("store %s: %v", path, err), 1)
 	}
-	return store.Open(c.Context, path)
+	return store.OpenWith(c.Context, path, store.Options{Reader: true})
 }
 
 func filterOf(c *cli.Context) store.Filter {
