@@ -3,12 +3,18 @@
 // in upstream with credentials the agent never sees, and puts every
 // statement through policy before the database sees it.
 //
-// Layers, one file each:
-//   - frontend.go: the agent's side up to ReadyForQuery: SSLRequest and
-//     GSSENCRequest answered 'N', StartupMessage (protocol 3.x; a newer
-//     minor or "_pq_." options get NegotiateProtocolVersion and go on at
-//     3.0, as PostgreSQL 15 does), an OIDC token as password when the
-//     workload needs one, CancelRequest.
+// Files, by layer:
+//
+// Session setup
+//   - postgres.go: Handler and Serve, a session from accept to end.
+//   - frontend.go: the agent's side up to ReadyForQuery. SSLRequest is
+//     answered 'N', or 'S' with TLS from the daemon's CA (ca.go) when the
+//     target has tls: {agent: true}; GSSENCRequest 'N'; StartupMessage
+//     (protocol 3.x; a newer minor or "_pq_." options get
+//     NegotiateProtocolVersion and go on at 3.0, as PostgreSQL 15 does); an
+//     OIDC token as password when the workload needs one; CancelRequest.
+//   - reader.go: framing of the agent's messages and startup packets, with
+//     size limits, from pooled buffers.
 //   - params.go: startup parameters, each forwarded or refused (those that
 //     could change the role or how SQL parses), never dropped.
 //   - upstream.go: pgconn logs in with the target's credentials (SCRAM,
@@ -16,24 +22,45 @@
 //     AuthenticationOk, the server's ParameterStatus, BackendKeyData with
 //     the backend's real PID and a loopgate-issued secret, and
 //     ReadyForQuery.
-//   - relay.go: the two message pumps. Agent to target: messages are
-//     decoded with pgproto3, statements classified (policy/sqlclass) and
-//     decided; extended-protocol messages are held until Sync or Flush so a
-//     denied statement in a pipeline is replaced in place. Target to agent:
-//     messages are framed, not decoded, except the few that end a command.
-//   - deny.go: how a denial looks. The denied statement is replaced by a DO
-//     block that raises SQLSTATE 42501 with loopgate's message, so the
-//     server itself puts the session in the state it would be in after a
-//     real error (transaction aborted, pipeline skipped to Sync).
+//   - pool.go: server connections kept for the next session of the same
+//     login after DISCARD ALL (PgBouncer's session mode).
+//   - dynamic.go: per-session roles, and the sweep that drops those left.
 //   - cancel.go: loopgate-issued cancel secrets mapped to the real ones,
 //     held by a session only while it owns its backend.
-//   - dynamic.go: per-session roles, and the sweep that drops those left.
+//   - ca.go: the local CA and leaf certificates for TLS toward the agent.
+//
+// The relay (both engines run the same decisions)
+//   - relay.go: a session's protocol state (statements, portals, held
+//     extended-protocol messages) and the goroutine engine, used for TLS.
+//   - loop.go, loopfd.go: the epoll engine shared by plaintext sessions,
+//     and its sockets (taken from Go's poller, output queued without
+//     blocking the loop).
+//   - agent.go: agent to target. Messages are decoded with pgproto3,
+//     statements classified (policy/sqlclass) and decided; extended-protocol
+//     messages are held until Sync or Flush so a denied statement in a
+//     pipeline is replaced in place.
+//   - target.go: target to agent. Messages are framed, not decoded, except
+//     the few that end a command or carry rows to mask.
+//   - deny.go: how a denial looks. The denied statement is replaced by a DO
+//     block that raises SQLSTATE 42501 (54000 for a statement over the size
+//     limit) with loopgate's message, so the server itself puts the session
+//     in the state it would be in after a real error.
+//   - limit.go: statements over max_statement_bytes, denied unread; FATAL
+//     53300 for a session past its budget.
+//   - reset.go: which connection errors are a normal end.
+//
+// Policy that needs the database
 //   - readonly.go, catalog.go: read-only must hold. The functions,
 //     operators and views a statement names are resolved in the target's
 //     catalog (a VOLATILE function that is not built in is procedural),
 //     and a session whose rule allows no class that can write runs
 //     read-only on the server too.
+//   - columns.go: result columns resolved to their real table columns over
+//     a side connection, cached.
+//   - maskrule.go, mask.go, copymask.go: column masks and value detectors
+//     applied to rows, errors, notices and COPY output.
 //
 // Traps: pgproto3 messages are valid only until the next Receive; relay.go
-// copies what it keeps. Nothing here opens SQLite or reads YAML.
+// copies what it keeps. A socket handed to the loop is the loop's until it
+// gives it back (loopfd.go). Nothing here opens SQLite or reads YAML.
 package postgres
