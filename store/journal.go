@@ -213,6 +213,33 @@ func (s *DB) appendLogged(events []event.Event) error {
 		s.signalAsync(s.asyncNow)
 		s.asyncRoom.Wait()
 	}
+	return s.logLocked(events)
+}
+
+// AppendEventsNow is AppendEvents for a caller that must not wait (an
+// event loop serving other sessions): it writes events as AppendEvents
+// does, and reports true, only when that is one write to the record log
+// taken at once: allowed statements' records under SyncNormal, wmu free
+// (no other writer inside it; a commit in progress does not hold it) and
+// room in the queue. Otherwise it writes nothing and reports false, and
+// the caller calls AppendEvents where it may wait. An error means the
+// write was tried and failed, as AppendEvents would have.
+func (s *DB) AppendEventsNow(events ...event.Event) (bool, error) {
+	if s.sync != SyncNormal || s.journalLock == nil || !lazyEvents(events) {
+		return false, nil
+	}
+	if !s.wmu.TryLock() {
+		return false, nil
+	}
+	defer s.wmu.Unlock()
+	if len(s.async) >= maxAsync {
+		return false, nil
+	}
+	return true, s.logLocked(events)
+}
+
+// logLocked (wmu held, room in the queue) logs events and queues them.
+func (s *DB) logLocked(events []event.Event) error {
 	if err := s.journalEvents(events); err != nil {
 		return err
 	}

@@ -341,3 +341,96 @@ func TestRecordLogHasOneOwner(t *testing.T) {
 		t.Errorf("record log emptied by a second Open: %v", err)
 	}
 }
+
+// TestAppendEventsNow: an allowed statement's record is logged at once
+// when nothing would make it wait; anything else is declined untouched
+// (the caller then calls AppendEvents), and a failed write is an error.
+func TestAppendEventsNow(t *testing.T) {
+	t.Parallel()
+	allowed := event.Event{SessionID: "s", Kind: event.KindCommand, Text: "SELECT 1", Decision: "allow", Time: time.Now()}
+	tests := []struct {
+		name    string
+		opts    Options
+		ev      event.Event
+		setup   func(t *testing.T, db *DB) (undo func())
+		want    bool
+		wantErr bool
+	}{
+		{name: "allowed", ev: allowed, want: true},
+		{name: "denied", ev: event.Event{SessionID: "s", Kind: event.KindCommand, Text: "DROP TABLE t", Decision: "deny", Error: "no", Time: time.Now()}},
+		{name: "sync full", opts: Options{Sync: SyncFull}, ev: allowed},
+		{name: "store busy", ev: allowed, setup: func(t *testing.T, db *DB) func() {
+			db.wmu.Lock()
+			return db.wmu.Unlock
+		}},
+		{name: "queue full", ev: allowed, setup: func(t *testing.T, db *DB) func() {
+			db.wmu.Lock()
+			db.async = append(db.async, make([]event.Event, maxAsync)...)
+			db.wmu.Unlock()
+			return func() {
+				db.wmu.Lock()
+				db.async = db.async[:0]
+				db.wmu.Unlock()
+			}
+		}},
+		{name: "log write fails", ev: allowed, want: true, wantErr: true, setup: func(t *testing.T, db *DB) func() {
+			ro, err := os.Open(db.path + "-records")
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.wmu.Lock()
+			db.journal, ro = ro, db.journal
+			db.wmu.Unlock()
+			return func() {
+				db.wmu.Lock()
+				db.journal, ro = ro, db.journal
+				db.wmu.Unlock()
+				ro.Close()
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			path := filepath.Join(t.TempDir(), "lg.db")
+			db, err := OpenWith(ctx, path, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if err := db.OpenSession(ctx, event.Session{ID: "s", Started: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			undo := func() {}
+			if tt.setup != nil {
+				undo = tt.setup(t, db)
+			}
+			ok, err := db.AppendEventsNow(tt.ev)
+			undo()
+			if ok != tt.want || (err != nil) != tt.wantErr {
+				t.Fatalf("AppendEventsNow = %v, %v; want %v, error %v", ok, err, tt.want, tt.wantErr)
+			}
+			if !ok || err != nil {
+				// Nothing written: the next durable write carries nothing of it.
+				if err := db.OpenSession(ctx, event.Session{ID: "s2", Started: time.Now()}); err != nil {
+					t.Fatal(err)
+				}
+				if evs, err := db.SessionEvents(ctx, "s"); err != nil || len(evs) != 1 {
+					t.Fatalf("events after a declined write: %d, %v; want the start only", len(evs), err)
+				}
+				return
+			}
+			if st, err := os.Stat(path + "-records"); err != nil || st.Size() == 0 {
+				t.Fatalf("record log after AppendEventsNow: %v", err)
+			}
+			// Chained with the next durable write.
+			if err := db.OpenSession(ctx, event.Session{ID: "s2", Started: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			if evs, err := db.SessionEvents(ctx, "s"); err != nil || len(evs) != 2 || evs[1].Text != "SELECT 1" {
+				t.Fatalf("events after AppendEventsNow: %+v, %v; want the start and SELECT 1", evs, err)
+			}
+		})
+	}
+}
