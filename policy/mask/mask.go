@@ -7,7 +7,10 @@
 // by checksums where the format has one (Luhn for cards, mod 97 for IBANs),
 // so digits that merely look like a card are left alone.
 //
-// A Masker is immutable and safe for concurrent use.
+// A Masker is immutable and safe for concurrent use. Learned is the set of
+// table columns detectors were found to fire on, which a Masker can be
+// given as column masks (WithColumns); the protocol handler says which
+// column a value came from (ScanColumn).
 package mask
 
 import (
@@ -17,6 +20,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/loopgate/loopgate/policy"
@@ -92,6 +96,7 @@ type rule struct {
 type Masker struct {
 	rules []rule
 	key   []byte
+	learn func(mask, column string) // nil: detectors do not learn
 }
 
 // New builds a masker for the named masks of cfg. key keys the hash mode
@@ -233,7 +238,13 @@ func (m *Masker) Value(mode string, v []byte) []byte {
 
 // Scan replaces every detected value in v. It returns v itself when nothing
 // was found.
-func (m *Masker) Scan(v []byte) []byte {
+func (m *Masker) Scan(v []byte) []byte { return m.ScanColumn(v, "") }
+
+// ScanColumn is Scan for a value of the table column named column
+// ("table.column", "" when the value is not a table column's). When a
+// detector fires on it and the masker learns (Learning), the column is
+// reported as holding what that mask detects.
+func (m *Masker) ScanColumn(v []byte, column string) []byte {
 	if m == nil {
 		return v
 	}
@@ -244,14 +255,63 @@ func (m *Masker) Scan(v []byte) []byte {
 		}
 		d := r.det
 		mode := r.mode
+		fired := false
 		out = d.re.ReplaceAllFunc(out, func(match []byte) []byte {
 			if d.check != nil && !d.check(match) {
 				return match
 			}
+			fired = true
 			return m.Value(mode, match)
 		})
+		if fired && column != "" && m.learn != nil {
+			m.learn(r.name, column)
+		}
 	}
 	return out
+}
+
+// Learning returns a copy of m that calls learn(mask, column) when a
+// detector of the named mask fires on a value of a table column given to
+// ScanColumn. learn must be safe for concurrent use and must not block.
+func (m *Masker) Learning(learn func(mask, column string)) *Masker {
+	if m == nil {
+		return nil
+	}
+	c := *m
+	c.learn = learn
+	return &c
+}
+
+// Learns reports whether m reports the columns its detectors fire on.
+func (m *Masker) Learns() bool { return m != nil && m.learn != nil && m.HasDetectors() }
+
+// WithColumns returns a copy of m in which each mask named in extra also
+// masks the columns listed for it ("table.column" patterns), in its own
+// mode: columns its detector was found to fire on (see Learned). Names of
+// masks m does not hold are ignored. It returns m itself when there is
+// nothing to add.
+func (m *Masker) WithColumns(extra map[string][]string) *Masker {
+	if m == nil || len(extra) == 0 {
+		return m
+	}
+	c := *m
+	c.rules = slices.Clone(m.rules)
+	changed := false
+	for i := range c.rules {
+		cols := extra[c.rules[i].name]
+		if len(cols) == 0 {
+			continue
+		}
+		changed = true
+		c.rules[i].columns = slices.Clone(c.rules[i].columns)
+		for _, col := range cols {
+			c.rules[i].columns = append(c.rules[i].columns, strings.ToLower(col))
+		}
+	}
+	if !changed {
+		return m
+	}
+	return &c
 }
 
 // String is Scan for strings.
