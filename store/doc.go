@@ -10,6 +10,9 @@
 // and fsynced in groups; everything else is fsynced first. DB is safe for
 // concurrent use; Close is idempotent.
 //
+// It also keeps the table columns value detectors learned (learned.go),
+// each learning and each operator's confirm or drop a chained event.
+//
 // The event vocabulary lives in the leaf package store/event so protocol
 // handlers can record without importing this package or cgo.
 package store

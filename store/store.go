@@ -283,6 +283,19 @@ var migrations = []string{
 		"sessions":  {"started", "ended", "process_start"},
 		"approvals": {"requested", "expires", "decided"},
 	}),
+	// 7: table columns value detectors fired on, masked as columns of
+	// their rule (learned.go).
+	`CREATE TABLE learned_columns (
+		rule        TEXT NOT NULL,
+		mask        TEXT NOT NULL,
+		column_name TEXT NOT NULL,
+		first_seen  TEXT NOT NULL,
+		session_id  TEXT NOT NULL,
+		state       TEXT NOT NULL,
+		changed     TEXT NOT NULL,
+		changed_by  TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (rule, mask, column_name)
+	);`,
 }
 
 // fixedWidthTimes rewrites RFC 3339 UTC times written with a trimmed

@@ -218,7 +218,7 @@ func TestSessionEventsThroughSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, q := range []string{`DROP TABLE event_spans`, `CREATE INDEX events_session ON events(session_id, seq)`,
-		`DELETE FROM schema_migrations WHERE version >= 5`} {
+		`DROP TABLE learned_columns`, `DELETE FROM schema_migrations WHERE version >= 5`} {
 		if _, err := raw.Exec(q); err != nil {
 			t.Fatal(err)
 		}

@@ -126,8 +126,11 @@ func TestMigrateFixedWidthTimes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := db.db.ExecContext(ctx, `DELETE FROM schema_migrations WHERE version = 6`); err != nil {
-		t.Fatal(err)
+	// Back to version 5 (6 rewrites times; later ones are undone).
+	for _, q := range []string{`DROP TABLE learned_columns`, `DELETE FROM schema_migrations WHERE version >= 6`} {
+		if _, err := db.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := db.migrate(ctx); err != nil {
 		t.Fatal(err)
