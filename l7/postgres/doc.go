@@ -58,7 +58,10 @@
 //   - columns.go: result columns resolved to their real table columns over
 //     a side connection, cached.
 //   - maskrule.go, mask.go, copymask.go: column masks and value detectors
-//     applied to rows, errors, notices and COPY output.
+//     applied to rows, errors, notices and COPY output. A detector that
+//     fires on a result row's table column teaches the rule
+//     (Handler.Learned): from the next statement on, in every session,
+//     the column is one of the rule's column masks.
 //
 // Traps: pgproto3 messages are valid only until the next Receive; relay.go
 // copies what it keeps. A socket handed to the loop is the loop's until it

@@ -11,6 +11,7 @@ import (
 // column is one result column as masking sees it.
 type column struct {
 	name   string
+	real   string // "table.column" when it is a table's column as it is
 	oid    uint32
 	format int16  // 0 text, 1 binary
 	mode   string // set when a column mask covers it
@@ -43,6 +44,9 @@ func newLayout(fields []pgproto3.FieldDescription, formats []int16, m *mask.Mask
 			real = names[i]
 		}
 		c := column{name: string(f.Name), oid: f.DataTypeOID, format: f.Format, mode: m.Column(real.table, real.column, string(f.Name))}
+		if real.table != "" && real.column != "" {
+			c.real = real.table + "." + real.column
+		}
 		switch {
 		case len(formats) == 1:
 			c.format = formats[0]
@@ -91,7 +95,9 @@ func (l *layout) maskValue(c column, v []byte) (out []byte, null bool) {
 		}
 	}
 	if l.scan && text {
-		return l.m.Scan(v), false
+		// A detector firing on a table column teaches the rule that the
+		// column holds what it detects (Masker.Learning).
+		return l.m.ScanColumn(v, c.real), false
 	}
 	return v, false
 }

@@ -5,6 +5,7 @@ package postgres
 import (
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/policy/mask"
@@ -92,11 +93,13 @@ func (r *relay) maskerFor(d policy.Decision) *mask.Masker {
 		return nil
 	}
 	cfg := r.s.Policy()
-	if cfg != r.maskersCfg {
-		// A reload may have changed what a rule masks: live sessions
-		// follow it from their next statement.
+	learned := r.h.Learned
+	if ver := learned.Version(); cfg != r.maskersCfg || ver != r.maskersLearned {
+		// A reload may have changed what a rule masks, and so may a
+		// column learned or dropped: live sessions follow from their
+		// next statement.
 		clear(r.maskers)
-		r.maskersCfg = cfg
+		r.maskersCfg, r.maskersLearned = cfg, ver
 	}
 	if m, ok := r.maskers[d.RuleID]; ok {
 		return m
@@ -108,6 +111,24 @@ func (r *relay) maskerFor(d policy.Decision) *mask.Masker {
 		r.s.Log.Error("masks unavailable; redacting all columns", "err", err)
 		m, _ = mask.New(&policy.Config{Masks: []policy.Mask{{Name: "all", Columns: []string{"*"}, Mode: "redact"}}}, []string{"all"}, nil)
 	}
+	m = learnedMasker(m, learned, d.RuleID, r.s.ID)
 	r.maskers[d.RuleID] = m
 	return m
+}
+
+// learnedMasker returns m with the columns its detectors were found to fire
+// on under rule masked as columns, reporting new ones to learned (as seen
+// in session). Each column is reported once per masker: the set decides
+// whether it is new.
+func learnedMasker(m *mask.Masker, learned *mask.Learned, rule, session string) *mask.Masker {
+	if learned == nil || !m.HasDetectors() {
+		return m
+	}
+	m = m.WithColumns(learned.Columns(rule))
+	var seen sync.Map // mask \x00 column
+	return m.Learning(func(name, column string) {
+		if _, dup := seen.LoadOrStore(name+"\x00"+column, struct{}{}); !dup {
+			learned.Observe(rule, name, column, session)
+		}
+	})
 }

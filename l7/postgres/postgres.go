@@ -13,6 +13,7 @@ import (
 
 	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/policy/mask"
 	"github.com/loopgate/loopgate/policy/sqlclass"
 	"github.com/loopgate/loopgate/store/event"
 )
@@ -32,6 +33,9 @@ type Handler struct {
 	// CA issues certificates for targets whose agents may use TLS
 	// (tls.agent); nil answers every SSLRequest 'N'.
 	CA *LocalCA
+	// Learned holds the table columns value detectors fired on, masked
+	// as columns of their rule from then on; nil: detectors do not learn.
+	Learned *mask.Learned
 
 	cancels    cancelKeys
 	names      columnNames

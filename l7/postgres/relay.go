@@ -170,9 +170,10 @@ type relay struct {
 
 	// maskers by rule id, built on first use (agent side); session masks
 	// error details and notifications.
-	maskers    map[string]*mask.Masker
-	maskersCfg *policy.Config // the config maskers were built from
-	session    *mask.Masker
+	maskers        map[string]*mask.Masker
+	maskersCfg     *policy.Config // the config maskers were built from
+	maskersLearned uint64         // and the Learned version
+	session        *mask.Masker
 
 	// How the session ended, for reusing the server connection: the agent
 	// sent Terminate (terminated), the last ReadyForQuery said txStatus,
