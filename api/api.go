@@ -22,6 +22,7 @@ import (
 
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/store"
+	"github.com/loopgate/loopgate/store/event"
 )
 
 // Server serves the API. Its fields are set before Run and not changed.
@@ -32,6 +33,9 @@ type Server struct {
 	// Verifier checks bearer tokens on the TCP listener (API audience).
 	Verifier *policy.Verifier
 	Log      *slog.Logger
+	// LearnedChanged is called after an operator confirms or drops a
+	// learned column (learned.go), so that sessions follow; nil: nobody.
+	LearnedChanged func(event.LearnedColumn)
 
 	registry *prometheus.Registry
 	initOnce sync.Once
@@ -189,6 +193,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sessions/{id}", s.auth(false, s.getSession))
 	mux.HandleFunc("GET /v1/sessions/{id}/events", s.auth(false, s.sessionEvents))
 	s.webRoutes(mux)
+	s.learnedRoutes(mux)
 	return mux
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/store"
+	"github.com/loopgate/loopgate/store/event"
 )
 
 // The approver web page: server-rendered HTML on the loopback TCP listener.
@@ -126,6 +127,7 @@ type indexData struct {
 	CSRF     string
 	Pending  []policy.Request
 	Sessions []store.View
+	Learned  []event.LearnedColumn
 	Message  string
 }
 
@@ -142,6 +144,7 @@ func (s *Server) webIndex(w http.ResponseWriter, r *http.Request) {
 		for _, x := range recent {
 			d.Sessions = append(d.Sessions, x.View())
 		}
+		d.Learned, _ = s.Store.LearnedColumns(r.Context())
 	}
 	pages.ExecuteTemplate(w, "index.html", d)
 }
