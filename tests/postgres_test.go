@@ -341,7 +341,9 @@ func TestPostgres(t *testing.T) {
 			{"COPY users TO STDOUT", "1\t***********.com\t[redacted]\n2\t"},
 			{"COPY users (id, ssn) TO STDOUT WITH (FORMAT csv)", "1,\"[redacted]\"\n2,\"[redacted]\"\n3,\"[redacted]\"\n"},
 			{"COPY (SELECT id, ssn AS tax FROM users WHERE id < 3 ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)", "id,tax\n1,\"[redacted]\"\n2,\"[redacted]\"\n"},
-			{"COPY users TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';')", "id;email;ssn\n1;***********.com;\"[redacted]\"\n"},
+			// email is a column mask by now: the "masked" subtest's rows
+			// taught the rule (learned columns), so it is quoted as ssn is.
+			{"COPY users TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';')", "id;email;ssn\n1;\"***********.com\";\"[redacted]\"\n"},
 		} {
 			out, stderr, code := s.psql(t, "agent", nil, "-c", tc.sql)
 			if code != 0 || !strings.HasPrefix(out, tc.want) || strings.Contains(out, "123-45-6789") || strings.Contains(out, "@example.com") {

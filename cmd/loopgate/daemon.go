@@ -173,7 +173,12 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		}
 		return err
 	}
-	pg := &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey, CA: ca}
+	learned, learnRec, err := learnedColumns(ctx, db, d.log)
+	if err != nil {
+		return err
+	}
+	pg := &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey, CA: ca,
+		Learned: learned}
 	defer pg.Close() // after srv.Run: every session has ended
 	srv := &l7.Server{
 		Accepters: accepters,
@@ -193,7 +198,8 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	srv.MaxSessions = raiseNoFile(d.log, cfg.Limits.MaxSessions)
 	d.srv = srv
 	apiSrv := &api.Server{Broker: srv.Broker, Store: db, Policy: d.cfg.Load, Log: d.log,
-		Verifier: policy.NewVerifier(apiIssuers(cfg), nil)}
+		Verifier:       policy.NewVerifier(apiIssuers(cfg), nil),
+		LearnedChanged: func(c event.LearnedColumn) { learned.SetState(c.Rule, c.Mask, c.Column, c.State) }}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -201,6 +207,7 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	defer cancelBG()
 	var bg sync.WaitGroup
 	bg.Go(func() { d.background(bgCtx, hup, dnsRefresh, ln6 != nil) })
+	bg.Go(func() { learnRec.run(bgCtx) })
 	if cfg.Approvals.Webhook != "" {
 		wh := &api.Webhook{URL: cfg.Approvals.Webhook, Broker: srv.Broker, Log: d.log}
 		bg.Go(func() { wh.Run(bgCtx) })

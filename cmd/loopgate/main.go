@@ -75,6 +75,7 @@ Start the daemon, then run agents inside a workload:
 			policyCommand(),
 			auditCommand(),
 			approvalsCommand(),
+			masksCommand(),
 		},
 	}
 }

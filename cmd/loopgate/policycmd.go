@@ -103,11 +103,18 @@ issuer).`,
 				}
 			}
 			d := cfg.Decide(sub, classes)
+			// Columns the daemon's detectors learned are column masks of
+			// their rule, as in the daemon.
+			var learned map[string][]string
+			if len(d.Masks) > 0 {
+				learned = explainLearned(c, cfg.Store).Columns(d.RuleID)
+			}
 			if parsed != nil && d.Action != policy.Deny && len(d.Masks) > 0 {
 				m, err := mask.New(cfg, d.Masks, nil)
 				if err != nil {
 					return err
 				}
+				m = m.WithColumns(learned)
 				if reason := postgres.MaskDenial(m, d.RuleID, classes, parsed.Statements, true, nil); reason != "" {
 					d.Action, d.Reason = policy.Deny, reason
 				}
@@ -119,6 +126,11 @@ issuer).`,
 			fmt.Printf("decision: %s\nrule:     %s\nclasses:  %s\nreason:   %s\n", d.Action, rule, strings.Join(classes, ", "), d.Reason)
 			if len(d.Masks) > 0 {
 				fmt.Printf("masks:    %s\n", strings.Join(d.Masks, ", "))
+				for _, name := range d.Masks {
+					if cols := learned[name]; len(cols) > 0 {
+						fmt.Printf("learned:  %s masks %s (a detector fired on them; loopgate masks learned)\n", name, strings.Join(cols, ", "))
+					}
+				}
 			}
 			if d.Action == policy.Approve {
 				fmt.Printf("approvers: %s (%d required)\n", strings.Join(d.Approvers, ", "), d.ApprovalsRequired)
