@@ -35,6 +35,14 @@ type Recorder interface {
 	// store's log, which outlives the daemon's process (kill -9); how
 	// soon each also reaches the disk is the store's sync level.
 	AppendEvents(ctx context.Context, events ...event.Event) error
+	// AppendEventsNow is AppendEvents for a caller that must not wait (an
+	// event loop serving other sessions): it writes events, as
+	// AppendEvents would, only if it can without waiting (the store
+	// writes allowed statements' records with one write to its log and
+	// nothing holds it), and reports whether it did. false with a nil
+	// error: nothing was written; call AppendEvents. An error: the write
+	// failed, as AppendEvents would have.
+	AppendEventsNow(events ...event.Event) (bool, error)
 	// AppendEventsAsync queues events to be written soon, in order, and
 	// no later than the next durable write (so before the session's end).
 	// It waits only when too many are queued.
@@ -172,6 +180,24 @@ func (s *Session) Record(ctx context.Context, evs ...event.Event) error {
 		}
 	}
 	return s.durable(ctx, evs...)
+}
+
+// RecordNow is Record for a caller that must not wait (the event loop):
+// it records evs, durably as Record does, only if that needs no wait (the
+// session's start is written and the Recorder takes them at once), and
+// reports whether it did. false with a nil error: nothing was recorded;
+// call Record where waiting is allowed.
+func (s *Session) RecordNow(evs ...event.Event) (bool, error) {
+	if !s.written.Load() {
+		return false, nil // the start's commit comes first
+	}
+	for i := range evs {
+		evs[i].SessionID = s.ID
+		if evs[i].Time.IsZero() {
+			evs[i].Time = time.Now()
+		}
+	}
+	return s.srv.Recorder.AppendEventsNow(evs...)
 }
 
 // RecordAsync queues events for the session's record: for what may trail
@@ -441,10 +467,12 @@ func (s *Server) serve(ctx context.Context, acc Accepted) {
 	}
 }
 
-// NewSession returns a session of this server for sub, as serve makes one;
-// for handler tests.
+// NewSession returns a session of this server for sub, as serve makes one
+// once its start is written; for handler tests.
 func (s *Server) NewSession(id string, sub *policy.Subject) *Session {
-	return &Session{ID: id, Subject: sub, Log: s.Log.With("session", id), srv: s}
+	sess := &Session{ID: id, Subject: sub, Log: s.Log.With("session", id), srv: s}
+	sess.written.Store(true)
+	return sess
 }
 
 func (s *Server) track(id string, l *liveSession) {

@@ -26,8 +26,16 @@ type Recorder struct {
 	// Progress holds the byte counts last queued per session.
 	Progress map[string][2]int64
 	Events   []event.Event
-	// Writes counts durable writes (OpenSession, AppendEvents).
+	// Writes counts durable writes (OpenSession, AppendEvents,
+	// AppendEventsNow).
 	Writes int
+	// Waits makes AppendEventsNow decline every write, as a store under
+	// sync: full does; Declined counts the writes it declined.
+	Waits    bool
+	Declined int
+	// FailAppend makes AppendEvents and AppendEventsNow fail, as a full
+	// disk would.
+	FailAppend bool
 }
 
 // NewRecorder returns an empty Recorder.
@@ -74,9 +82,29 @@ func (m *Recorder) ProgressOf(id string) (up, down int64) {
 func (m *Recorder) AppendEvents(_ context.Context, evs ...event.Event) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.FailAppend {
+		return errors.New("disk full")
+	}
 	m.Events = append(m.Events, evs...)
 	m.Writes++
 	return nil
+}
+
+// AppendEventsNow implements l7.Recorder: in memory nothing waits,
+// unless Waits is set.
+func (m *Recorder) AppendEventsNow(evs ...event.Event) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Waits {
+		m.Declined++
+		return false, nil
+	}
+	if m.FailAppend {
+		return true, errors.New("disk full")
+	}
+	m.Events = append(m.Events, evs...)
+	m.Writes++
+	return true, nil
 }
 
 // AppendEventsAsync implements l7.Recorder: in memory there is nothing
@@ -85,6 +113,13 @@ func (m *Recorder) AppendEventsAsync(evs ...event.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.Events = append(m.Events, evs...)
+}
+
+// DeclinedCount returns Declined.
+func (m *Recorder) DeclinedCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.Declined
 }
 
 // WriteCount returns Writes.

@@ -221,7 +221,9 @@ const maxHeldKept = 1 << 20
 
 // record records decided commands before they are forwarded: durably (no
 // record, no forward) unless every one is allowed under a rule that says
-// record: async, in which case the records queue behind the relay.
+// record: async, in which case the records queue behind the relay. On the
+// event loop, allowed commands' records the store takes without waiting
+// are written on the loop; the rest leave it first (mayBlock).
 func (r *relay) record(cmds ...*command) error {
 	async := true
 	for _, c := range cmds {
@@ -234,16 +236,29 @@ func (r *relay) record(cmds ...*command) error {
 		return nil
 	}
 	evs := make([]event.Event, 0, len(cmds))
+	allowed := true
 	for _, c := range cmds {
 		ev := event.Event{Kind: event.KindCommand, Text: c.text, Params: c.params,
 			Decision: string(c.decision.Action), RuleID: c.decision.RuleID, ApprovalID: c.approval}
 		if c.decision.Action != policy.Allow {
 			ev.Error = c.decision.Reason
+			allowed = false
+		}
+		if c.approval != "" {
+			allowed = false // fsynced: the store would decline it anyway
 		}
 		evs = append(evs, ev)
 	}
 	if len(evs) == 0 {
 		return nil
+	}
+	if r.lp != nil && allowed {
+		// On the event loop, a record the store takes at once (one
+		// write to its log) is written here, without handing the side
+		// to a goroutine; it still returns before anything is forwarded.
+		if ok, err := r.s.RecordNow(evs...); ok || err != nil {
+			return err
+		}
 	}
 	r.mayBlock(false)
 	return r.s.Record(r.ctx, evs...)

@@ -8,11 +8,14 @@ package postgres
 // one thread that reads, decides and writes for all sessions avoids it.
 //
 // Decisions are the same code either way (agentMessage, relayMessage). A
-// handler that must wait (a durable record, an approval, a catalog lookup,
-// a target message too big to hold) calls mayBlock first: the goroutine
-// running the loop hands it to a new goroutine and goes on with that one
-// side of that one session, off the loop, until its buffered messages are
-// done, then gives the side back. Everything else stays on the loop.
+// handler that must wait (a record the store cannot take at once, an
+// approval, a catalog lookup, a target message too big to hold) calls
+// mayBlock first: the goroutine running the loop hands it to a new
+// goroutine and goes on with that one side of that one session, off the
+// loop, until its buffered messages are done, then gives the side back.
+// Everything else stays on the loop, allowed statements' records included
+// when the store takes them with one write to its log (sync: normal):
+// handing the side off for each cost 15-20% of the loop's CPU.
 
 import (
 	"bufio"

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/loopgate/loopgate/l7/l7test"
+	"github.com/loopgate/loopgate/store/event"
 )
 
 // loopHandler's event loop serves every test relay, as a daemon's serves
@@ -28,6 +29,7 @@ var loopHandler = &Handler{}
 // loop's plumbing, with real sockets.
 type loopRelay struct {
 	r      *relay
+	rec    *l7test.Recorder
 	agent  net.Conn
 	server net.Conn
 	done   chan error
@@ -54,7 +56,12 @@ func startLoopRelayFor(t *testing.T, early []byte, edit func(*relay)) *loopRelay
 // the goroutine relay TLS sessions use.
 func startRelayFor(t *testing.T, early []byte, onLoop bool, edit func(*relay)) *loopRelay {
 	t.Helper()
-	rec := l7test.NewRecorder()
+	return startRelayWith(t, l7test.NewRecorder(), early, onLoop, edit)
+}
+
+// startRelayWith is startRelayFor recording into rec.
+func startRelayWith(t *testing.T, rec *l7test.Recorder, early []byte, onLoop bool, edit func(*relay)) *loopRelay {
+	t.Helper()
 	srv := l7test.Server(t, l7test.Config(t, fuzzPolicy), rec)
 	s := l7test.Session(t, srv, "w", "db", "127.0.0.1:5432")
 	agent, clientSide := l7test.TCPPair(t)
@@ -68,7 +75,7 @@ func startRelayFor(t *testing.T, early []byte, onLoop bool, edit func(*relay)) *
 	ar.max = maxMessageBody
 	r := newRelay(context.Background(), h, s, pgproto3.NewBackend(nil, clientSide), ar,
 		&countingConn{Conn: clientSide}, &countingConn{Conn: upSide})
-	lr := &loopRelay{r: r, agent: agent, server: server, done: make(chan error, 1)}
+	lr := &loopRelay{r: r, rec: rec, agent: agent, server: server, done: make(chan error, 1)}
 	if edit != nil {
 		edit(r)
 	}
@@ -424,6 +431,73 @@ func TestStoppedSessionToldWhy(t *testing.T) {
 				t.Errorf("agent told %s %s %q", e.Severity, e.Code, e.Message)
 			}
 			lr.wait(t, 10*time.Second)
+		})
+	}
+}
+
+// An allowed statement's record is written before the statement is
+// forwarded: on the loop when the store takes it at once, after leaving
+// the loop when it would wait; a record that fails ends the session and
+// nothing is forwarded.
+func TestLoopRecordsBeforeForwarding(t *testing.T) {
+	tests := []struct {
+		name       string
+		waits      bool
+		fail       bool
+		onLoop     int // records written on the loop
+		declined   int // records the store declined to write at once
+		statements int
+	}{
+		{name: "on the loop", onLoop: 3, statements: 3},
+		{name: "store would wait", waits: true, declined: 3, statements: 3},
+		{name: "record fails", fail: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := l7test.NewRecorder()
+			rec.Waits, rec.FailAppend = tt.waits, tt.fail
+			lr := startRelayWith(t, rec, nil, true, nil)
+			for i := range max(tt.statements, 1) {
+				text := fmt.Sprintf("SELECT %d", i)
+				lr.agent.Write(msg(t, &pgproto3.Query{String: text}))
+				if tt.fail {
+					if e := readMsg(t, lr.agent); e[0] != 'E' {
+						t.Fatalf("agent got %q, want a FATAL error", e[0])
+					}
+					lr.server.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+					if n, err := lr.server.Read(make([]byte, 64)); n > 0 || err == nil {
+						t.Fatalf("server got %d bytes of a statement whose record failed", n)
+					}
+					if err := lr.wait(t, 10*time.Second); err == nil {
+						t.Fatal("relay ended without error after a failed record")
+					}
+					return
+				}
+				readMsg(t, lr.server)
+				var cmds []string
+				for _, ev := range rec.EventsOf() {
+					if ev.Kind == event.KindCommand {
+						cmds = append(cmds, ev.Text)
+					}
+				}
+				if len(cmds) != i+1 || cmds[i] != text {
+					t.Fatalf("server got %q with statements %q recorded, want it recorded first", text, cmds)
+				}
+				lr.server.Write(msg(t, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}))
+				lr.server.Write(msg(t, &pgproto3.ReadyForQuery{TxStatus: 'I'}))
+				readMsg(t, lr.agent)
+				readMsg(t, lr.agent)
+			}
+			lr.agent.Write(msg(t, &pgproto3.Terminate{}))
+			if err := lr.wait(t, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if got := rec.DeclinedCount(); got != tt.declined {
+				t.Errorf("%d records declined by the store, want %d", got, tt.declined)
+			}
+			if got := rec.WriteCount() - tt.declined; got != tt.onLoop {
+				t.Errorf("%d records written on the loop, want %d", got, tt.onLoop)
+			}
 		})
 	}
 }
