@@ -53,7 +53,14 @@ func appendEntry(b []byte, e journalEntry) []byte {
 	b = strconv.AppendInt(b, int64(len(e.Events)), 10)
 	for i := range e.Events {
 		ev := &e.Events[i]
-		for _, f := range [...]string{ev.SessionID, ev.Time.Format(time.RFC3339Nano), string(ev.Kind), ev.Text, ev.Params,
+		b = append(b, '\t')
+		b = strconv.AppendQuote(b, ev.SessionID)
+		// The time has nothing to escape: quoted here, with no string
+		// allocated for it (one per record, on the event loop).
+		b = append(b, '\t', '"')
+		b = ev.Time.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+		for _, f := range [...]string{string(ev.Kind), ev.Text, ev.Params,
 			ev.Decision, ev.RuleID, ev.ApprovalID, ev.Tag} {
 			b = append(b, '\t')
 			b = strconv.AppendQuote(b, f)
