@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
@@ -183,7 +184,12 @@ func (s *DB) Close() error {
 		s.wconn.Close()
 		s.closeErr = s.db.Close()
 		if s.journalLock != nil {
-			s.journalLock.Close() // and with it the flock
+			// Unlocked first: a child forked meanwhile (os/exec
+			// elsewhere in the process) shares the open file until
+			// its exec, and with it the flock, which would refuse
+			// the next Open for that while.
+			syscall.Flock(int(s.journalLock.Fd()), syscall.LOCK_UN)
+			s.journalLock.Close()
 		}
 	})
 	return s.closeErr
