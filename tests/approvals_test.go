@@ -22,9 +22,8 @@ const apiGroup = 4243
 // the socket) and returns output and code.
 func (s *pgSetup) cliAs(t *testing.T, uid int, args ...string) (string, int) {
 	t.Helper()
-	// urfave/cli takes flags before arguments: put --socket after the
-	// subcommand words, and callers put IDs last.
-	full := append(append(append([]string{}, args[:2]...), "--socket", s.socket), args[2:]...)
+	// Flags go anywhere after the command words: --socket goes last.
+	full := append(append([]string{}, args...), "--socket", s.socket)
 	cmd := exec.Command(lgtest.Binary(t), full...)
 	if uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{apiGroup}}}
@@ -102,7 +101,7 @@ func TestApprovals(t *testing.T) {
 		if out, code := s.cliAs(t, 2, "approvals", "approve", req.ID); code == 0 || !strings.Contains(out, "403") {
 			t.Errorf("unknown uid: %d %s", code, out)
 		}
-		if out, code := s.cliAs(t, 0, "approvals", "approve", "--reason", "ok for the test", req.ID); code != 0 || !strings.Contains(out, "approved") {
+		if out, code := s.cliAs(t, 0, "approvals", "approve", req.ID, "--reason", "ok for the test"); code != 0 || !strings.Contains(out, "approved") {
 			t.Fatalf("approve: %d %s", code, out)
 		}
 		_, stderr, code := wait()

@@ -10,11 +10,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"github.com/loopgate/loopgate/policy"
 )
@@ -26,23 +27,23 @@ func approvalsCommand() *cli.Command {
 		&cli.StringFlag{Name: "api", Usage: "API base `URL` on loopback TCP (with --token-file) instead of the socket"},
 		&cli.StringFlag{Name: "token-file", Usage: "OIDC bearer token `FILE` for --api"},
 	}
-	withJSON := append(append([]cli.Flag{}, conn...), &cli.BoolFlag{Name: "json", Usage: "one JSON object a line"})
-	decide := append(append([]cli.Flag{}, conn...),
-		&cli.StringFlag{Name: "reason", Usage: "why (recorded, and shown to the agent on deny)"})
+	withJSON := slices.Concat(conn, []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "one JSON object a line"}})
+	decide := slices.Concat(conn, []cli.Flag{
+		&cli.StringFlag{Name: "reason", Usage: "why (recorded, and shown to the agent on deny)"}})
 	return &cli.Command{
 		Name:  "approvals",
 		Usage: "list and decide commands waiting for approval",
-		Subcommands: []*cli.Command{
-			{Name: "list", Usage: "list approval requests (pending by default)", Flags: append(withJSON,
-				&cli.StringFlag{Name: "state", Value: "pending", Usage: "pending, approved, denied, expired, abandoned or all"}),
+		Commands: []*cli.Command{
+			{Name: "list", Usage: "list approval requests (pending by default)", Flags: slices.Concat(withJSON, []cli.Flag{
+				&cli.StringFlag{Name: "state", Value: "pending", Usage: "pending, approved, denied, expired, abandoned or all"}}),
 				Action: listApprovals},
-			{Name: "watch", Usage: "print requests as they arrive and change", Flags: withJSON, Action: watchApprovals},
-			{Name: "show", Usage: "show one request as JSON", ArgsUsage: "ID", Flags: conn, Action: showApproval},
-			{Name: "approve", Usage: "approve a request", ArgsUsage: "ID", Flags: append(decide,
+			{Name: "watch", Usage: "print requests as they arrive and change", Flags: slices.Clone(withJSON), Action: watchApprovals},
+			{Name: "show", Usage: "show one request as JSON", ArgsUsage: "ID", Flags: slices.Clone(conn), Action: showApproval},
+			{Name: "approve", Usage: "approve a request", ArgsUsage: "ID", Flags: slices.Concat(decide, []cli.Flag{
 				&cli.StringFlag{Name: "scope", Value: "once", Usage: "once (this command), session (its class for the rest of the session) or window"},
-				&cli.DurationFlag{Name: "window", Value: 15 * time.Minute, Usage: "with --scope window: how long the workload may run this class on the target"}),
+				&cli.DurationFlag{Name: "window", Value: 15 * time.Minute, Usage: "with --scope window: how long the workload may run this class on the target"}}),
 				Action: decideApproval(true)},
-			{Name: "deny", Usage: "deny a request", ArgsUsage: "ID", Flags: decide, Action: decideApproval(false)},
+			{Name: "deny", Usage: "deny a request", ArgsUsage: "ID", Flags: slices.Clone(decide), Action: decideApproval(false)},
 		},
 	}
 }
@@ -54,7 +55,7 @@ type apiClient struct {
 	http  *http.Client
 }
 
-func newAPIClient(c *cli.Context) (*apiClient, error) {
+func newAPIClient(ctx context.Context, c *cli.Command) (*apiClient, error) {
 	if u := c.String("api"); u != "" {
 		cl := &apiClient{base: strings.TrimRight(u, "/"), http: &http.Client{}}
 		if f := c.String("token-file"); f != "" {
@@ -112,8 +113,8 @@ func (a *apiClient) do(ctx context.Context, method, path string, body any) (*htt
 	return resp, nil
 }
 
-func listApprovals(c *cli.Context) error {
-	a, err := newAPIClient(c)
+func listApprovals(ctx context.Context, c *cli.Command) error {
+	a, err := newAPIClient(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -121,7 +122,7 @@ func listApprovals(c *cli.Context) error {
 	if state == "all" {
 		state = ""
 	}
-	resp, err := a.do(c.Context, "GET", "/v1/approvals?state="+state, nil)
+	resp, err := a.do(ctx, "GET", "/v1/approvals?state="+state, nil)
 	if err != nil {
 		return err
 	}
@@ -156,12 +157,12 @@ func oneLine(s string, n int) string {
 	return s
 }
 
-func watchApprovals(c *cli.Context) error {
-	a, err := newAPIClient(c)
+func watchApprovals(ctx context.Context, c *cli.Command) error {
+	a, err := newAPIClient(ctx, c)
 	if err != nil {
 		return err
 	}
-	resp, err := a.do(c.Context, "GET", "/v1/approvals/stream", nil)
+	resp, err := a.do(ctx, "GET", "/v1/approvals/stream", nil)
 	if err != nil {
 		return err
 	}
@@ -184,15 +185,15 @@ func watchApprovals(c *cli.Context) error {
 	return sc.Err()
 }
 
-func showApproval(c *cli.Context) error {
+func showApproval(ctx context.Context, c *cli.Command) error {
 	if c.NArg() != 1 {
 		return cli.Exit("approvals show: want one ID", 2)
 	}
-	a, err := newAPIClient(c)
+	a, err := newAPIClient(ctx, c)
 	if err != nil {
 		return err
 	}
-	resp, err := a.do(c.Context, "GET", "/v1/approvals/"+c.Args().First(), nil)
+	resp, err := a.do(ctx, "GET", "/v1/approvals/"+c.Args().First(), nil)
 	if err != nil {
 		return err
 	}
@@ -205,11 +206,11 @@ func showApproval(c *cli.Context) error {
 }
 
 func decideApproval(approve bool) cli.ActionFunc {
-	return func(c *cli.Context) error {
+	return func(ctx context.Context, c *cli.Command) error {
 		if c.NArg() != 1 {
 			return cli.Exit("want one approval ID", 2)
 		}
-		a, err := newAPIClient(c)
+		a, err := newAPIClient(ctx, c)
 		if err != nil {
 			return err
 		}
@@ -221,7 +222,7 @@ func decideApproval(approve bool) cli.ActionFunc {
 				body["window"] = c.Duration("window").String()
 			}
 		}
-		resp, err := a.do(c.Context, "POST", "/v1/approvals/"+c.Args().First()+"/"+verb, body)
+		resp, err := a.do(ctx, "POST", "/v1/approvals/"+c.Args().First()+"/"+verb, body)
 		if err != nil {
 			return err
 		}

@@ -1,12 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"os"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"github.com/loopgate/loopgate/store"
 )
@@ -15,7 +16,7 @@ func auditCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "audit",
 		Usage: "check the integrity of the session log",
-		Subcommands: []*cli.Command{{
+		Commands: []*cli.Command{{
 			Name:  "verify",
 			Usage: "verify the hash chain, signed checkpoints and session rows",
 			Description: `Reports OK, or the first broken event and why: edited, deleted, reordered,
@@ -28,7 +29,7 @@ something is wrong.`,
 				&cli.StringFlag{Name: "key", Usage: "checkpoint key `FILE` (default: the config's audit_key); its public half is the trust anchor"},
 				&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			},
-			Action: func(c *cli.Context) error {
+			Action: func(ctx context.Context, c *cli.Command) error {
 				keyPath := c.String("key")
 				if keyPath == "" && c.String("db") == "" {
 					cfg, err := loadConfig(c)
@@ -37,7 +38,7 @@ something is wrong.`,
 					}
 					keyPath = cfg.AuditKey
 				}
-				db, err := openStore(c)
+				db, err := openStore(ctx, c)
 				if err != nil {
 					return err
 				}
@@ -50,7 +51,7 @@ something is wrong.`,
 				} else {
 					fmt.Fprintln(os.Stderr, "warning: no --key: checking checkpoints against the key recorded in the store itself")
 				}
-				rep, err := db.Verify(c.Context, pub)
+				rep, err := db.Verify(ctx, pub)
 				if err != nil {
 					return err
 				}

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"github.com/loopgate/loopgate/api"
 	"github.com/loopgate/loopgate/intercept"
@@ -47,7 +47,7 @@ the old one.`,
 	}
 }
 
-func runDaemon(c *cli.Context) error {
+func runDaemon(ctx context.Context, c *cli.Command) error {
 	log, err := newLogger(c)
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
@@ -64,7 +64,7 @@ func runDaemon(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d := &daemon{log: log, configPath: c.String("config"), drain: c.Duration("drain")}
 	d.cfg.Store(cfg)

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"text/tabwriter"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"github.com/loopgate/loopgate/policy/mask"
 	"github.com/loopgate/loopgate/store"
@@ -86,7 +87,7 @@ func masksCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "masks",
 		Usage: "work with masks the daemon learned",
-		Subcommands: []*cli.Command{{
+		Commands: []*cli.Command{{
 			Name:  "learned",
 			Usage: "table columns a value detector fired on, masked as columns of the rule",
 			Description: `When a mask's detector fires on a result column that is a table column, the
@@ -95,11 +96,11 @@ configured column mask would: plain selection is masked in the mask's mode and
 any computation on it is refused. An operator confirms (keeps) or drops each
 one. A dropped column is not learned again when the detector fires on it
 again; confirm brings it back.`,
-			Subcommands: []*cli.Command{
-				{Name: "list", Usage: "list learned columns", Flags: append(append([]cli.Flag{}, conn...),
-					&cli.BoolFlag{Name: "json", Usage: "one JSON object a line"}), Action: listLearned},
-				{Name: "confirm", Usage: "keep a learned column masked", ArgsUsage: "RULE MASK TABLE.COLUMN", Flags: conn, Action: setLearned("confirm")},
-				{Name: "drop", Usage: "stop masking a learned column (and do not learn it again)", ArgsUsage: "RULE MASK TABLE.COLUMN", Flags: conn, Action: setLearned("drop")},
+			Commands: []*cli.Command{
+				{Name: "list", Usage: "list learned columns", Flags: slices.Concat(conn, []cli.Flag{
+					&cli.BoolFlag{Name: "json", Usage: "one JSON object a line"}}), Action: listLearned},
+				{Name: "confirm", Usage: "keep a learned column masked", ArgsUsage: "RULE MASK TABLE.COLUMN", Flags: slices.Clone(conn), Action: setLearned("confirm")},
+				{Name: "drop", Usage: "stop masking a learned column (and do not learn it again)", ArgsUsage: "RULE MASK TABLE.COLUMN", Flags: slices.Clone(conn), Action: setLearned("drop")},
 			},
 		}},
 	}
@@ -115,12 +116,12 @@ type learnedJSON struct {
 	ChangedBy string `json:"changed_by"`
 }
 
-func listLearned(c *cli.Context) error {
-	a, err := newAPIClient(c)
+func listLearned(ctx context.Context, c *cli.Command) error {
+	a, err := newAPIClient(ctx, c)
 	if err != nil {
 		return err
 	}
-	resp, err := a.do(c.Context, "GET", "/v1/masks/learned", nil)
+	resp, err := a.do(ctx, "GET", "/v1/masks/learned", nil)
 	if err != nil {
 		return err
 	}
@@ -148,16 +149,16 @@ func listLearned(c *cli.Context) error {
 }
 
 func setLearned(verb string) cli.ActionFunc {
-	return func(c *cli.Context) error {
+	return func(ctx context.Context, c *cli.Command) error {
 		if c.NArg() != 3 {
 			return cli.Exit(fmt.Sprintf("masks learned %s: give RULE MASK TABLE.COLUMN", verb), 2)
 		}
-		a, err := newAPIClient(c)
+		a, err := newAPIClient(ctx, c)
 		if err != nil {
 			return err
 		}
 		body := map[string]string{"rule": c.Args().Get(0), "mask": c.Args().Get(1), "column": c.Args().Get(2)}
-		resp, err := a.do(c.Context, "POST", "/v1/masks/learned/"+verb, body)
+		resp, err := a.do(ctx, "POST", "/v1/masks/learned/"+verb, body)
 		if err != nil {
 			return err
 		}
@@ -174,17 +175,17 @@ func setLearned(verb string) cli.ActionFunc {
 // explainLearned returns the columns the daemon learned (from the store,
 // read-only), as Learned, for explain to mask as the daemon does; nil
 // (with a note printed) when the store cannot be read.
-func explainLearned(c *cli.Context, path string) *mask.Learned {
+func explainLearned(ctx context.Context, path string) *mask.Learned {
 	if _, err := os.Stat(path); err != nil {
 		return nil
 	}
-	db, err := store.OpenWith(c.Context, path, store.Options{Reader: true})
+	db, err := store.OpenWith(ctx, path, store.Options{Reader: true})
 	if err != nil {
 		fmt.Printf("learned:  store not read (%v); learned columns not applied\n", err)
 		return nil
 	}
 	defer db.Close()
-	stored, err := db.LearnedColumns(c.Context)
+	stored, err := db.LearnedColumns(ctx)
 	if err != nil {
 		fmt.Printf("learned:  store not read (%v); learned columns not applied\n", err)
 		return nil

@@ -4,13 +4,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"github.com/loopgate/loopgate/policy"
 )
@@ -19,17 +21,25 @@ import (
 var version = "dev"
 
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
-		var ec cli.ExitCoder
-		if errors.As(err, &ec) {
-			if msg := err.Error(); msg != "" {
-				fmt.Fprintln(os.Stderr, "loopgate:", msg)
-			}
-			os.Exit(ec.ExitCode())
-		}
-		fmt.Fprintln(os.Stderr, "loopgate:", err)
-		os.Exit(1)
+	os.Exit(run(context.Background(), os.Args, os.Stderr))
+}
+
+// run runs the CLI with args and returns the exit status, after printing
+// any error to stderr.
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	err := newApp().Run(ctx, args)
+	if err == nil {
+		return 0
 	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(stderr, "loopgate:", msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintln(stderr, "loopgate:", err)
+	return 1
 }
 
 var configFlag = &cli.StringFlag{
@@ -37,7 +47,7 @@ var configFlag = &cli.StringFlag{
 	Aliases: []string{"c"},
 	Usage:   "config `FILE`",
 	Value:   policy.DefaultConfigPath,
-	EnvVars: []string{"LOOPGATE_CONFIG"},
+	Sources: cli.EnvVars("LOOPGATE_CONFIG"),
 }
 
 var logLevelFlag = &cli.StringFlag{
@@ -52,8 +62,8 @@ var logFormatFlag = &cli.StringFlag{
 	Value: "text",
 }
 
-func newApp() *cli.App {
-	return &cli.App{
+func newApp() *cli.Command {
+	return &cli.Command{
 		Name:    "loopgate",
 		Usage:   "privileged-access gateway for unmodified agent loops, enforced in the kernel",
 		Version: version,
@@ -65,8 +75,10 @@ Start the daemon, then run agents inside a workload:
   loopgate daemon --config /etc/loopgate/loopgate.yaml
   loopgate run --workload ci-bot -- ./agent.sh
   loopgate sessions list`,
-		Flags:                []cli.Flag{configFlag},
-		EnableBashCompletion: true,
+		Flags:                 []cli.Flag{configFlag},
+		EnableShellCompletion: true,
+		// main prints the error and picks the exit status, never the library.
+		ExitErrHandler: func(context.Context, *cli.Command, error) {},
 		Commands: []*cli.Command{
 			daemonCommand(),
 			runCommand(),
@@ -80,7 +92,7 @@ Start the daemon, then run agents inside a workload:
 	}
 }
 
-func newLogger(c *cli.Context) (*slog.Logger, error) {
+func newLogger(c *cli.Command) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
@@ -96,7 +108,7 @@ func newLogger(c *cli.Context) (*slog.Logger, error) {
 	}
 }
 
-func loadConfig(c *cli.Context) (*policy.Config, error) {
+func loadConfig(c *cli.Command) (*policy.Config, error) {
 	cfg, err := policy.Load(c.String("config"))
 	if err != nil {
 		return nil, cli.Exit(err.Error(), 2)

@@ -1,11 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"github.com/loopgate/loopgate/l7/postgres"
 	"github.com/loopgate/loopgate/policy"
@@ -17,12 +18,12 @@ func policyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "policy",
 		Usage: "work with config files",
-		Subcommands: []*cli.Command{explainCommand(), {
+		Commands: []*cli.Command{explainCommand(), {
 			Name:      "check",
 			Usage:     "validate a config file; errors name file:line:column",
 			ArgsUsage: "[FILE]",
 			Flags:     []cli.Flag{configFlag},
-			Action: func(c *cli.Context) error {
+			Action: func(ctx context.Context, c *cli.Command) error {
 				path := c.Args().First()
 				if path == "" {
 					path = c.String("config")
@@ -57,7 +58,7 @@ issuer).`,
 			&cli.StringFlag{Name: "token-file", Usage: "OIDC token `FILE` the workload would present"},
 			&cli.StringSliceFlag{Name: "class", Usage: "command class (repeatable) instead of classifying COMMAND"},
 		},
-		Action: func(c *cli.Context) error {
+		Action: func(ctx context.Context, c *cli.Command) error {
 			cfg, err := loadConfig(c)
 			if err != nil {
 				return err
@@ -76,7 +77,7 @@ issuer).`,
 					return cli.Exit(err.Error(), 2)
 				}
 				v := policy.NewVerifier(cfg.OIDC, nil)
-				if err := cfg.Authenticate(c.Context, v, sub, strings.TrimSpace(string(raw))); err != nil {
+				if err := cfg.Authenticate(ctx, v, sub, strings.TrimSpace(string(raw))); err != nil {
 					fmt.Printf("decision: deny\nreason:   token refused: %v\n", err)
 					return cli.Exit("", 1)
 				}
@@ -107,7 +108,7 @@ issuer).`,
 			// their rule, as in the daemon.
 			var learned map[string][]string
 			if len(d.Masks) > 0 {
-				learned = explainLearned(c, cfg.Store).Columns(d.RuleID)
+				learned = explainLearned(ctx, cfg.Store).Columns(d.RuleID)
 			}
 			if parsed != nil && d.Action != policy.Deny && len(d.Masks) > 0 {
 				m, err := mask.New(cfg, d.Masks, nil)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,7 +13,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"github.com/loopgate/loopgate/intercept"
 )
@@ -39,11 +40,13 @@ cgroup or open raw sockets.`,
 			&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Usage: "workload `NAME` from the config", Required: true},
 			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "run as `USER` (name or uid)"},
 		},
-		Action: runWorkload,
+		// CMD's own flags are CMD's: flags are read only before it.
+		StopOnNthArg: new(1),
+		Action:       runWorkload,
 	}
 }
 
-func runWorkload(c *cli.Context) error {
+func runWorkload(ctx context.Context, c *cli.Command) error {
 	if c.NArg() == 0 {
 		return cli.Exit("run: no command given (loopgate run --workload NAME -- CMD [ARGS])", 2)
 	}

@@ -1,11 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"time"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"github.com/loopgate/loopgate/intercept"
 )
@@ -21,7 +22,7 @@ programs attached. With the programs gone, workloads reach targets directly
 			configFlag,
 			&cli.BoolFlag{Name: "force", Usage: "tear down even though a daemon is listening"},
 		},
-		Action: func(c *cli.Context) error {
+		Action: func(ctx context.Context, c *cli.Command) error {
 			cfg, err := loadConfig(c)
 			if err != nil {
 				return err
