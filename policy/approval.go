@@ -38,6 +38,12 @@ var (
 	ErrNotApprover     = errors.New("not an approver for this request")
 	ErrAlreadyApproved = errors.New("this approver already approved")
 	ErrTooManyPending  = errors.New("too many pending approval requests")
+	// ErrStoppedWaiting is the cancel cause with which a waiter (an HTTP
+	// request answered 403 after its wait) leaves its request pending: the
+	// request outlives the waiter and its session until it is decided or
+	// expires, and its decision answers the agent's retry of the same
+	// command (see retry.go).
+	ErrStoppedWaiting = errors.New("stopped waiting; the request stays pending for a retry")
 )
 
 // Request is a command waiting for a human.
@@ -103,11 +109,15 @@ type Broker struct {
 	session  map[string]bool      // sessionID + "\x00" + class
 	windows  map[string]time.Time // workload \x00 target \x00 class -> until
 	watchers map[chan Request]struct{}
+	retries  map[string]retryGrant // retryKey -> decision of a request whose waiter left
 }
 
 type pendingRequest struct {
 	req  Request
 	done chan struct{}
+	// detached: its waiter left with ErrStoppedWaiting; the broker itself
+	// expires and records it, and its decision waits in retries.
+	detached bool
 }
 
 // Outcome is what a waiting command learns.
@@ -118,6 +128,9 @@ type Outcome struct {
 	// Granted is true when a standing grant (session or window) approved
 	// the command without a new request.
 	Granted bool
+	// Pending is true when the waiter stopped waiting (ErrStoppedWaiting)
+	// and request ID stays pending for the agent's retry.
+	Pending bool
 }
 
 func (b *Broker) init() {
@@ -126,6 +139,7 @@ func (b *Broker) init() {
 		b.session = map[string]bool{}
 		b.windows = map[string]time.Time{}
 		b.watchers = map[chan Request]struct{}{}
+		b.retries = map[string]retryGrant{}
 	}
 }
 
@@ -150,6 +164,18 @@ func (b *Broker) Ask(ctx context.Context, r Request, notify func(Request)) (Outc
 	if until, ok := b.windows[wkey]; ok && time.Now().Before(until) {
 		b.mu.Unlock()
 		return Outcome{Approved: true, Granted: true, Reason: "approved by a window until " + until.Format(time.RFC3339)}, nil
+	}
+	if out, p, ok := b.retryLocked(r); ok {
+		if p == nil {
+			b.mu.Unlock()
+			return out, nil
+		}
+		pr := p.req
+		b.mu.Unlock()
+		if notify != nil {
+			notify(pr)
+		}
+		return b.wait(ctx, p, pr, time.Until(pr.Expires))
 	}
 	if b.MaxPending > 0 && len(b.pending) >= b.MaxPending {
 		b.mu.Unlock()
@@ -178,13 +204,22 @@ func (b *Broker) Ask(ctx context.Context, r Request, notify func(Request)) (Outc
 	if notify != nil {
 		notify(r)
 	}
+	return b.wait(ctx, p, r, timeout)
+}
+
+// wait waits for p's decision (r is p's request as the caller read it), up
+// to timeout, and records it.
+func (b *Broker) wait(ctx context.Context, p *pendingRequest, r Request, timeout time.Duration) (Outcome, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
 	case <-p.done:
 	case <-timer.C:
-		b.finish(r.ID, StateExpired, "", "approval timed out after "+timeout.String(), "")
+		b.finish(r.ID, StateExpired, "", "approval timed out after "+b.timeout().String(), "")
 	case <-ctx.Done():
+		if errors.Is(context.Cause(ctx), ErrStoppedWaiting) && b.detach(p) {
+			return Outcome{ID: r.ID, Pending: true, Reason: "approval " + r.ID + " is pending; retry the same request once it is approved"}, nil
+		}
 		reason := "the session ended while waiting"
 		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
 			reason += ": " + c.Error()
@@ -216,6 +251,9 @@ func (b *Broker) finish(id, state, by, reason, scope string) (Request, bool) {
 	p.req.Decided = time.Now().UTC()
 	delete(b.pending, id)
 	close(p.done)
+	if p.detached {
+		b.settleLocked(p)
+	}
 	return p.req, true
 }
 
@@ -228,7 +266,7 @@ func (b *Broker) EndSession(id string) {
 	b.init()
 	var ids []string
 	for rid, p := range b.pending {
-		if p.req.SessionID == id {
+		if p.req.SessionID == id && !p.detached {
 			ids = append(ids, rid)
 		}
 	}
@@ -267,6 +305,7 @@ func (b *Broker) Decide(ctx context.Context, id string, who Identity, approve bo
 			return r, ErrAlreadyDecided
 		}
 		b.broadcast(final)
+		b.recordDetached(ctx, final)
 		return final, nil
 	}
 	switch scope {
@@ -312,6 +351,7 @@ func (b *Broker) Decide(ctx context.Context, id string, who Identity, approve bo
 	}
 	b.mu.Unlock()
 	b.broadcast(final)
+	b.recordDetached(ctx, final)
 	return final, nil
 }
 
