@@ -128,6 +128,10 @@ type Target struct {
 	Credentials Credentials
 	// TLS is how the daemon secures its connection to the target.
 	TLS TLS
+	// Placeholders name environment variables `loopgate run` sets to
+	// Placeholder for the agent (http targets), so SDKs that insist on a
+	// key start; the daemon injects the real credential (httpconfig.go).
+	Placeholders []string
 	// ID is a stable 32-bit identifier derived from Name, carried through
 	// the kernel's maps so a reload cannot misattribute a connection.
 	ID   uint32
@@ -478,12 +482,13 @@ func (d *decoder) target(n *yaml.Node, cfg *Config) {
 	var addr string
 	var protoNode *yaml.Node
 	d.mapping(n, "target", map[string]func(*yaml.Node){
-		"name":        func(v *yaml.Node) { d.str(v, "target name", &t.Name) },
-		"protocol":    func(v *yaml.Node) { protoNode = v; d.str(v, "protocol", &t.Protocol) },
-		"address":     func(v *yaml.Node) { d.str(v, "address", &addr) },
-		"addresses":   func(v *yaml.Node) { d.strList(v, "addresses", &t.Addresses) },
-		"credentials": func(v *yaml.Node) { d.credentials(v, &t.Credentials) },
-		"tls":         func(v *yaml.Node) { d.tls(v, &t.TLS) },
+		"name":         func(v *yaml.Node) { d.str(v, "target name", &t.Name) },
+		"protocol":     func(v *yaml.Node) { protoNode = v; d.str(v, "protocol", &t.Protocol) },
+		"address":      func(v *yaml.Node) { d.str(v, "address", &addr) },
+		"addresses":    func(v *yaml.Node) { d.strList(v, "addresses", &t.Addresses) },
+		"credentials":  func(v *yaml.Node) { d.credentials(v, &t.Credentials) },
+		"tls":          func(v *yaml.Node) { d.tls(v, &t.TLS) },
+		"placeholders": func(v *yaml.Node) { d.strList(v, "placeholders", &t.Placeholders) },
 	})
 	if n.Kind != yaml.MappingNode {
 		return
@@ -524,6 +529,7 @@ func (d *decoder) target(n *yaml.Node, cfg *Config) {
 			t.TLS.Mode = TLSDisable
 		}
 	}
+	d.httpTarget(n, &t)
 	t.ID = stableID("target/" + t.Name)
 	for _, o := range cfg.Targets {
 		if o.ID == t.ID && o.Name != t.Name {

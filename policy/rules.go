@@ -51,6 +51,8 @@ type Credentials struct {
 	// Dynamic, when set, makes User an administrator that creates a
 	// short-lived login role per session instead of logging in itself.
 	Dynamic *DynamicRole
+	// HTTP says how an http target's secret is sent (httpconfig.go).
+	HTTP HTTPCredentials
 }
 
 // DynamicRole is a per-session database role: created at session start
@@ -87,9 +89,15 @@ type TLS struct {
 	// for the target's hosts from the daemon's local CA (agent: true).
 	// Otherwise the agent is told 'N' (plaintext on loopback).
 	Agent bool
+	// Passthrough splices an http target's TLS unopened (tls:
+	// passthrough): SNI-level allow/deny only (httpconfig.go).
+	Passthrough bool
 }
 
 func (d *decoder) tls(n *yaml.Node, t *TLS) {
+	if n.Kind == yaml.ScalarNode && d.tlsScalar(n, t) {
+		return
+	}
 	d.mapping(n, "tls", map[string]func(*yaml.Node){
 		"mode":        func(v *yaml.Node) { d.str(v, "tls mode", &t.Mode) },
 		"ca_file":     func(v *yaml.Node) { d.str(v, "ca_file", &t.CAFile) },
@@ -136,6 +144,8 @@ type Mask struct {
 	Detect string
 	// Columns are column patterns ("*.ssn", "users.email").
 	Columns []string
+	// Paths are JSON paths masked in HTTP bodies ("$.items[*].email").
+	Paths []string
 	// Mode is redact, partial (keep the last 4) or hash (keyed HMAC).
 	Mode string
 }
@@ -173,7 +183,9 @@ type Rule struct {
 	// session starts are always durable first. Default: sync, "no record,
 	// no forward".
 	AsyncRecord bool
-	Line        int
+	// Requests refine an http rule by method and path (requests.go).
+	Requests *RequestRules
+	Line     int
 }
 
 // Issuer returns the issuer with the given URL.
@@ -308,6 +320,10 @@ func (d *decoder) credentials(n *yaml.Node, c *Credentials) {
 		"password": func(v *yaml.Node) {
 			d.errorf(v, "credentials: inline passwords are not accepted; use password_file or password_env")
 		},
+		"header":    func(v *yaml.Node) { d.str(v, "header", &c.HTTP.Header) },
+		"scheme":    func(v *yaml.Node) { d.str(v, "scheme", &c.HTTP.Scheme) },
+		"cert_file": func(v *yaml.Node) { d.str(v, "cert_file", &c.HTTP.CertFile) },
+		"key_file":  func(v *yaml.Node) { d.str(v, "key_file", &c.HTTP.KeyFile) },
 	})
 	if c.PasswordFile != "" && !path.IsAbs(c.PasswordFile) {
 		d.errorf(n, "credentials: password_file %q must be an absolute path", c.PasswordFile)
@@ -323,6 +339,7 @@ func (d *decoder) mask(n *yaml.Node, cfg *Config) {
 		"name":    func(v *yaml.Node) { d.str(v, "mask name", &m.Name) },
 		"detect":  func(v *yaml.Node) { d.str(v, "detect", &m.Detect) },
 		"columns": func(v *yaml.Node) { d.strList(v, "columns", &m.Columns) },
+		"paths":   func(v *yaml.Node) { d.strList(v, "paths", &m.Paths) },
 		"mode":    func(v *yaml.Node) { d.str(v, "mode", &m.Mode) },
 	})
 	if n.Kind != yaml.MappingNode {
@@ -333,8 +350,13 @@ func (d *decoder) mask(n *yaml.Node, cfg *Config) {
 	} else if cfg.mask(m.Name) {
 		d.errorf(n, "mask: duplicate name %q", m.Name)
 	}
-	if m.Detect == "" && len(m.Columns) == 0 {
-		d.errorf(n, "mask %q: give detect or columns", m.Name)
+	if m.Detect == "" && len(m.Columns) == 0 && len(m.Paths) == 0 {
+		d.errorf(n, "mask %q: give detect, columns or paths", m.Name)
+	}
+	for _, p := range m.Paths {
+		if _, err := ParseJSONPath(p); err != nil {
+			d.errorf(n, "mask %q: paths: %v", m.Name, err)
+		}
 	}
 	if m.Detect != "" && !slices.Contains(Detectors, m.Detect) {
 		d.errorf(n, "mask %q: unknown detector %q (one of %s)", m.Name, m.Detect, strings.Join(Detectors, ", "))
@@ -395,6 +417,7 @@ func (d *decoder) rule(n *yaml.Node, cfg *Config) {
 		"mask":               field("mask", &r.Mask),
 		"approvers":          field("approvers", &r.Approvers),
 		"approvals_required": func(v *yaml.Node) { nodes["approvals_required"] = v; d.str(v, "approvals_required", &required) },
+		"requests":           func(v *yaml.Node) { nodes["requests"] = v; r.Requests = d.requests(v) },
 		"record": func(v *yaml.Node) {
 			var mode string
 			d.str(v, "record", &mode)
@@ -438,6 +461,9 @@ func (d *decoder) rule(n *yaml.Node, cfg *Config) {
 			continue
 		}
 		protocols[tt.Protocol] = true
+	}
+	if r.Requests != nil && !protocols[ProtocolHTTP] {
+		d.errorf(at("requests"), "rule %q: requests: patterns need an http target", r.ID)
 	}
 	seen := map[string]string{}
 	for i, list := range [][]string{r.Allow, r.Approve, r.Deny} {

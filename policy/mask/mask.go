@@ -90,6 +90,7 @@ type rule struct {
 	columns []string // column patterns, lower-case; "table.col" matches col
 	det     *detector
 	mode    string
+	paths   []policy.JSONPath // JSON paths masked in HTTP bodies (json.go)
 }
 
 // Masker applies a set of configured masks.
@@ -118,6 +119,13 @@ func New(cfg *policy.Config, names []string, key []byte) (*Masker, error) {
 		r := rule{name: cm.Name, mode: cm.Mode}
 		for _, c := range cm.Columns {
 			r.columns = append(r.columns, strings.ToLower(c))
+		}
+		for _, p := range cm.Paths {
+			jp, err := policy.ParseJSONPath(p)
+			if err != nil {
+				return nil, fmt.Errorf("mask %q: %w", name, err)
+			}
+			r.paths = append(r.paths, jp)
 		}
 		if cm.Detect != "" {
 			d, ok := detectors[cm.Detect]
