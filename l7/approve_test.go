@@ -42,11 +42,13 @@ func TestApprovalAbandonedWhenClientLeaves(t *testing.T) {
 			srv.Broker = broker
 			srv.Drain = time.Second
 			filed := make(chan string, 1)
-			outc := make(chan policy.Outcome, 1)
+			outc := make(chan *l7.Command, 1)
 			srv.Handlers = map[string]l7.Handler{"tcp": handlerFunc(func(ctx context.Context, _ net.Conn, s *l7.Session) (l7.Result, error) {
-				d := policy.Decision{Action: policy.Approve, Class: "connect", RuleID: "r"}
-				out, err := s.Approve(ctx, d, "connect", "", func(r policy.Request) { filed <- r.ID })
-				outc <- out
+				c := &l7.Command{Text: "connect", Classes: []string{"connect"},
+					Decision: policy.Decision{Action: policy.Approve, Class: "connect", RuleID: "r"},
+					Notify:   func(r policy.Request) { filed <- r.ID }}
+				err := s.Authorize(ctx, c)
+				outc <- c
 				return l7.Result{}, err
 			})}
 			ctx, cancel := context.WithCancel(context.Background())
@@ -73,18 +75,18 @@ func TestApprovalAbandonedWhenClientLeaves(t *testing.T) {
 				if _, err := broker.Decide(context.Background(), id, policy.Identity{UID: 1000}, true, "", "", 0); err != nil {
 					t.Fatal(err)
 				}
-				if out := <-outc; !out.Approved {
+				if out := <-outc; out.Decision.Action != policy.Allow || out.ApprovalID != id {
 					t.Errorf("outcome %+v", out)
 				}
 				return
 			}
-			var out policy.Outcome
+			var out *l7.Command
 			select {
 			case out = <-outc:
 			case <-time.After(5 * time.Second):
 				t.Fatal("request still waiting after its client left")
 			}
-			if out.Approved || out.ID != id || out.Reason != "the session ended while waiting: "+l7.ErrClientGone.Error() {
+			if out.Decision.Action != policy.Deny || out.ApprovalID != id || out.Decision.Reason != "not approved: the session ended while waiting: "+l7.ErrClientGone.Error() {
 				t.Errorf("outcome %+v", out)
 			}
 			if _, err := broker.Decide(context.Background(), id, policy.Identity{UID: 1000}, true, "", "", 0); !errors.Is(err, policy.ErrNoSuchRequest) {

@@ -11,7 +11,6 @@ import (
 	"net"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,8 +68,9 @@ type Session struct {
 
 	srv      *Server
 	conn     net.Conn   // the client's connection (nil in handler tests): watched while a command waits for approval
-	mu       sync.Mutex // guards admitted
+	mu       sync.Mutex // guards admitted and held
 	admitted []string   // classes the session holds open (rechecked on reload)
+	held     bool       // the session was admitted: a reload rechecks it
 
 	// start is the session's start record until it is written, with the
 	// session's first durable write (one commit, not two). openMu guards it
@@ -120,32 +120,16 @@ type RevokedError struct{ Reason string }
 
 func (e *RevokedError) Error() string { return "revoked: " + e.Reason }
 
-// Decide asks the current policy about a command of the given classes and
-// records the decision as an event before returning it ("no record, no
-// forward": if the record fails, the decision is deny).
-func (s *Session) Decide(ctx context.Context, text string, classes ...string) policy.Decision {
-	d := s.srv.Policy().Decide(s.Subject, classes)
-	ev := event.Event{SessionID: s.ID, Time: time.Now(), Kind: event.KindDecision, Text: text,
-		Params: strings.Join(classes, ","), Decision: string(d.Action), RuleID: d.RuleID}
-	if d.Action != policy.Allow {
-		ev.Error = d.Reason
-	}
-	if err := s.durable(ctx, ev); err != nil {
-		s.Log.Error("decision not recorded; denying", "err", err)
-		return policy.Decision{Action: policy.Deny, RuleID: d.RuleID, Reason: "decision could not be recorded"}
-	}
-	return d
-}
-
 // Policy returns the current config.
 func (s *Session) Policy() *policy.Config { return s.srv.Policy() }
 
-// Approve asks the approvers about a command the policy holds for approval
+// ask asks the approvers about a command the policy holds for approval
 // and blocks until they decide, it expires, ctx ends or the client closes
 // its connection (the request is then abandoned, with ErrClientGone as the
 // reason). notify is called with the request once it is pending (to tell
 // the agent). The answer is recorded by the broker; an error means deny.
-func (s *Session) Approve(ctx context.Context, d policy.Decision, command, params string, notify func(policy.Request)) (policy.Outcome, error) {
+// Handlers call Authorize, which calls this.
+func (s *Session) ask(ctx context.Context, d policy.Decision, command, params string, notify func(policy.Request)) (policy.Outcome, error) {
 	if s.srv.Broker == nil {
 		return policy.Outcome{Reason: "approvals are not available"}, errors.New("no approval broker")
 	}
@@ -222,19 +206,22 @@ func (s *Session) RecordAsync(evs ...event.Event) {
 	s.srv.Recorder.AppendEventsAsync(evs...)
 }
 
-// Admit notes classes the session now holds open (a TCP connection holds
-// "connect"): a reload re-decides them and cuts the session off if the new
-// policy no longer allows them.
-func (s *Session) Admit(classes ...string) {
+// admit notes classes the session now holds open (Command.Hold): a
+// reload re-decides them and cuts the session off if the new policy no
+// longer allows them.
+func (s *Session) admit(classes ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.held = true
 	s.admitted = append(s.admitted, classes...)
 }
 
-func (s *Session) admittedClasses() []string {
+// admittedClasses returns the classes the session holds, and whether it
+// was admitted at all (a session still logging in is not rechecked).
+func (s *Session) admittedClasses() ([]string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.admitted)
+	return slices.Clone(s.admitted), s.held
 }
 
 // Result is what a handler reports about a finished session.
@@ -308,15 +295,20 @@ func (s *Server) Recheck(ctx context.Context, cfg *policy.Config) int {
 	n := 0
 	for _, l := range live {
 		sub := l.sess.Subject
-		classes := l.sess.admittedClasses()
-		if len(classes) == 0 {
-			continue
+		classes, held := l.sess.admittedClasses()
+		if !held {
+			continue // still logging in: its admission decides under the new config
 		}
 		var reason string
 		if nt, ok := cfg.TargetByName(sub.Target.Name); !ok || nt.Protocol != sub.Target.Protocol {
 			reason = fmt.Sprintf("target %q removed", sub.Target.Name)
-		} else if d := cfg.Decide(sub, classes); d.Action != policy.Allow {
+		} else if d := cfg.Admit(sub); d.Action != policy.Allow {
+			// Every session needs a rule that covers it, whatever it holds.
 			reason = d.Reason
+		} else if len(classes) > 0 {
+			if d := cfg.Decide(sub, classes); d.Action != policy.Allow {
+				reason = d.Reason
+			}
 		}
 		if reason == "" {
 			continue

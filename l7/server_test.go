@@ -230,7 +230,10 @@ func TestRecheckRevokes(t *testing.T) {
 	srv.Accepters = []l7.Accepter{acc}
 	srv.Drain = time.Second
 	srv.Handlers = map[string]l7.Handler{"tcp": handlerFunc(func(ctx context.Context, _ net.Conn, s *l7.Session) (l7.Result, error) {
-		s.Admit("connect")
+		c := &l7.Command{Text: "connect", Classes: []string{"connect"}, Hold: true}
+		if err := s.Authorize(ctx, c); err != nil || c.Decision.Action != policy.Allow {
+			t.Errorf("authorize: %v %+v", err, c.Decision)
+		}
 		close(admitted)
 		<-ctx.Done()
 		return l7.Result{}, context.Cause(ctx)

@@ -4,7 +4,6 @@ package postgres
 // decided (classified, approved, recorded) and forwarded or replaced.
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,10 +11,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/policy/mask"
 	"github.com/loopgate/loopgate/policy/sqlclass"
-	"github.com/loopgate/loopgate/store/event"
 )
 
 // fromAgent reads the agent's messages, decides, and forwards them as they
@@ -119,13 +118,13 @@ func (r *relay) agentMessage(typ byte, raw []byte) error {
 			v = vetted{classes: []string{sqlclass.Unknown}}
 		}
 		classes := v.classes
-		c := &command{text: st.text, params: p.params, classes: classes, stmt: p.stmt, stmtVer: p.ver,
+		c := &command{Command: l7.Command{Text: st.text, Params: p.params, Classes: classes}, stmt: p.stmt, stmtVer: p.ver,
 			portal: m.Portal, portalVer: p.pver, formats: p.formats}
-		c.decision = r.decide(v)
+		c.Decision = r.decide(v)
 		r.checkMasks(c, st.parsed, false)
-		c.masker = r.maskerFor(c.decision)
+		c.masker = r.maskerFor(c.Decision)
 		if c.masker.HasDetectors() {
-			c.params = c.masker.String(c.params)
+			c.Params = c.masker.String(c.Params)
 		}
 		r.hold(raw, c, false)
 	case 'S':
@@ -219,15 +218,21 @@ func (r *relay) hold(raw []byte, exec *command, sync bool) {
 // maxHeldKept is the largest held-message buffer kept for reuse.
 const maxHeldKept = 1 << 20
 
-// record records decided commands before they are forwarded: durably (no
-// record, no forward) unless every one is allowed under a rule that says
-// record: async, in which case the records queue behind the relay. On the
-// event loop, allowed commands' records the store takes without waiting
-// are written on the loop; the rest leave it first (mayBlock).
-func (r *relay) record(cmds ...*command) error {
-	async := true
+// authorize settles and records decided commands before they are
+// forwarded, through the session's one decision path (l7.Session.Authorize):
+// a command the policy holds for approval waits for approvers there; the
+// records are durable (no record, no forward) unless every command is
+// allowed under a rule that says record: async, in which case each record
+// waits for its result and is written once, complete, behind the relay. On
+// the event loop, allowed commands' records the store takes without
+// waiting are written on the loop; the rest leave it first (mayBlock).
+// Commands after the first not allowed are refused unrecorded, as the
+// server skips a pipeline after an error. An error: not recorded.
+func (r *relay) authorize(cmds ...*command) error {
+	async, allowed := true, true
 	for _, c := range cmds {
-		async = async && c.decision.Action == policy.Allow && c.decision.AsyncRecord && c.approval == ""
+		async = async && c.Decision.Action == policy.Allow && c.Decision.AsyncRecord
+		allowed = allowed && c.Decision.Action == policy.Allow
 	}
 	if async {
 		for _, c := range cmds {
@@ -235,33 +240,25 @@ func (r *relay) record(cmds ...*command) error {
 		}
 		return nil
 	}
-	evs := make([]event.Event, 0, len(cmds))
-	allowed := true
-	for _, c := range cmds {
-		ev := event.Event{Kind: event.KindCommand, Text: c.text, Params: c.params,
-			Decision: string(c.decision.Action), RuleID: c.decision.RuleID, ApprovalID: c.approval}
-		if c.decision.Action != policy.Allow {
-			ev.Error = c.decision.Reason
-			allowed = false
-		}
-		if c.approval != "" {
-			allowed = false // fsynced: the store would decline it anyway
-		}
-		evs = append(evs, ev)
-	}
-	if len(evs) == 0 {
+	if len(cmds) == 0 {
 		return nil
 	}
+	lc := make([]*l7.Command, len(cmds))
+	for i, c := range cmds {
+		lc[i] = &c.Command
+		if c.Decision.Action == policy.Approve {
+			c.Notify = func(q policy.Request) {
+				r.notice(fmt.Sprintf("loopgate: waiting for approval %s (%s under rule %s); an approver runs: loopgate approvals approve %s", q.ID, q.Class, q.RuleID, q.ID))
+			}
+		}
+	}
 	if r.lp != nil && allowed {
-		// On the event loop, a record the store takes at once (one
-		// write to its log) is written here, without handing the side
-		// to a goroutine; it still returns before anything is forwarded.
-		if ok, err := r.s.RecordNow(evs...); ok || err != nil {
+		if ok, err := r.s.AuthorizeNow(lc...); ok || err != nil {
 			return err
 		}
 	}
 	r.mayBlock(false)
-	return r.s.Record(r.ctx, evs...)
+	return r.s.Authorize(r.ctx, lc...)
 }
 
 // query handles a simple-protocol Query: every statement in the string is
@@ -269,17 +266,14 @@ func (r *relay) record(cmds ...*command) error {
 func (r *relay) query(sql string, raw []byte) error {
 	res := r.h.classifier().ClassifyMiss(sql, r.lookupSQLPrepared, r.parsing)
 	v := r.vet(res)
-	c := &command{text: sql, classes: v.classes}
-	c.decision = r.decide(v)
+	c := &command{Command: l7.Command{Text: sql, Classes: v.classes}}
+	c.Decision = r.decide(v)
 	r.checkMasks(c, res.Statements, true)
-	if c.decision.Action == policy.Approve {
-		c.decision = r.approve(c)
-	}
-	if c.decision.Action != policy.Allow {
-		return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseSQL(denyMessage(c), denyHint(c))}) })
-	}
-	if err := r.record(c); err != nil {
+	if err := r.authorize(c); err != nil {
 		return r.recordFailed(err)
+	}
+	if c.Decision.Action != policy.Allow {
+		return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseSQL(denyMessage(c), denyHint(c))}) })
 	}
 	for _, st := range res.Statements {
 		switch {
@@ -302,11 +296,11 @@ func (r *relay) query(sql string, raw []byte) error {
 		n = 1 // EmptyQueryResponse
 	}
 	cmds := make([]*command, n)
-	m := r.maskerFor(c.decision)
+	m := r.maskerFor(c.Decision)
 	for i := range cmds {
-		cmds[i] = &command{text: sql, classes: c.classes, decision: c.decision, masker: m}
+		cmds[i] = &command{Command: l7.Command{Text: sql, Classes: c.Classes, Decision: c.Decision}, masker: m}
 		if i < len(res.Statements) {
-			cmds[i].text = res.Statements[i].Text
+			cmds[i].Text = res.Statements[i].Text
 		}
 	}
 	if co := copyOutUnder(res, m); co != nil {
@@ -343,13 +337,12 @@ func copyOutUnder(res sqlclass.Result, m *mask.Masker) *sqlclass.CopyOut {
 // functionCall handles the legacy FunctionCall message: which function it
 // calls (by OID) is opaque, so it is class unknown.
 func (r *relay) functionCall(oid uint32, raw []byte) error {
-	c := &command{text: fmt.Sprintf("function call oid %d", oid), classes: []string{sqlclass.Unknown}}
-	c.decision = r.s.Policy().Decide(r.s.Subject, c.classes)
-	if c.decision.Action != policy.Allow {
-		return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseSQL(denyMessage(c), denyHint(c))}) })
-	}
-	if err := r.record(c); err != nil {
+	c := &command{Command: l7.Command{Text: fmt.Sprintf("function call oid %d", oid), Classes: []string{sqlclass.Unknown}}}
+	if err := r.authorize(c); err != nil {
 		return r.recordFailed(err)
+	}
+	if c.Decision.Action != policy.Allow {
+		return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseSQL(denyMessage(c), denyHint(c))}) })
 	}
 	r.push([]*command{c}, nil)
 	if _, err := r.upw.Write(raw); err != nil {
@@ -358,11 +351,9 @@ func (r *relay) functionCall(oid uint32, raw []byte) error {
 	return r.upw.Flush()
 }
 
-// deny records a denied simple command and sends its replacement.
+// deny sends the replacement of a denied simple command (authorized, so
+// recorded, before).
 func (r *relay) deny(c *command, send func() error) error {
-	if err := r.record(c); err != nil {
-		return r.recordFailed(err)
-	}
 	c.injected = true
 	r.push([]*command{c}, nil)
 	if err := send(); err != nil {
@@ -406,22 +397,25 @@ func (r *relay) flushBatch() error {
 		}
 	}()
 	var cmds []*command
+	for _, b := range batch {
+		if b.exec != nil {
+			cmds = append(cmds, b.exec)
+		}
+	}
+	if err := r.authorize(cmds...); err != nil {
+		return r.recordFailed(err)
+	}
 	denied := -1
+	cmds = cmds[:0]
 	for i, b := range batch {
 		if b.exec == nil {
 			continue
 		}
 		cmds = append(cmds, b.exec)
-		if b.exec.decision.Action == policy.Approve {
-			b.exec.decision = r.approve(b.exec)
-		}
-		if b.exec.decision.Action != policy.Allow {
+		if b.exec.Decision.Action != policy.Allow {
 			denied = i
 			break
 		}
-	}
-	if err := r.record(cmds...); err != nil {
-		return r.recordFailed(err)
 	}
 	endsWithSync := batch[len(batch)-1].sync
 	r.unsynced = !endsWithSync
@@ -500,42 +494,14 @@ func (r *relay) queue(cmds []*command, drop []dropped, newCycle bool) {
 	r.mu.Unlock()
 }
 
-// maxApprovalText is the longest statement put to an approver, whole.
-const maxApprovalText = 64 << 10
-
-// approve holds a command for approval. It returns the decision to apply:
-// allow when approved, deny (with the reason) otherwise.
-func (r *relay) approve(c *command) policy.Decision {
-	d := c.decision
-	if len(c.text) > maxApprovalText {
-		// An approver must see all of what they approve.
-		d.Action = policy.Deny
-		d.Reason = fmt.Sprintf("not approved: the statement (%d bytes) is too long to show an approver (limit %d); split it", len(c.text), maxApprovalText)
-		return d
-	}
-	r.mayBlock(false)
-	out, err := r.s.Approve(r.ctx, d, c.text, c.params, func(q policy.Request) {
-		r.notice(fmt.Sprintf("loopgate: waiting for approval %s (%s under rule %s); an approver runs: loopgate approvals approve %s", q.ID, q.Class, q.RuleID, q.ID))
-	})
-	c.approval = out.ID
-	if err == nil && out.Approved {
-		d.Action = policy.Allow
-		d.Reason = out.Reason
-		return d
-	}
-	d.Action = policy.Deny
-	d.Reason = "not approved: " + cmp.Or(out.Reason, errString(err))
-	return d
-}
-
 func denyMessage(c *command) string {
-	return "loopgate: " + c.decision.Reason
+	return "loopgate: " + c.Decision.Reason
 }
 
 func denyHint(c *command) string {
-	h := "statement classes: " + strings.Join(c.classes, ", ")
-	if c.decision.RuleID != "" {
-		h += "; rule " + c.decision.RuleID
+	h := "statement classes: " + strings.Join(c.Classes, ", ")
+	if c.Decision.RuleID != "" {
+		h += "; rule " + c.Decision.RuleID
 	}
 	return h
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/policy"
 )
 
@@ -106,10 +107,10 @@ func (r *relay) oversized(typ byte, size int, prefix []byte) error {
 	}
 	limit := r.stmtLimit()
 	c := &command{
-		text:   fmt.Sprintf("%s... (%d bytes, not read: over max_statement_bytes)", text, size),
+		Command: l7.Command{Text: fmt.Sprintf("%s... (%d bytes, not read: over max_statement_bytes)", text, size),
+			Decision: policy.Decision{Action: policy.Deny,
+				Reason: fmt.Sprintf("statement of %d bytes is over the limit of %d bytes (max_statement_bytes)", size, limit)}},
 		tooBig: true,
-		decision: policy.Decision{Action: policy.Deny,
-			Reason: fmt.Sprintf("statement of %d bytes is over the limit of %d bytes (max_statement_bytes)", size, limit)},
 	}
 	r.s.Log.Warn("statement over the size limit denied", "bytes", size, "limit", limit)
 	if typ == 'P' {
@@ -118,6 +119,9 @@ func (r *relay) oversized(typ byte, size int, prefix []byte) error {
 	}
 	if err := r.flushBatch(); err != nil {
 		return err
+	}
+	if err := r.authorize(c); err != nil {
+		return r.recordFailed(err)
 	}
 	return r.deny(c, func() error { return r.forward(&pgproto3.Query{String: raiseFor(c)}) })
 }

@@ -15,12 +15,12 @@ import (
 // checkMasks denies what the decision's column masks could not be applied
 // to (see MaskDenial). simple says the statements came in a simple Query.
 func (r *relay) checkMasks(c *command, sts []sqlclass.Statement, simple bool) {
-	if c.decision.Action == policy.Deny || len(c.decision.Masks) == 0 {
+	if c.Decision.Action == policy.Deny || len(c.Decision.Masks) == 0 {
 		return
 	}
-	if reason := MaskDenial(r.maskerFor(c.decision), c.decision.RuleID, c.classes, sts, simple, r.preparedRefs); reason != "" {
-		c.decision.Action = policy.Deny
-		c.decision.Reason = reason
+	if reason := MaskDenial(r.maskerFor(c.Decision), c.Decision.RuleID, c.Classes, sts, simple, r.preparedRefs); reason != "" {
+		c.Decision.Action = policy.Deny
+		c.Decision.Reason = reason
 	}
 }
 

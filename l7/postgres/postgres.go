@@ -138,19 +138,18 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		}
 		if err := cfg.Authenticate(ctx, h.Verifier, s.Subject, tok); err != nil {
 			msg := "loopgate: OIDC token refused: " + err.Error()
-			d := policy.Decision{Action: policy.Deny, Reason: msg}
-			s.Record(ctx, event.Event{Kind: event.KindDecision, Text: "connect", Decision: string(d.Action), Error: msg})
-			return refuse(codeInvalidPassword, msg, &l7.DeniedError{Decision: d})
+			c := &l7.Command{Kind: event.KindDecision, Text: "connect", Decision: policy.Decision{Action: policy.Deny, Reason: msg}}
+			s.Authorize(ctx, c)
+			return refuse(codeInvalidPassword, msg, &l7.DeniedError{Decision: c.Decision})
 		}
 	}
-	ad := cfg.Admit(s.Subject)
-	ev := event.Event{Kind: event.KindDecision, Text: "connect", Decision: string(ad.Action), RuleID: ad.RuleID}
-	if ad.Action != policy.Allow {
-		ev.Error = ad.Reason
-	}
-	if err := s.Record(ctx, ev); err != nil {
+	// Statements are decided one by one; the session holds its admission
+	// (a reload that leaves no rule covering it cuts it off).
+	connect := &l7.Command{Kind: event.KindDecision, Text: "connect", Decision: cfg.Admit(s.Subject), Hold: true}
+	if err := s.Authorize(ctx, connect); err != nil {
 		return refuse(codeConnectionFailure, "loopgate: session could not be recorded", err)
 	}
+	ad := connect.Decision
 	if ad.Action != policy.Allow {
 		return refuse(codeInvalidAuthorization, "loopgate: "+ad.Reason, &l7.DeniedError{Decision: ad})
 	}
@@ -245,7 +244,6 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	}
 	conn.SetDeadline(time.Time{})
 	ar.max = maxMessageBody
-	s.Admit() // statements are decided one by one; nothing to re-check at connect level
 	// Plaintext sessions run on an event loop; TLS needs the goroutines.
 	var loop *evLoop
 	if st.tls == nil && loopable(client.Conn, up.Conn) {

@@ -26,18 +26,14 @@ const maxResponseBody = 1<<30 + 1<<20
 // command is one statement on its way through the target: decided,
 // forwarded, waiting for its completion message.
 type command struct {
-	text     string
-	params   string
-	classes  []string
-	decision policy.Decision
-	injected bool // a denial raised in its place
+	l7.Command      // text, classes, decision and approval: l7.Session.Authorize settles it
+	injected   bool // a denial raised in its place
 	// tooBig: a statement over max_statement_bytes, denied unread
 	// (limit.go); its denial raises SQLSTATE 54000.
 	tooBig bool
 	// deferred: the command's record waits for its result and is written
 	// once, complete (record: async rules).
 	deferred bool
-	approval string // the approval request that decided it
 	// copyMasked: a COPY under masks; column masks refuse it (decided
 	// once the masker is known), detectors scan its text output.
 	copyMasked bool

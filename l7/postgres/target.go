@@ -364,7 +364,7 @@ func (r *relay) complete(typ byte, body []byte) []byte {
 		if c.injected {
 			// Our own denial: drop the PL/pgSQL context line that the
 			// DO block adds, so the agent sees loopgate's message alone.
-			r.finish(c, "", c.decision.Reason)
+			r.finish(c, "", c.Decision.Reason)
 			e.Where, e.Routine, e.File, e.Line = "", "", "", 0
 			out, err := e.Encode(nil)
 			if err == nil {
@@ -514,10 +514,10 @@ func (r *relay) describeOrNotify(typ byte, body []byte) []byte {
 
 // finish queues the result record of a command. Called with mu held.
 func (r *relay) finish(c *command, tag, errText string) {
-	ev := event.Event{Kind: event.KindResult, Text: shorten(c.text, 200), Tag: tag, Decision: string(c.decision.Action),
-		RuleID: c.decision.RuleID, Duration: time.Since(c.start), Rows: c.rows, Error: errText}
+	ev := event.Event{Kind: event.KindResult, Text: shorten(c.Text, 200), Tag: tag, Decision: string(c.Decision.Action),
+		RuleID: c.Decision.RuleID, Duration: time.Since(c.start), Rows: c.rows, Error: errText}
 	if c.deferred {
-		ev.Kind, ev.Text, ev.Params = event.KindCommand, c.text, c.params
+		ev.Kind, ev.Text, ev.Params = event.KindCommand, c.Text, c.Params
 	}
 	// RecordAsync may wait for the writer (a full queue); never hold mu then.
 	r.mu.Unlock()

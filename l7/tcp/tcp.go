@@ -36,19 +36,12 @@ type Handler struct {
 func (h *Handler) Serve(ctx context.Context, client net.Conn, s *l7.Session) (l7.Result, error) {
 	// A TCP session is one command: "connect". Nothing can carry an OIDC
 	// token, so a workload that needs one is denied here by policy.
-	switch d := s.Decide(ctx, "connect", "connect"); d.Action {
-	case policy.Allow:
-		s.Admit("connect")
-	case policy.Approve:
-		out, err := s.Approve(ctx, d, "connect to "+s.Subject.OrigDst.String(), "", nil)
-		if err != nil || !out.Approved {
-			d.Action, d.Reason = policy.Deny, "not approved: "+out.Reason
-			return l7.Result{}, &l7.DeniedError{Decision: d}
-		}
-		s.Record(ctx, event.Event{Kind: event.KindDecision, Text: "connect", Decision: "allow", RuleID: d.RuleID, ApprovalID: out.ID})
-		s.Admit("connect")
-	default:
-		return l7.Result{}, &l7.DeniedError{Decision: d}
+	c := &l7.Command{Kind: event.KindDecision, Text: "connect to " + s.Subject.OrigDst.String(), Classes: []string{"connect"}, Hold: true}
+	if err := s.Authorize(ctx, c); err != nil {
+		return l7.Result{}, err
+	}
+	if c.Decision.Action != policy.Allow {
+		return l7.Result{}, &l7.DeniedError{Decision: c.Decision}
 	}
 	timeout := h.DialTimeout
 	if timeout == 0 {
