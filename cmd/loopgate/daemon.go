@@ -214,13 +214,21 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	}
 	// The API listens before the daemon says it is ready: whoever waits
 	// for "daemon ready" (a test, a unit's READY) can reach it at once.
+	status := "STATUS=redirecting; api on " + cfg.API.Socket
 	if err := apiSrv.Listen(cfg.API.Socket, cfg.API.Listen); err != nil {
 		d.log.Error("api not started; approvals cannot be decided", "err", err)
+		status = "STATUS=redirecting; api not started: " + err.Error()
 	} else {
 		bg.Go(func() { apiSrv.Serve(bgCtx) })
 	}
 	d.log.Info("daemon ready", "listen", cfg.Listen, "ipv6", ln6 != nil, "store", cfg.Store,
 		"workloads", len(cfg.Workloads), "targets", len(cfg.Targets), "version", version)
+	// systemd (Type=notify): every workload's programs are attached
+	// (Apply), the listener and the API are up.
+	if _, err := sdNotify("READY=1\n" + status); err != nil {
+		d.log.Warn("service manager not told we are ready", "err", err)
+	}
+	defer context.AfterFunc(ctx, func() { sdNotify("STOPPING=1") })()
 
 	err = srv.Run(ctx)
 	cancelBG()
