@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build generate test bench demo fuzz deps clean
+.PHONY: all build generate test bench demo fuzz deps clean deb
 
 all: build
 
@@ -14,6 +14,11 @@ deps:
 
 build: deps
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/loopgate ./cmd/loopgate
+
+# The Debian package, bin/loopgate_<version>_amd64.deb (packaging/; nfpm as a
+# library): binary, systemd unit, conffile, man pages and completions.
+deb: build
+	$(GO) run ./packaging/mkdeb -binary bin/loopgate -version $(VERSION) -out bin
 
 # Rebuild the committed eBPF objects and Go bindings with clang.
 generate: deps
