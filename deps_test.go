@@ -13,21 +13,22 @@ const module = "github.com/loopgate/loopgate"
 func TestImportRules(t *testing.T) {
 	t.Parallel()
 	allowed := map[string][]string{
-		"bpf":             {},
-		"policy":          {},
-		"policy/sqlclass": {},
-		"policy/mask":     {"policy"},
-		"store/event":     {},
-		"store":           {"store/event"},
-		"intercept":       {"bpf"},
-		"l7":              {"policy", "store/event"},
-		"l7/tcp":          {"l7", "policy", "store/event"},
-		"l7/l7test":       {"l7", "policy", "store/event"},
-		"l7/postgres":     {"l7", "policy", "policy/mask", "policy/sqlclass", "store/event"},
-		"api":             {"policy", "store", "store/event"},
+		"bpf":              {},
+		"policy":           {},
+		"policy/sqlclass":  {},
+		"policy/mask":      {"policy"},
+		"policy/sqlpolicy": {"policy", "policy/mask", "policy/sqlclass"},
+		"store/event":      {},
+		"store":            {"store/event"},
+		"intercept":        {"bpf"},
+		"l7":               {"policy", "store/event"},
+		"l7/tcp":           {"l7", "policy", "store/event"},
+		"l7/l7test":        {"l7", "policy", "store/event"},
+		"l7/postgres":      {"l7", "policy", "policy/mask", "policy/sqlclass", "policy/sqlpolicy", "store/event"},
+		"api":              {"policy", "store", "store/event"},
 		// cmd wires everything together; it is listed so a new package
 		// must be placed on purpose.
-		"cmd/loopgate": {"bpf", "intercept", "policy", "policy/mask", "policy/sqlclass", "store", "store/event",
+		"cmd/loopgate": {"bpf", "intercept", "policy", "policy/mask", "policy/sqlclass", "policy/sqlpolicy", "store", "store/event",
 			"l7", "l7/tcp", "l7/postgres", "api"},
 		"tests/lgtest": {},
 	}

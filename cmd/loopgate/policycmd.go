@@ -8,10 +8,8 @@ import (
 
 	"github.com/urfave/cli/v3"
 
-	"github.com/loopgate/loopgate/l7/postgres"
 	"github.com/loopgate/loopgate/policy"
-	"github.com/loopgate/loopgate/policy/mask"
-	"github.com/loopgate/loopgate/policy/sqlclass"
+	"github.com/loopgate/loopgate/policy/sqlpolicy"
 )
 
 func policyCommand() *cli.Command {
@@ -84,41 +82,39 @@ issuer).`,
 				fmt.Printf("token:    verified, sub %q, groups %v\n", sub.Claims.Subject, sub.Claims.Groups)
 			}
 			classes := c.StringSlice("class")
-			var parsed *sqlclass.Result
-			if len(classes) == 0 {
-				switch t.Protocol {
-				case policy.ProtocolTCP:
-					classes = []string{"connect"}
-				case policy.ProtocolPostgres:
-					if c.NArg() != 1 {
-						return cli.Exit("explain: give the SQL as one argument (or --class)", 2)
-					}
-					var cl sqlclass.Classifier
-					res := cl.Classify(c.Args().First(), nil)
-					if res.Err != nil {
-						fmt.Printf("parse:    %v\n", res.Err)
-					}
-					parsed, classes = &res, res.Classes
-				default:
-					return cli.Exit(fmt.Sprintf("explain: this build has no %s classifier yet; pass --class", t.Protocol), 2)
-				}
-			}
-			d := cfg.Decide(sub, classes)
+			var d policy.Decision
 			// Columns the daemon's detectors learned are column masks of
 			// their rule, as in the daemon.
 			var learned map[string][]string
-			if len(d.Masks) > 0 {
-				learned = explainLearned(ctx, cfg.Store).Columns(d.RuleID)
+			learnedOf := func(rule string) map[string][]string {
+				if learned == nil {
+					learned = explainLearned(ctx, cfg.Store).Columns(rule)
+				}
+				return learned
 			}
-			if parsed != nil && d.Action != policy.Deny && len(d.Masks) > 0 {
-				m, err := mask.New(cfg, d.Masks, nil)
+			switch {
+			case len(classes) > 0:
+				d = cfg.Decide(sub, classes)
+			case t.Protocol == policy.ProtocolTCP:
+				classes = []string{"connect"}
+				d = cfg.Decide(sub, classes)
+			case t.Protocol == policy.ProtocolPostgres:
+				if c.NArg() != 1 {
+					return cli.Exit("explain: give the SQL as one argument (or --class)", 2)
+				}
+				ex, err := sqlpolicy.Explain(cfg, sub, c.Args().First(), learnedOf)
 				if err != nil {
 					return err
 				}
-				m = m.WithColumns(learned)
-				if reason := postgres.MaskDenial(m, d.RuleID, classes, parsed.Statements, true, nil); reason != "" {
-					d.Action, d.Reason = policy.Deny, reason
+				if ex.Parsed.Err != nil {
+					fmt.Printf("parse:    %v\n", ex.Parsed.Err)
 				}
+				classes, d = ex.Parsed.Classes, ex.Decision
+			default:
+				return cli.Exit(fmt.Sprintf("explain: this build has no %s classifier yet; pass --class", t.Protocol), 2)
+			}
+			if len(d.Masks) > 0 {
+				learnedOf(d.RuleID)
 			}
 			rule := d.RuleID
 			if rule == "" {

@@ -10,6 +10,7 @@ import (
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/policy/mask"
 	"github.com/loopgate/loopgate/policy/sqlclass"
+	"github.com/loopgate/loopgate/policy/sqlpolicy"
 )
 
 // textRowBody encodes a DataRow body of text values.
@@ -38,7 +39,7 @@ func TestLearnedColumn(t *testing.T) {
 	var cl sqlclass.Classifier
 	computed := cl.Classify("SELECT replace(email, '@', ' at ') FROM users", nil)
 	deny := func(m *mask.Masker) string {
-		return MaskDenial(m, "r", computed.Classes, computed.Statements, true, nil)
+		return sqlpolicy.MaskDenial(m, "r", computed.Classes, computed.Statements, true, nil)
 	}
 
 	m := learnedMasker(base, learned, "r", "s1")
@@ -69,7 +70,7 @@ func TestLearnedColumn(t *testing.T) {
 	if mode := m2.Column("users", "email", "e"); mode != "partial" {
 		t.Errorf("learned column mode %q, want the detector's (partial)", mode)
 	}
-	if reason := MaskDenial(learnedMasker(base, learned, "other", "s3"), "other", computed.Classes, computed.Statements, true, nil); reason != "" {
+	if reason := sqlpolicy.MaskDenial(learnedMasker(base, learned, "other", "s3"), "other", computed.Classes, computed.Statements, true, nil); reason != "" {
 		t.Errorf("another rule: %s", reason)
 	}
 
