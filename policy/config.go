@@ -132,6 +132,8 @@ type Target struct {
 	// Placeholder for the agent (http targets), so SDKs that insist on a
 	// key start; the daemon injects the real credential (httpconfig.go).
 	Placeholders []string
+	// SSH is how an ssh target's host key is verified (sshconfig.go).
+	SSH SSHTarget
 	// ID is a stable 32-bit identifier derived from Name, carried through
 	// the kernel's maps so a reload cannot misattribute a connection.
 	ID   uint32
@@ -489,6 +491,8 @@ func (d *decoder) target(n *yaml.Node, cfg *Config) {
 		"credentials":  func(v *yaml.Node) { d.credentials(v, &t.Credentials) },
 		"tls":          func(v *yaml.Node) { d.tls(v, &t.TLS) },
 		"placeholders": func(v *yaml.Node) { d.strList(v, "placeholders", &t.Placeholders) },
+		"known_hosts":  func(v *yaml.Node) { d.str(v, "known_hosts", &t.SSH.KnownHosts) },
+		"host_ca":      func(v *yaml.Node) { d.str(v, "host_ca", &t.SSH.HostCA) },
 	})
 	if n.Kind != yaml.MappingNode {
 		return
@@ -529,6 +533,7 @@ func (d *decoder) target(n *yaml.Node, cfg *Config) {
 			t.TLS.Mode = TLSDisable
 		}
 	}
+	d.sshTarget(n, &t) // before httpTarget: it takes key_file for ssh
 	d.httpTarget(n, &t)
 	t.ID = stableID("target/" + t.Name)
 	for _, o := range cfg.Targets {

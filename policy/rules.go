@@ -20,7 +20,7 @@ var Classes = map[string][]string{
 	ProtocolTCP: {"connect"},
 	ProtocolPostgres: {"read", "write", "unbounded-write", "ddl", "drop", "copy", "copy-program",
 		"server-file", "privilege", "set-role", "procedural", "transaction", "session", "unknown"},
-	ProtocolSSH:  {"shell", "exec", "subsystem", "forward", "unknown"},
+	ProtocolSSH:  {"read", "write", "privilege", "shell", "file-read", "file-write", "forward", "unknown"},
 	ProtocolHTTP: {"read", "write", "delete", "unknown"},
 }
 
@@ -53,6 +53,8 @@ type Credentials struct {
 	Dynamic *DynamicRole
 	// HTTP says how an http target's secret is sent (httpconfig.go).
 	HTTP HTTPCredentials
+	// SSH holds an ssh target's key_file, ssh_ca and ttl (sshconfig.go).
+	SSH SSHCredentials
 }
 
 // DynamicRole is a per-session database role: created at session start
@@ -317,6 +319,8 @@ func (d *decoder) credentials(n *yaml.Node, c *Credentials) {
 			}
 			c.Dynamic = dr
 		},
+		"ssh_ca": func(v *yaml.Node) { d.sshBool(v, "ssh_ca", &c.SSH.CA) },
+		"ttl":    func(v *yaml.Node) { d.sshDuration(v, "ttl", &c.SSH.TTL) },
 		"password": func(v *yaml.Node) {
 			d.errorf(v, "credentials: inline passwords are not accepted; use password_file or password_env")
 		},

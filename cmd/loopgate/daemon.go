@@ -20,6 +20,7 @@ import (
 	"github.com/loopgate/loopgate/intercept"
 	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/l7/postgres"
+	l7ssh "github.com/loopgate/loopgate/l7/ssh"
 	"github.com/loopgate/loopgate/l7/tcp"
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/policy/sqlclass"
@@ -185,6 +186,7 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		Handlers: map[string]l7.Handler{
 			policy.ProtocolTCP:      &tcp.Handler{},
 			policy.ProtocolPostgres: pg,
+			policy.ProtocolSSH:      &l7ssh.Handler{Dir: filepath.Dir(cfg.Store), Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey},
 		},
 		Recorder: db,
 		Log:      d.log,

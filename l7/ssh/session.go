@@ -1,0 +1,328 @@
+package ssh
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// channel bridges one session channel: the agent's (down) and the
+// target's (up). Requests from the agent are handled one at a time, in
+// order, in the goroutine that runs serve; the agent's stdin does not flow
+// until its exec, shell or subsystem has been answered (gate). mu guards
+// exit and started.
+type channel struct {
+	b        *bridge
+	s        *l7.Session
+	down, up ssh.Channel
+
+	gate     chan struct{} // closed: stdin may flow
+	gateOnce sync.Once
+	done     chan struct{} // closed: the agent's requests ended
+	pumps    sync.WaitGroup
+
+	// Set by the request goroutine before the gate opens; read after.
+	kind    string // exec, shell, subsystem
+	text    string
+	pty     *ptyReq
+	masks   []string
+	cast    castRecorder
+	sftp    bool
+	denied  bool
+	started time.Time
+
+	in, out, errOut atomic.Int64
+
+	mu   sync.Mutex
+	exit string // "exit 7", "signal TERM"; "" unknown
+}
+
+// ptyReq is RFC 4254 §6.2's pty-req payload.
+type ptyReq struct {
+	Term               string
+	Cols, Rows, Wp, Hp uint32
+	Modes              string
+}
+
+// windowChange is RFC 4254 §6.7's payload.
+type windowChange struct{ Cols, Rows, Wp, Hp uint32 }
+
+type exitStatus struct{ Status uint32 }
+
+type exitSignal struct {
+	Signal     string
+	CoreDumped bool
+	Error      string
+	Lang       string
+}
+
+// session bridges a "session" channel. The target's channel is opened
+// first, so its refusal reaches the agent with its reason.
+func (b *bridge) session(ctx context.Context, nc ssh.NewChannel) {
+	up, upReqs, err := b.up.client.OpenChannel("session", nc.ExtraData())
+	if err != nil {
+		rejectLike(nc, err)
+		return
+	}
+	down, downReqs, err := nc.Accept()
+	if err != nil {
+		up.Close()
+		return
+	}
+	b.track(down, up)
+	c := &channel{b: b, s: b.s, down: down, up: up, gate: make(chan struct{}), done: make(chan struct{})}
+	var wg sync.WaitGroup
+	// The agent's extended data is drained so its window never pins
+	// (go#80333); clients do not send any.
+	wg.Go(func() { io.Copy(io.Discard, down.Stderr()) })
+	wg.Go(func() { c.stdin() })
+	wg.Go(func() { c.upstreamRequests(upReqs) })
+	c.agentRequests(ctx, downReqs)
+	close(c.done)
+	up.Close()
+	wg.Wait()
+}
+
+// agentRequests handles the agent's channel requests strictly in order:
+// each is forwarded, and its reply relayed, before the next is read.
+func (c *channel) agentRequests(ctx context.Context, reqs <-chan *ssh.Request) {
+	for r := range reqs {
+		switch r.Type {
+		case "exec", "shell", "subsystem":
+			if c.kind != "" || c.denied {
+				r.Reply(false, nil) // one program per channel (RFC 4254 §6.5)
+				continue
+			}
+			c.program(ctx, r)
+		case "pty-req":
+			var p ptyReq
+			if err := ssh.Unmarshal(r.Payload, &p); err != nil {
+				r.Reply(false, nil)
+				continue
+			}
+			if c.forward(r) {
+				c.pty = &p
+			}
+		case "window-change":
+			var w windowChange
+			if ssh.Unmarshal(r.Payload, &w) == nil {
+				if c.pty != nil {
+					c.pty.Cols, c.pty.Rows = w.Cols, w.Rows
+				}
+				if c.cast != nil {
+					c.cast.Resize(int(w.Cols), int(w.Rows))
+				}
+			}
+			c.forward(r)
+		case "env", "signal", "break", "xon-xoff", "eow@openssh.com":
+			c.forward(r)
+		case "keepalive@openssh.com":
+			r.Reply(false, nil) // answered here, never forwarded
+		default:
+			// auth-agent-req@openssh.com, x11-req and anything unknown.
+			if r.Type == "auth-agent-req@openssh.com" || r.Type == "x11-req" {
+				c.s.RecordAsync(event.Event{Kind: event.KindDecision, Text: r.Type, Decision: string(policy.Deny), Error: "forwarding refused"})
+			}
+			r.Reply(false, nil)
+		}
+	}
+}
+
+// forward passes a request upstream and relays the reply.
+func (c *channel) forward(r *ssh.Request) bool {
+	ok, err := c.up.SendRequest(r.Type, r.WantReply, r.Payload)
+	if err != nil {
+		ok = false
+	}
+	r.Reply(ok, nil)
+	return ok || !r.WantReply
+}
+
+// program decides an exec, shell or subsystem request and, if allowed,
+// forwards it; the reply stays held while approvers decide.
+func (c *channel) program(ctx context.Context, r *ssh.Request) {
+	cmd := &l7.Command{Notify: func(req policy.Request) {
+		fmt.Fprintf(c.down.Stderr(), "loopgate: waiting for approval %s (%s)%s", req.ID, req.Class, c.newline())
+	}}
+	switch r.Type {
+	case "exec":
+		var p struct{ Command string }
+		if err := ssh.Unmarshal(r.Payload, &p); err != nil {
+			r.Reply(false, nil)
+			return
+		}
+		pr := classify(p.Command)
+		cmd.Text, cmd.Params, cmd.Classes = p.Command, pr.JSON(), pr.Classes
+	case "shell":
+		cmd.Text, cmd.Classes, cmd.Hold = "shell", []string{ClassShell}, true
+		if c.pty != nil {
+			cmd.Params = fmt.Sprintf(`{"pty":true,"term":%q}`, c.pty.Term)
+		}
+	case "subsystem":
+		var p struct{ Name string }
+		if err := ssh.Unmarshal(r.Payload, &p); err != nil {
+			r.Reply(false, nil)
+			return
+		}
+		cmd.Text = "subsystem " + p.Name
+		switch p.Name {
+		case "sftp":
+			c.sftp = true
+			cmd.Classes = sftpSessionClasses
+		default:
+			cmd.Classes = []string{ClassUnknown}
+			cmd.Decision = policy.Decision{Action: policy.Deny, Reason: fmt.Sprintf("subsystem %q is not supported", p.Name)}
+		}
+	}
+	if err := c.s.Authorize(ctx, cmd); err != nil || cmd.Decision.Action != policy.Allow {
+		c.deny(r, cmd)
+		return
+	}
+	c.kind, c.text, c.masks, c.started = r.Type, cmd.Text, cmd.Decision.Masks, time.Now()
+	if c.pty != nil && !c.sftp {
+		c.cast = c.b.h.newCast(c.s, c.pty, cmd.Text)
+	}
+	// Output pumps count before the target can answer: its channel may
+	// close the moment the program ends.
+	c.startOutput()
+	ok, err := c.up.SendRequest(r.Type, r.WantReply, r.Payload)
+	r.Reply(ok && err == nil, nil)
+	c.gateOnce.Do(func() { close(c.gate) })
+}
+
+// deny answers a refused program the legible way: success, the reason on
+// stderr, exit status 126, and the channel closed.
+func (c *channel) deny(r *ssh.Request, cmd *l7.Command) {
+	c.denied = true
+	r.Reply(true, nil)
+	reason := cmd.Decision.Reason
+	if reason == "" {
+		reason = "denied"
+	}
+	fmt.Fprintf(c.down.Stderr(), "loopgate: %s%s", reason, c.newline())
+	c.down.SendRequest("exit-status", false, ssh.Marshal(exitStatus{126}))
+	c.down.CloseWrite()
+	c.down.Close()
+	c.up.Close()
+}
+
+// newline ends a line loopgate writes to the agent: a terminal (pty)
+// needs the carriage return.
+func (c *channel) newline() string {
+	if c.pty != nil {
+		return "\r\n"
+	}
+	return "\n"
+}
+
+// startOutput starts copying the target's stdout and stderr to the agent,
+// each through its own masker; when both end the agent gets EOF.
+func (c *channel) startOutput() {
+	var outs sync.WaitGroup
+	c.pumps.Add(1)
+	outs.Go(func() {
+		n, _ := io.Copy(c.outputWriter(c.down, c.cast), c.up)
+		c.out.Add(n)
+	})
+	outs.Go(func() {
+		n, _ := io.Copy(c.outputWriter(c.down.Stderr(), c.cast), c.up.Stderr())
+		c.errOut.Add(n)
+	})
+	go func() {
+		defer c.pumps.Done()
+		outs.Wait()
+		c.down.CloseWrite()
+	}()
+}
+
+// stdin copies the agent's input upstream once the gate opens, then
+// passes on its EOF.
+func (c *channel) stdin() {
+	select {
+	case <-c.gate:
+	case <-c.done:
+		return
+	}
+	n, _ := io.Copy(c.up, c.down)
+	c.in.Add(n)
+	c.up.CloseWrite()
+}
+
+// upstreamRequests relays the target's requests (exit-status,
+// exit-signal, eow@openssh.com) until its channel closes, then closes the
+// agent's after the output is through: exit status before close, never
+// made up.
+func (c *channel) upstreamRequests(reqs <-chan *ssh.Request) {
+	for r := range reqs {
+		switch r.Type {
+		case "keepalive@openssh.com":
+			r.Reply(false, nil)
+			continue
+		case "exit-status":
+			var e exitStatus
+			if ssh.Unmarshal(r.Payload, &e) == nil {
+				c.setExit(fmt.Sprintf("exit %d", e.Status))
+			}
+		case "exit-signal":
+			var e exitSignal
+			if ssh.Unmarshal(r.Payload, &e) == nil {
+				c.setExit("signal " + e.Signal)
+			}
+		}
+		ok, err := c.down.SendRequest(r.Type, r.WantReply, r.Payload)
+		r.Reply(ok && err == nil, nil)
+	}
+	c.pumps.Wait()
+	c.down.Close()
+	c.finish()
+}
+
+func (c *channel) setExit(s string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.exit = s
+}
+
+// finish records how the program ended.
+func (c *channel) finish() {
+	if c.cast != nil {
+		c.cast.Close()
+	}
+	if c.kind == "" {
+		return
+	}
+	c.mu.Lock()
+	exit := c.exit
+	c.mu.Unlock()
+	res := struct {
+		Exit   string `json:"exit"`
+		Stdin  int64  `json:"stdin_bytes"`
+		Stdout int64  `json:"stdout_bytes"`
+		Stderr int64  `json:"stderr_bytes"`
+	}{exit, c.in.Load(), c.out.Load(), c.errOut.Load()}
+	if exit == "" {
+		res.Exit = "unknown" // the target closed without saying
+	}
+	js, _ := json.Marshal(res)
+	c.s.RecordAsync(event.Event{Kind: event.KindResult, Text: c.text, Params: string(js), Tag: res.Exit,
+		Duration: time.Since(c.started), Bytes: res.Stdin + res.Stdout + res.Stderr})
+}
+
+// rejectLike refuses an agent's channel the way the target refused ours.
+func rejectLike(nc ssh.NewChannel, err error) {
+	if oe, ok := err.(*ssh.OpenChannelError); ok {
+		nc.Reject(oe.Reason, oe.Message)
+		return
+	}
+	nc.Reject(ssh.ConnectionFailed, "loopgate: target refused the channel")
+}

@@ -1,0 +1,272 @@
+package ssh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/policy"
+	"github.com/loopgate/loopgate/store/event"
+)
+
+// Handler serves SSH sessions. It is safe for concurrent use; one Handler
+// serves every ssh target.
+type Handler struct {
+	// Dir holds the host and user CA keys (HostCAFile, UserCAFile),
+	// created on first use: the daemon's state directory.
+	Dir string
+	// Verifier checks OIDC tokens workloads present as their password;
+	// nil refuses workloads that need one.
+	Verifier *policy.Verifier
+	// MaskKey keys the hash masking mode.
+	MaskKey []byte
+	// DialTimeout bounds the upstream dial and login; 0 means 15 seconds.
+	DialTimeout time.Duration
+	// LoginTimeout bounds the agent's handshake; 0 means 30 seconds.
+	LoginTimeout time.Duration
+
+	once    sync.Once
+	initErr error
+	userCA  *CA
+	hosts   *hostKeys
+}
+
+func (h *Handler) init() error {
+	h.once.Do(func() {
+		hostCA, err := LoadOrCreateCA(filepath.Join(h.Dir, HostCAFile))
+		if err != nil {
+			h.initErr = err
+			return
+		}
+		if h.userCA, err = LoadOrCreateCA(filepath.Join(h.Dir, UserCAFile)); err != nil {
+			h.initErr = err
+			return
+		}
+		h.hosts, h.initErr = newHostKeys(hostCA)
+	})
+	return h.initErr
+}
+
+// countingConn counts bytes read and written.
+type countingConn struct {
+	net.Conn
+	read, written atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// loginInfo is what the agent asked for at login, for the record.
+type loginInfo struct {
+	User    string `json:"user"`
+	Method  string `json:"method"`
+	Version string `json:"client_version"`
+	KeyID   string `json:"cert_key_id,omitempty"`
+	Serial  uint64 `json:"cert_serial,omitempty"`
+	Until   string `json:"cert_valid_before,omitempty"`
+	HostKey string `json:"target_host_key,omitempty"`
+}
+
+// Serve runs one SSH session: the agent's handshake with a host
+// certificate for the target, a login upstream with the daemon's
+// credentials, then each channel bridged under policy.
+func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.Result, error) {
+	client := &countingConn{Conn: conn}
+	result := func() l7.Result { return l7.Result{BytesUp: client.read.Load(), BytesDown: client.written.Load()} }
+	if err := h.init(); err != nil {
+		return result(), err
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	lt := h.LoginTimeout
+	if lt == 0 {
+		lt = 30 * time.Second
+	}
+	conn.SetDeadline(time.Now().Add(lt))
+
+	sub := s.Subject
+	cfg := s.Policy()
+	hostSigner, err := h.hosts.signer(HostPrincipals(sub.Target.Addresses, sub.OrigDst.Addr()))
+	if err != nil {
+		return result(), err
+	}
+	var method string
+	var tokenErr error
+	sc := &ssh.ServerConfig{ServerVersion: "SSH-2.0-loopgate", MaxAuthTries: 3}
+	if w, ok := cfg.WorkloadByName(sub.Workload); ok && w.Token != nil {
+		// The workload's OIDC token is its password; nothing else logs in.
+		sc.PasswordCallback = func(_ ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
+			method = "password (oidc token)"
+			if err := cfg.Authenticate(ctx, h.Verifier, sub, string(pw)); err != nil {
+				tokenErr = err
+				return nil, fmt.Errorf("oidc token refused: %w", err)
+			}
+			tokenErr = nil
+			return nil, nil
+		}
+	} else {
+		// Identity comes from the kernel: the first offer is accepted.
+		sc.NoClientAuth = true
+		sc.NoClientAuthCallback = func(ssh.ConnMetadata) (*ssh.Permissions, error) { method = "none"; return nil, nil }
+		sc.PublicKeyCallback = func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
+			method = "publickey " + ssh.FingerprintSHA256(k)
+			return nil, nil
+		}
+		sc.PasswordCallback = func(ssh.ConnMetadata, []byte) (*ssh.Permissions, error) { method = "password"; return nil, nil }
+	}
+	sc.AddHostKey(hostSigner)
+	sconn, chans, reqs, err := ssh.NewServerConn(client, sc)
+	if err != nil {
+		if tokenErr != nil {
+			msg := "loopgate: OIDC token refused: " + tokenErr.Error()
+			d := policy.Decision{Action: policy.Deny, Reason: msg}
+			s.Record(ctx, event.Event{Kind: event.KindDecision, Text: "login", Decision: string(d.Action), Error: msg})
+			return result(), &l7.DeniedError{Decision: d}
+		}
+		return result(), fmt.Errorf("agent handshake: %w", err)
+	}
+	defer sconn.Close()
+	conn.SetDeadline(time.Time{})
+	info := loginInfo{User: sconn.User(), Method: method, Version: string(sconn.ClientVersion())}
+
+	// Session admission, then the upstream login. Until both pass, every
+	// channel is refused with the reason (the agent's ssh prints it).
+	login := &l7.Command{Kind: event.KindDecision, Text: "login " + info.User, Decision: cfg.Admit(sub)}
+	var up *upstream
+	refusal := ""
+	if err := s.Authorize(ctx, login); err != nil {
+		refusal = "the session could not be recorded"
+	} else if login.Decision.Action != policy.Allow {
+		refusal = login.Decision.Reason
+	} else {
+		keyID := fmt.Sprintf("loopgate:%s:%s", s.ID, sub.Workload)
+		up, err = h.dial(ctx, sub.Target, sub.OrigDst.String(), keyID, h.extensions(s))
+		if err != nil {
+			s.Log.Error("upstream login failed", "err", err)
+			refusal = "cannot reach the target"
+			s.Record(ctx, event.Event{Kind: event.KindNote, Text: "upstream login", Error: err.Error()})
+		} else {
+			defer up.client.Close()
+			if up.cert != nil {
+				info.KeyID, info.Serial, info.Until = up.cert.KeyID, up.cert.Serial, up.cert.ValidBefore.UTC().Format(time.RFC3339)
+			}
+			info.HostKey = up.hostKey
+		}
+	}
+	js, _ := json.Marshal(info)
+	s.RecordAsync(event.Event{Kind: event.KindNote, Text: "ssh login", Params: string(js)})
+
+	b := &bridge{h: h, s: s, up: up, agent: sconn}
+	var wg sync.WaitGroup
+	wg.Go(func() { b.globalRequests(reqs) })
+	if up != nil {
+		// The target hung up: end the agent's connection too.
+		wg.Go(func() { up.client.Wait(); sconn.Close() })
+	}
+	for nc := range chans {
+		if refusal != "" {
+			nc.Reject(ssh.Prohibited, "loopgate: "+refusal)
+			continue
+		}
+		switch nc.ChannelType() {
+		case "session":
+			wg.Go(func() { b.session(ctx, nc) })
+		case "direct-tcpip":
+			wg.Go(func() { b.directTCPIP(ctx, nc) })
+		default:
+			// x11, auth-agent@openssh.com, direct-streamlocal@openssh.com:
+			// no rule names them.
+			s.RecordAsync(event.Event{Kind: event.KindDecision, Text: "channel " + nc.ChannelType(), Decision: string(policy.Deny),
+				Error: "channel type refused"})
+			nc.Reject(ssh.Prohibited, "loopgate: channel type "+nc.ChannelType()+" refused")
+		}
+	}
+	// The agent hung up.
+	if up != nil {
+		up.client.Close()
+	}
+	b.closeAll()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return result(), context.Cause(ctx)
+	}
+	if refusal != "" && login.Decision.Action != policy.Allow {
+		return result(), &l7.DeniedError{Decision: login.Decision}
+	}
+	return result(), nil
+}
+
+// extensions are the certificate extensions policy grants this session:
+// permit-pty only if shells may run, permit-port-forwarding only if
+// forwards may; never agent or X11 forwarding or user rc.
+func (h *Handler) extensions(s *l7.Session) []string {
+	var ext []string
+	if s.Check(ClassShell).Action != policy.Deny {
+		ext = append(ext, "permit-pty")
+	}
+	if s.Check(ClassForward).Action != policy.Deny {
+		ext = append(ext, "permit-port-forwarding")
+	}
+	return ext
+}
+
+// bridge is one agent connection's state. mu guards chans.
+type bridge struct {
+	h     *Handler
+	s     *l7.Session
+	up    *upstream
+	agent *ssh.ServerConn
+
+	mu    sync.Mutex
+	chans []ssh.Channel
+}
+
+// track remembers an open channel pair so closeAll can end it.
+func (b *bridge) track(chs ...ssh.Channel) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.chans = append(b.chans, chs...)
+}
+
+func (b *bridge) closeAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.chans {
+		c.Close()
+	}
+}
+
+// globalRequests answers the agent's global requests locally: keepalives
+// get a reply (OpenSSH only needs one), remote forwards are refused (no
+// rule names them), and nothing is forwarded.
+func (b *bridge) globalRequests(reqs <-chan *ssh.Request) {
+	for r := range reqs {
+		switch r.Type {
+		case "keepalive@openssh.com", "no-more-sessions@openssh.com":
+		case "tcpip-forward", "streamlocal-forward@openssh.com":
+			b.s.RecordAsync(event.Event{Kind: event.KindDecision, Text: r.Type, Decision: string(policy.Deny),
+				Error: "remote forwarding refused"})
+		}
+		r.Reply(false, nil)
+	}
+}
+
+var errNoUpstream = errors.New("no upstream")
