@@ -20,6 +20,9 @@ var Classes = map[string][]string{
 	ProtocolTCP: {"connect"},
 	ProtocolPostgres: {"read", "write", "unbounded-write", "ddl", "drop", "copy", "copy-program",
 		"server-file", "privilege", "set-role", "procedural", "transaction", "session", "unknown"},
+	// SSH classes are policy/shellclass's: exec lines are read, write,
+	// privilege or unknown; shell is a pty shell; file-read/file-write are
+	// SFTP operations and legacy scp; forward is direct-tcpip.
 	ProtocolSSH:  {"read", "write", "privilege", "shell", "file-read", "file-write", "forward", "unknown"},
 	ProtocolHTTP: {"read", "write", "delete", "unknown"},
 }
