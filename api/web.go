@@ -5,9 +5,11 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,7 +28,11 @@ import (
 //go:embed web/*
 var webFS embed.FS
 
-var pages = template.Must(template.ParseFS(webFS, "web/*.html"))
+// pages are the page templates; "when" (parts.html) shows a when, and the
+// whenNow function makes one of a time.
+var pages = template.Must(template.New("").Funcs(template.FuncMap{
+	"whenNow": func(t time.Time) when { return whenOf(t, time.Now()) },
+}).ParseFS(webFS, "web/*.html"))
 
 const cookieName = "lg_session"
 
@@ -122,13 +128,21 @@ func (s *Server) webRoutes(mux *http.ServeMux) {
 	})
 }
 
+// maxListed is how many sessions the page lists at once.
+const maxListed = 50
+
 type indexData struct {
 	Name     string
 	CSRF     string
-	Pending  []policy.Request
-	Sessions []store.View
+	Now      when
+	Pending  []pendingView
+	Sessions []sessionRow
+	// Older links to the next page of sessions back in time ("": none).
+	Older    string
+	Filter   filterView
 	Learned  []event.LearnedColumn
 	Message  string
+	StoreErr string
 }
 
 func (s *Server) webIndex(w http.ResponseWriter, r *http.Request) {
@@ -138,11 +152,68 @@ func (s *Server) webIndex(w http.ResponseWriter, r *http.Request) {
 		pages.ExecuteTemplate(w, "login.html", map[string]string{"Message": r.URL.Query().Get("m")})
 		return
 	}
-	d := indexData{Name: ws.name, CSRF: ws.csrf, Pending: s.Broker.Pending(), Message: r.URL.Query().Get("m")}
+	now := time.Now()
+	q := r.URL.Query()
+	d := indexData{Name: ws.name, CSRF: ws.csrf, Now: whenOf(now, now), Message: q.Get("m")}
+	d.Filter = filterView{Workload: q.Get("workload"), Target: q.Get("target"), Outcome: q.Get("outcome"), Outcomes: outcomes}
+	d.Filter.Active = d.Filter.Workload != "" || d.Filter.Target != "" || d.Filter.Outcome != ""
+	if s.Policy != nil {
+		if cfg := s.Policy(); cfg != nil {
+			for _, x := range cfg.Workloads {
+				d.Filter.Workloads = append(d.Filter.Workloads, x.Name)
+			}
+			for _, x := range cfg.Targets {
+				d.Filter.Targets = append(d.Filter.Targets, x.Name)
+			}
+		}
+	}
+	d.Filter.Workloads = withChoice(d.Filter.Workloads, d.Filter.Workload)
+	d.Filter.Targets = withChoice(d.Filter.Targets, d.Filter.Target)
+	d.Filter.Outcomes = withChoice(d.Filter.Outcomes, d.Filter.Outcome)
+	for _, req := range s.Broker.Pending() {
+		p := pendingView{Request: req, Asked: whenOf(req.Created, now), Expires: whenOf(req.Expires, now)}
+		if s.Store != nil {
+			// Twice the rows shown, and one more: a command and its
+			// result are two events.
+			n := 2*maxEarlier + 1
+			evs, err := s.Store.SessionEventWindow(r.Context(), req.SessionID, store.EventWindow{Last: true, N: n, Kinds: earlierKinds})
+			if err != nil {
+				p.EarlierErr = err.Error()
+			} else {
+				var rows []cmdRow
+				rows, p.More = earlier(req, evs, len(evs) == n, now)
+				p.Earlier = tableOf(rows)
+			}
+		}
+		d.Pending = append(d.Pending, p)
+	}
 	if s.Store != nil {
-		recent, _ := s.Store.RecentSessions(r.Context(), 20)
-		for _, x := range recent {
-			d.Sessions = append(d.Sessions, x.View())
+		f := store.Filter{Workload: d.Filter.Workload, Target: d.Filter.Target, Outcome: d.Filter.Outcome}
+		if b := q.Get("before"); b != "" {
+			t, err := time.Parse(time.RFC3339Nano, b)
+			if err != nil {
+				http.Error(w, "before must be an RFC 3339 time", http.StatusBadRequest)
+				return
+			}
+			f.Until = t
+		}
+		recent, err := s.Store.LatestSessions(r.Context(), f, maxListed+1)
+		if err != nil {
+			d.StoreErr = err.Error()
+		}
+		for i, x := range recent {
+			if i == maxListed {
+				older := url.Values{}
+				for k, v := range map[string]string{"workload": f.Workload, "target": f.Target, "outcome": f.Outcome} {
+					if v != "" {
+						older.Set(k, v)
+					}
+				}
+				older.Set("before", recent[i-1].Started.UTC().Format(time.RFC3339Nano))
+				d.Older = "/ui/?" + older.Encode()
+				break
+			}
+			d.Sessions = append(d.Sessions, sessionRowOf(x, now))
 		}
 		d.Learned, _ = s.Store.LearnedColumns(r.Context())
 	}
@@ -217,16 +288,59 @@ func (s *Server) webStream(w http.ResponseWriter, r *http.Request) {
 	s.stream(w, r, false)
 }
 
+// maxSessionRows is how many events the session view reads at once.
+const maxSessionRows = 500
+
+type sessionData struct {
+	ID      string
+	Session *sessionRow
+	Ended   when
+	Rows    cmdTable
+	// Next links to the session's following events ("": none).
+	Next string
+	// Paged says the page starts after the session's first events.
+	Paged bool
+}
+
 func (s *Server) webSession(w http.ResponseWriter, r *http.Request) {
 	secureHeaders(w)
 	if s.web.get(r) == nil {
 		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 		return
 	}
-	evs, err := s.Store.SessionEvents(r.Context(), r.PathValue("id"))
+	if s.Store == nil {
+		http.Error(w, "no store", http.StatusServiceUnavailable)
+		return
+	}
+	id, now := r.PathValue("id"), time.Now()
+	d := sessionData{ID: id}
+	x, err := s.Store.Session(r.Context(), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		http.Error(w, "no session "+id, http.StatusNotFound)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	row := sessionRowOf(x, now)
+	d.Session, d.Ended = &row, whenOf(x.Ended, now)
+	var after int64
+	if a := r.URL.Query().Get("after"); a != "" {
+		if after, err = strconv.ParseInt(a, 10, 64); err != nil || after < 0 {
+			http.Error(w, "after must be an event number", http.StatusBadRequest)
+			return
+		}
+		d.Paged = true
+	}
+	evs, err := s.Store.SessionEventWindow(r.Context(), id, store.EventWindow{After: after, N: maxSessionRows})
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	pages.ExecuteTemplate(w, "session.html", map[string]any{"ID": r.PathValue("id"), "Events": evs})
+	if len(evs) == maxSessionRows {
+		d.Next = "/ui/sessions/" + url.PathEscape(id) + "?after=" + strconv.FormatInt(evs[len(evs)-1].Seq, 10)
+	}
+	d.Rows = tableOf(joinCommands(evs, now))
+	pages.ExecuteTemplate(w, "session.html", d)
 }
