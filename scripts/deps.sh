@@ -11,7 +11,7 @@ pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok inst
 # man-db the man(1) it uses to resolve Documentation=.
 for p in clang llvm libbpf-dev iproute2 curl util-linux procps ca-certificates gcc libc6-dev chromium \
 	postgresql-15 postgresql-client-15 pgbouncer pgpool2 python3-psycopg2 \
-	systemd man-db; do
+	systemd man-db openssh-server openssh-client rsync; do
 	pkg "$p" || need="$need $p"
 done
 

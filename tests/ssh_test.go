@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	l7ssh "github.com/loopgate/loopgate/l7/ssh"
 	"github.com/loopgate/loopgate/tests/lgtest"
@@ -26,6 +28,7 @@ type sshSetup struct {
 	socket     string
 	knownHosts string // the agent's: @cert-authority
 	shared     string // readable by nobody
+	userCA     *l7ssh.CA
 }
 
 // newSSHSetup starts sshd (with extra config lines) and the daemon.
@@ -69,6 +72,7 @@ workloads:
   - {name: agent, cgroup: %s/agent}
   - {name: reader, cgroup: %s/reader}
   - {name: careful, cgroup: %s/careful}
+  - {name: admin, cgroup: %s/admin}
 rules:
   - id: agent-box
     workloads: [agent]
@@ -85,8 +89,13 @@ rules:
     allow: [read]
     approve: [write]
     approvers: [root]
+  - id: admin-box
+    workloads: [admin]
+    targets: [box]
+    allow: [read, write, privilege, shell, file-read, file-write, forward, unknown]
 `, lgtest.FreePort(t), filepath.Join(dir, "loopgate.db"), lgtest.PinDir(t), cg, s.socket, apiGroup,
-		sshd.Addr(), lgtest.SSHUser, targetKH, cg, cg, cg))
+		sshd.Addr(), lgtest.SSHUser, targetKH, cg, cg, cg, cg))
+	s.userCA = userCA
 	s.daemon = lgtest.StartDaemon(t, s.cfg)
 	return s
 }
@@ -203,6 +212,106 @@ func TestSSHExec(t *testing.T) {
 	t.Run("certificate in sshd's log", func(t *testing.T) {
 		if !strings.Contains(s.sshd.Log(), `Accepted certificate ID "loopgate:`) || !strings.Contains(s.sshd.Log(), ":agent\" (serial") {
 			t.Errorf("sshd log lacks the certificate:\n%s", s.sshd.Log())
+		}
+	})
+}
+
+// directArgs are ssh options for reaching sshd directly, bypassing
+// loopgate (a run outside any workload): a key with a certificate from the
+// user CA, and the target's own host key. For comparisons and benchmarks.
+func (s *sshSetup) directArgs(t testing.TB) []string {
+	t.Helper()
+	key := filepath.Join(s.shared, "direct_ed25519")
+	if _, err := os.Stat(key); err != nil {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v %s", err, out)
+		}
+		if out, err := exec.Command("ssh-keygen", "-q", "-s", s.userCA.File, "-I", "direct", "-n", lgtest.SSHUser, "-V", "-5m:+2h", key+".pub").CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen -s: %v %s", err, out)
+		}
+		for _, f := range []string{key, key + ".pub", key + "-cert.pub"} {
+			os.Chown(f, 65534, 65534)
+		}
+		os.WriteFile(filepath.Join(s.shared, "direct_known_hosts"), []byte(fmt.Sprintf("[127.0.0.1]:%s %s\n", s.port, s.sshd.HostKeyPub)), 0o644)
+	}
+	return []string{"-F", "none", "-i", key, "-o", "UserKnownHostsFile=" + filepath.Join(s.shared, "direct_known_hosts"),
+		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+		"-o", "IdentitiesOnly=yes"}
+}
+
+// direct runs args as nobody outside every workload (not redirected).
+func (s *sshSetup) direct(t testing.TB, stdin []byte, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s: %v", args[0], err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// TestSSHPolicy checks decisions: rm -rf / and its evasions under a rule
+// that allows only read, and an exec held for approval.
+func TestSSHPolicy(t *testing.T) {
+	s := newSSHSetup(t)
+	for _, cmd := range []string{"rm -rf /", "'r''m' -rf /", "\\rm -rf /", "$(echo rm) -rf /", "a=rm; $a -rf /", `bash -c "$x"`,
+		"{rm,-rf,/}", "/bin/r? -rf /", "eval rm -rf /", "echo cm0gLXJmIC8K | base64 -d | sh", "ls; rm -rf /", "find / -exec rm {} +"} {
+		t.Run(cmd, func(t *testing.T) {
+			_, stderr, code := s.ssh(t, "reader", nil, nil, cmd)
+			if code != 126 || !(strings.Contains(stderr, "loopgate: unknown denied by rule reader-box") ||
+				strings.Contains(stderr, "loopgate: write denied by rule reader-box")) {
+				t.Errorf("code %d stderr %q", code, stderr)
+			}
+		})
+	}
+	t.Run("approved exec", func(t *testing.T) {
+		file := filepath.Join(s.sshd.UserDir, "approved")
+		type res struct {
+			stderr string
+			code   int
+		}
+		done := make(chan res, 1)
+		go func() {
+			_, stderr, code := s.ssh(t, "careful", []byte("queued stdin\n"), nil, "touch "+file)
+			done <- res{stderr, code}
+		}()
+		var id string
+		lgtest.Eventually(t, 20*time.Second, "a pending approval", func() bool {
+			out, _ := s.cliAs(t, 0, "approvals", "list", "--json")
+			for _, line := range strings.Split(out, "\n") {
+				var a approvalJSON
+				if json.Unmarshal([]byte(line), &a) == nil && a.State == "pending" {
+					if a.Command != "touch "+file || a.Class != "write" || a.Rule != "careful-box" {
+						t.Errorf("request %+v", a)
+					}
+					id = a.ID
+					return true
+				}
+			}
+			return false
+		})
+		if _, err := os.Stat(file); err == nil {
+			t.Fatal("the command ran before it was approved")
+		}
+		if out, code := s.cliAs(t, 0, "approvals", "approve", id); code != 0 {
+			t.Fatalf("approve: %d %s", code, out)
+		}
+		r := <-done
+		if r.code != 0 || !strings.Contains(r.stderr, "loopgate: waiting for approval "+id) {
+			t.Errorf("code %d stderr %q", r.code, r.stderr)
+		}
+		if _, err := os.Stat(file); err != nil {
+			t.Errorf("approved command did not run: %v", err)
 		}
 	})
 }
