@@ -28,11 +28,12 @@ func TestImportRules(t *testing.T) {
 		"l7/postgres":       {"l7", "policy", "policy/mask", "policy/sqlclass", "policy/sqlpolicy", "store/event"},
 		"l7/ssh": {"l7", "policy", "policy/mask", "policy/shellclass", "store/event",
 			"l7/ssh/sftpwire", "l7/ssh/cast"},
-		"api": {"policy", "store", "store/event"},
+		"l7/http": {"l7", "policy", "policy/mask", "store/event"},
+		"api":     {"policy", "store", "store/event"},
 		// cmd wires everything together; it is listed so a new package
 		// must be placed on purpose.
 		"cmd/loopgate": {"bpf", "intercept", "policy", "policy/mask", "policy/sqlclass", "policy/sqlpolicy", "store", "store/event",
-			"l7", "l7/tcp", "l7/postgres", "l7/ssh", "l7/ssh/cast", "l7/ssh/sftpwire", "policy/shellclass", "api"},
+			"l7", "l7/tcp", "l7/postgres", "l7/ssh", "l7/ssh/cast", "l7/ssh/sftpwire", "policy/shellclass", "l7/http", "api"},
 		"tests/lgtest": {},
 	}
 	// No cgo SQLite in protocol packages.
@@ -41,6 +42,7 @@ func TestImportRules(t *testing.T) {
 		"l7/tcp":      {"github.com/mattn/go-sqlite3"},
 		"l7/postgres": {"github.com/mattn/go-sqlite3", "github.com/cilium/ebpf"},
 		"l7/ssh":      {"github.com/mattn/go-sqlite3", "github.com/cilium/ebpf"},
+		"l7/http":     {"github.com/mattn/go-sqlite3", "github.com/cilium/ebpf"},
 		"store/event": {"github.com/mattn/go-sqlite3"},
 		"policy":      {"github.com/mattn/go-sqlite3", "github.com/cilium/ebpf"},
 	}

@@ -102,6 +102,10 @@ type ApprovalSettings struct {
 	// Webhook, if set, receives new and decided requests (JSON with a
 	// Slack-compatible "text").
 	Webhook string
+	// HTTPWait is how long an HTTP request held for approval waits before
+	// it is answered 403 naming the approval (which stays pending for the
+	// agent's retry); default 30s.
+	HTTPWait time.Duration
 }
 
 // APISettings say where the local API listens.
@@ -657,6 +661,7 @@ func (d *decoder) approvals(n *yaml.Node, a *ApprovalSettings) {
 		"timeout":     func(v *yaml.Node) { d.str(v, "timeout", &timeout) },
 		"max_pending": func(v *yaml.Node) { d.str(v, "max_pending", &max) },
 		"webhook":     func(v *yaml.Node) { d.str(v, "webhook", &a.Webhook) },
+		"http_wait":   func(v *yaml.Node) { d.httpWait(v, a) },
 	})
 	if a.Webhook != "" {
 		if u, err := url.Parse(a.Webhook); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {

@@ -5,6 +5,7 @@ import (
 	"path"
 	"regexp"
 	"slices"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -112,4 +113,16 @@ func (d *decoder) httpTarget(n *yaml.Node, t *Target) {
 	if t.TLS.Passthrough && (t.Credentials.Secret() || c.CertFile != "") {
 		d.errorf(n, "target %q: tls: passthrough cannot inject credentials (nothing is opened)", t.Name)
 	}
+}
+
+// httpWait reads approvals: {http_wait: 30s}.
+func (d *decoder) httpWait(n *yaml.Node, a *ApprovalSettings) {
+	var v string
+	d.str(n, "http_wait", &v)
+	t, err := time.ParseDuration(v)
+	if err != nil || t < 100*time.Millisecond || t > 10*time.Minute {
+		d.errorf(n, "approvals: http_wait %q must be a duration from 100ms to 10m", v)
+		return
+	}
+	a.HTTPWait = t
 }

@@ -24,7 +24,7 @@ var Classes = map[string][]string{
 	// privilege or unknown; shell is a pty shell; file-read/file-write are
 	// SFTP operations and legacy scp; forward is direct-tcpip.
 	ProtocolSSH:  {"read", "write", "privilege", "shell", "file-read", "file-write", "forward", "unknown"},
-	ProtocolHTTP: {"read", "write", "delete", "unknown"},
+	ProtocolHTTP: {"read", "write", "delete", "connect", "unknown"},
 }
 
 // Issuer is a trusted OIDC issuer.

@@ -181,12 +181,19 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	pg := &postgres.Handler{Classifier: &sqlclass.Classifier{}, Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey, CA: ca,
 		Learned: learned}
 	defer pg.Close() // after srv.Run: every session has ended
+	// http targets: TLS toward agents with loopgate's CA (runtrust.go).
+	hh, err := httpHandler(cfg, maskKey)
+	if err != nil {
+		return err
+	}
+	defer hh.Close()
 	srv := &l7.Server{
 		Accepters: accepters,
 		Handlers: map[string]l7.Handler{
 			policy.ProtocolTCP:      &tcp.Handler{},
 			policy.ProtocolPostgres: pg,
 			policy.ProtocolSSH:      &l7ssh.Handler{Dir: filepath.Dir(cfg.Store), Verifier: policy.NewVerifier(cfg.OIDC, nil), MaskKey: maskKey},
+			policy.ProtocolHTTP:     hh,
 		},
 		Recorder: db,
 		Log:      d.log,

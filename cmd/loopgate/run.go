@@ -79,6 +79,11 @@ func runWorkload(ctx context.Context, c *cli.Command) error {
 			return cli.Exit(fmt.Sprintf("run: --user: %v", err), 2)
 		}
 	}
+	cleanTrust, err := agentTrust(cmd, cfg) // runtrust.go: CA bundle, placeholders
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("run: %v", err), 2)
+	}
+	defer cleanTrust()
 
 	// The agent always runs in a session of its own, so the operator's
 	// terminal is never its controlling terminal; if stdio has a terminal,
