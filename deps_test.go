@@ -16,7 +16,7 @@ func TestImportRules(t *testing.T) {
 		"bpf":               {},
 		"policy":            {},
 		"policy/sqlclass":   {},
-		"policy/shellclass": {},
+		"policy/shellclass": {"policy"},
 		"policy/mask":       {"policy"},
 		"policy/sqlpolicy":  {"policy", "policy/mask", "policy/sqlclass"},
 		"store/event":       {},

@@ -183,6 +183,9 @@ type Rule struct {
 	Approvers []string
 	// ApprovalsRequired is how many distinct approvers must approve.
 	ApprovalsRequired int
+	// Commands are glob patterns over shell command lines, checked
+	// before classes (ssh targets; see DecideCommand).
+	Commands *CommandPatterns
 	// AsyncRecord lets allowed commands under this rule be forwarded before
 	// their record is durable (record: async). Denials, approvals and
 	// session starts are always durable first. Default: sync, "no record,
@@ -423,6 +426,7 @@ func (d *decoder) rule(n *yaml.Node, cfg *Config) {
 		"deny":               field("deny", &r.Deny),
 		"mask":               field("mask", &r.Mask),
 		"approvers":          field("approvers", &r.Approvers),
+		"commands":           func(v *yaml.Node) { nodes["commands"] = v; r.Commands = d.commands(v) },
 		"approvals_required": func(v *yaml.Node) { nodes["approvals_required"] = v; d.str(v, "approvals_required", &required) },
 		"requests":           func(v *yaml.Node) { nodes["requests"] = v; r.Requests = d.requests(v) },
 		"record": func(v *yaml.Node) {
@@ -489,6 +493,7 @@ func (d *decoder) rule(n *yaml.Node, cfg *Config) {
 			}
 		}
 	}
+	commandPatternsValid(d, at("commands"), &r, protocols)
 	for _, m := range r.Mask {
 		if !cfg.mask(m) {
 			d.errorf(at("mask"), "rule %q: unknown mask %q", r.ID, m)
@@ -506,7 +511,7 @@ func (d *decoder) rule(n *yaml.Node, cfg *Config) {
 		}
 		r.ApprovalsRequired = v
 	}
-	if len(r.Approve) > 0 {
+	if len(r.Approve) > 0 || (r.Commands != nil && len(r.Commands.Approve) > 0) {
 		if r.ApprovalsRequired < 0 {
 			r.ApprovalsRequired = 1
 		}
@@ -561,6 +566,9 @@ type Decision struct {
 	RuleID string
 	// Class is the command class that determined the action.
 	Class string
+	// Pattern is the command pattern that decided (DecideCommand), empty
+	// when classes did.
+	Pattern string
 	// Reason says why, in words fit for the client and the record.
 	Reason            string
 	Masks             []string

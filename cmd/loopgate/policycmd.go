@@ -45,7 +45,9 @@ func explainCommand() *cli.Command {
 		Description: `Decides as the daemon would for a process of --workload talking to --target.
 The command is sorted into classes by the target protocol's classifier (tcp:
 every session is "connect"; postgres: COMMAND is SQL, sent as a simple query,
-and the rule's column masks are checked as the proxy checks them); --class
+and the rule's column masks are checked as the proxy checks them; ssh: COMMAND
+is an exec command line, parsed as bash, and the rule's command patterns are
+applied before its classes); --class
 gives classes directly. --token-file
 verifies an OIDC token as if the workload had presented it (this contacts the
 issuer).`,
@@ -110,6 +112,11 @@ issuer).`,
 					fmt.Printf("parse:    %v\n", ex.Parsed.Err)
 				}
 				classes, d = ex.Parsed.Classes, ex.Decision
+			case t.Protocol == policy.ProtocolSSH:
+				if c.NArg() != 1 {
+					return cli.Exit("explain: give the command as one argument (or --class)", 2)
+				}
+				classes, d = explainShell(cfg, sub, c.Args().First())
 			default:
 				return cli.Exit(fmt.Sprintf("explain: this build has no %s classifier yet; pass --class", t.Protocol), 2)
 			}
