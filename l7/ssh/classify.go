@@ -2,25 +2,38 @@ package ssh
 
 import (
 	"encoding/json"
-	"strings"
+
+	"github.com/loopgate/loopgate/policy/shellclass"
 )
 
 // Command classes of ssh targets (policy.Classes["ssh"]).
 const (
-	ClassRead      = "read"
-	ClassWrite     = "write"
-	ClassPrivilege = "privilege"
-	ClassShell     = "shell"
-	ClassFileRead  = "file-read"
-	ClassFileWrite = "file-write"
-	ClassForward   = "forward"
-	ClassUnknown   = "unknown"
+	ClassRead      = shellclass.Read
+	ClassWrite     = shellclass.Write
+	ClassPrivilege = shellclass.Privilege
+	ClassShell     = shellclass.Shell
+	ClassFileRead  = shellclass.FileRead
+	ClassFileWrite = shellclass.FileWrite
+	ClassForward   = shellclass.Forward
+	ClassUnknown   = shellclass.Unknown
 )
+
+// parsedCommand is one simple command of an exec as recorded.
+type parsedCommand struct {
+	Argv     []string `json:"argv"`
+	Exec     []string `json:"exec,omitempty"`
+	Wrappers []string `json:"wrappers,omitempty"`
+	Redirs   []string `json:"redirs,omitempty"`
+	Classes  []string `json:"classes,omitempty"`
+}
 
 // parsed is what policy sees of an exec command.
 type parsed struct {
-	Argv    [][]string `json:"argv"`
-	Classes []string   `json:"classes"`
+	Commands []parsedCommand `json:"commands"`
+	Classes  []string        `json:"classes"`
+	Error    string          `json:"error,omitempty"`
+
+	res shellclass.Result
 }
 
 // JSON is the parse as recorded (and bound to an approval).
@@ -29,36 +42,23 @@ func (p parsed) JSON() string {
 	return string(b)
 }
 
-// classify parses an exec command. Placeholder until policy/shellclass
-// lands: it is strict (anything it does not fully understand is unknown).
+// classify parses an exec command with a real shell parser: the strictest
+// class of every simple command in it, unknown where it cannot see.
 func classify(cmd string) parsed {
-	if strings.ContainsAny(cmd, "$`;&|<>(){}\\'\"*?[]~\n#=") {
-		return parsed{Classes: []string{ClassUnknown}}
+	r := shellclass.Classify(cmd)
+	p := parsed{Classes: r.Classes, res: r}
+	if r.Err != nil {
+		p.Error = r.Err.Error()
 	}
-	argv := strings.Fields(cmd)
-	if len(argv) == 0 {
-		return parsed{Classes: []string{ClassUnknown}}
-	}
-	p := parsed{Argv: [][]string{argv}}
-	switch argv[0] {
-	case "ls", "cat", "id", "whoami", "uname", "df", "ps", "grep", "head", "tail", "echo", "true", "hostname", "pwd", "date", "wc":
-		p.Classes = []string{ClassRead}
-	case "sudo", "su", "doas", "pkexec":
-		p.Classes = []string{ClassPrivilege}
-	case "scp":
-		p.Classes = []string{ClassWrite}
-		for _, a := range argv[1:] {
-			switch a {
-			case "-f":
-				p.Classes = []string{ClassFileRead}
-			case "-t":
-				p.Classes = []string{ClassFileWrite}
-			}
+	for _, c := range r.Commands {
+		if c.Script {
+			continue
 		}
-	case "sh", "bash", "dash", "zsh", "eval", "xargs", "python", "python3", "perl":
-		p.Classes = []string{ClassUnknown}
-	default:
-		p.Classes = []string{ClassWrite}
+		pc := parsedCommand{Argv: c.Argv, Wrappers: c.Wrappers, Redirs: c.Redirs, Classes: c.Classes}
+		if len(c.Wrappers) > 0 {
+			pc.Exec = c.Exec
+		}
+		p.Commands = append(p.Commands, pc)
 	}
 	return p
 }
