@@ -157,6 +157,7 @@ func (s *Server) webIndex(w http.ResponseWriter, r *http.Request) {
 	d := indexData{Name: ws.name, CSRF: ws.csrf, Now: whenOf(now, now), Message: q.Get("m")}
 	d.Filter = filterView{Workload: q.Get("workload"), Target: q.Get("target"), Outcome: q.Get("outcome"), Outcomes: outcomes}
 	d.Filter.Active = d.Filter.Workload != "" || d.Filter.Target != "" || d.Filter.Outcome != ""
+	protocols := map[string]string{} // by target name
 	if s.Policy != nil {
 		if cfg := s.Policy(); cfg != nil {
 			for _, x := range cfg.Workloads {
@@ -164,6 +165,7 @@ func (s *Server) webIndex(w http.ResponseWriter, r *http.Request) {
 			}
 			for _, x := range cfg.Targets {
 				d.Filter.Targets = append(d.Filter.Targets, x.Name)
+				protocols[x.Name] = x.Protocol
 			}
 		}
 	}
@@ -182,7 +184,7 @@ func (s *Server) webIndex(w http.ResponseWriter, r *http.Request) {
 			} else {
 				var rows []cmdRow
 				rows, p.More = earlier(req, evs, len(evs) == n, now)
-				p.Earlier = tableOf(rows)
+				p.Earlier = tableOf(rows, protocols[req.Target])
 			}
 		}
 		d.Pending = append(d.Pending, p)
@@ -341,6 +343,6 @@ func (s *Server) webSession(w http.ResponseWriter, r *http.Request) {
 	if len(evs) == maxSessionRows {
 		d.Next = "/ui/sessions/" + url.PathEscape(id) + "?after=" + strconv.FormatInt(evs[len(evs)-1].Seq, 10)
 	}
-	d.Rows = tableOf(joinCommands(evs, now))
+	d.Rows = tableOf(joinCommands(evs, now), x.Protocol)
 	pages.ExecuteTemplate(w, "session.html", d)
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -141,10 +142,18 @@ type cmdRow struct {
 type cmdTable struct {
 	Rows                                    []cmdRow
 	Result, Counted, Bytes, Duration, Error bool
+	// ResultName heads the result column: what the protocol calls it.
+	ResultName string
 }
 
-func tableOf(rows []cmdRow) cmdTable {
-	t := cmdTable{Rows: rows}
+// resultNames name a protocol's result column; others say "Result".
+var resultNames = map[string]string{"postgres": "Tag", "ssh": "Exit", "http": "Status"}
+
+func tableOf(rows []cmdRow, protocol string) cmdTable {
+	t := cmdTable{Rows: rows, ResultName: resultNames[protocol]}
+	if t.ResultName == "" {
+		t.ResultName = "Result"
+	}
 	for _, r := range rows {
 		t.Result = t.Result || r.Result != ""
 		t.Counted = t.Counted || r.Rows != ""
@@ -215,7 +224,42 @@ func rowOf(e store.ExportRow, now time.Time) cmdRow {
 	r := cmdRow{Seq: e.Seq, When: whenOf(t, now), Kind: e.Kind, Decision: e.Decision, Rule: e.RuleID,
 		Approval: e.ApprovalID, Text: shownText(e.Text, maxShownText)}
 	fillResult(&r, e)
+	if event.Kind(e.Kind) == event.KindApproval {
+		r.Text = approvalText(e)
+	}
 	return r
+}
+
+// approvalText says what an approval event recorded: its state, and who
+// decided how, from the request it carries (store's approval JSON).
+func approvalText(e store.ExportRow) string {
+	var a struct {
+		Class      string   `json:"class"`
+		ApprovedBy []string `json:"approved_by"`
+		DecidedBy  string   `json:"decided_by"`
+		Reason     string   `json:"reason"`
+		Scope      string   `json:"scope"`
+	}
+	if json.Unmarshal([]byte(e.Params), &a) != nil {
+		return e.Text
+	}
+	var b strings.Builder
+	b.WriteString(e.Text)
+	switch {
+	case a.DecidedBy != "":
+		fmt.Fprintf(&b, " by %s", a.DecidedBy)
+	case len(a.ApprovedBy) > 0:
+		fmt.Fprintf(&b, ", approved so far by %s", strings.Join(a.ApprovedBy, ", "))
+	case e.Text == policy.StatePending && a.Class != "":
+		fmt.Fprintf(&b, ": %s", a.Class)
+	}
+	if a.Scope != "" && e.Text == policy.StateApproved {
+		fmt.Fprintf(&b, " (%s)", a.Scope)
+	}
+	if a.Reason != "" {
+		fmt.Fprintf(&b, ": %s", a.Reason)
+	}
+	return b.String()
 }
 
 // fillResult sets what an event says of a command's outcome.

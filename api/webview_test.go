@@ -87,7 +87,7 @@ func TestJoinCommands(t *testing.T) {
 		// belongs to the next command.
 		ev(8, "command", "SELECT 1", func(r *store.ExportRow) { r.Decision = "deny"; r.Error = "denied" }),
 		ev(9, "command", "SELECT 1", allow),
-		ev(10, "approval", "pending", func(r *store.ExportRow) { r.ApprovalID = "apr_1" }),
+		ev(10, "approval", "pending", func(r *store.ExportRow) { r.ApprovalID = "apr_1"; r.Params = `{"class":"unbounded-write"}` }),
 		ev(11, "result", "SELECT 1", func(r *store.ExportRow) { r.Tag = "SELECT 1"; r.Rows = 1 }),
 		// A kind this page does not know, and an HTTP-like exchange.
 		ev(12, "pty_resize", "80x24", nil),
@@ -113,13 +113,32 @@ func TestJoinCommands(t *testing.T) {
 		{7, "command", "allow", "SELECT 2", "SELECT 1", "1", "", "3 µs", "", "1 min ago"},
 		{8, "command", "deny", "SELECT 1", "", "", "", "", "denied", "1 min ago"},
 		{9, "command", "allow", "SELECT 1", "SELECT 1", "1", "", "", "", "1 min ago"},
-		{10, "approval", "", "pending", "", "", "", "", "", "1 min ago"},
+		{10, "approval", "", "pending: unbo", "", "", "", "", "", "1 min ago"},
 		{12, "pty_resize", "", "80x24", "", "", "", "", "", "1 min ago"},
 		{13, "command", "allow", "GET /v1/items", "200", "", "2.0 KiB", "5 ms", "", "1 min ago"},
 		{14, "result", "", "orphan", "X", "", "", "", "", "1 min ago"},
 	}
 	if d := cmp.Diff(want, lines); d != "" {
 		t.Errorf("rows (-want +got):\n%s", d)
+	}
+}
+
+func TestApprovalText(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, state, params, want string
+	}{
+		{"pending", "pending", `{"class":"write"}`, "pending: write"},
+		{"partly", "pending", `{"approved_by":["ada"]}`, "pending, approved so far by ada"},
+		{"approved", "approved", `{"decided_by":"bob","scope":"session","reason":"ok"}`, "approved by bob (session): ok"},
+		{"expired", "expired", `{"reason":"approval timed out"}`, "expired: approval timed out"},
+		{"not json", "denied", `{`, "denied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := approvalText(store.ExportRow{Kind: "approval", Text: tc.state, Params: tc.params}); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
 
@@ -149,7 +168,7 @@ func TestPagesRender(t *testing.T) {
 	var b strings.Builder
 	d := indexData{Name: "ada", CSRF: "tok", Now: whenOf(now, now), Pending: []pendingView{{
 		Request: policy.Request{ID: "apr_1", SessionID: "s1", Command: "DELETE FROM t", Required: 1},
-		Asked:   whenOf(now, now), Expires: whenOf(now.Add(time.Minute), now), Earlier: tableOf([]cmdRow{cmd}), More: true,
+		Asked:   whenOf(now, now), Expires: whenOf(now.Add(time.Minute), now), Earlier: tableOf([]cmdRow{cmd}, "postgres"), More: true,
 	}}, Filter: filterView{Workload: "agent", Workloads: []string{"agent", "admin"}, Active: true}}
 	if err := pages.ExecuteTemplate(&b, "index.html", d); err != nil {
 		t.Fatal(err)
@@ -162,10 +181,10 @@ func TestPagesRender(t *testing.T) {
 	}
 	b.Reset()
 	row := sessionRow{Outcome: "closed", Lasted: "3 s"}
-	if err := pages.ExecuteTemplate(&b, "session.html", sessionData{ID: "s1", Session: &row, Rows: tableOf([]cmdRow{cmd})}); err != nil {
+	if err := pages.ExecuteTemplate(&b, "session.html", sessionData{ID: "s1", Session: &row, Rows: tableOf([]cmdRow{cmd}, "ssh")}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`<td class="dur num">1.5 ms</td>`, `<td class="err">ERROR: x</td>`, `after 3 s`} {
+	for _, want := range []string{`<th>Exit</th>`, `<td class="dur num">1.5 ms</td>`, `<td class="err">ERROR: x</td>`, `after 3 s`} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("session page lacks %s", want)
 		}

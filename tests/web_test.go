@@ -294,6 +294,13 @@ func TestApprovalWebPage(t *testing.T) {
 		if kinds["command"] != 3 || kinds["result"] != 0 || kinds["decision"] < 1 || kinds["approval"] < 2 {
 			t.Errorf("lines by kind %v: %+v", kinds, rows)
 		}
+		decided := false
+		for _, r := range rows {
+			decided = decided || r.Kind == "approval" && strings.Contains(r.Text, "approved by alice-web") && strings.Contains(r.Text, "looks fine")
+		}
+		if !decided {
+			t.Errorf("no line says who approved and why: %+v", rows)
+		}
 		facts, _ := chromedp.Run(tctx, chromedp.Text(chromedp.CSS("#facts")))
 		if !strings.Contains(facts, "agent") || !strings.Contains(facts, "closed") || !strings.Contains(facts, "after") {
 			t.Errorf("session facts: %s", facts)
