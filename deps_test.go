@@ -33,7 +33,8 @@ func TestImportRules(t *testing.T) {
 		// cmd wires everything together; it is listed so a new package
 		// must be placed on purpose.
 		"cmd/loopgate": {"bpf", "intercept", "policy", "policy/mask", "policy/sqlclass", "policy/sqlpolicy", "store", "store/event",
-			"l7", "l7/tcp", "l7/postgres", "l7/ssh", "l7/ssh/cast", "l7/ssh/sftpwire", "policy/shellclass", "l7/http", "api"},
+			"l7", "l7/tcp", "l7/postgres", "l7/ssh", "l7/ssh/cast", "l7/ssh/sftpwire", "policy/shellclass", "l7/http", "api", "doctor"},
+		"doctor":       {"bpf", "intercept", "policy"},
 		"tests/lgtest": {},
 	}
 	// No cgo SQLite in protocol packages.

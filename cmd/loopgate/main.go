@@ -88,6 +88,7 @@ Start the daemon, then run agents inside a workload:
 			auditCommand(),
 			approvalsCommand(),
 			masksCommand(),
+			doctorCommand(),
 		},
 	}
 }
