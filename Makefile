@@ -18,7 +18,7 @@ build: deps
 # The Debian package, bin/loopgate_<version>_amd64.deb (packaging/; nfpm as a
 # library): binary, systemd unit, conffile, man pages and completions.
 deb: build
-	$(GO) run ./packaging/mkdeb -binary bin/loopgate -version $(VERSION) -out bin
+	$(GO) run ./packaging/mkdeb -binary bin/loopgate -version $(VERSION) -out bin -require-completion
 
 # Rebuild the committed eBPF objects and Go bindings with clang.
 generate: deps
