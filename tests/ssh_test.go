@@ -89,6 +89,7 @@ rules:
     allow: [read]
     approve: [write]
     approvers: [root]
+    commands: {allow: ["mkdir -p /tmp/lg-*"], deny: ["ls /root*"]}
   - id: admin-box
     workloads: [admin]
     targets: [box]
@@ -264,6 +265,14 @@ func TestSSHPolicy(t *testing.T) {
 			}
 		})
 	}
+	t.Run("command patterns before classes", func(t *testing.T) {
+		if _, stderr, code := s.ssh(t, "careful", nil, nil, "mkdir -p /tmp/lg-pattern"); code != 0 {
+			t.Errorf("allowed by pattern: code %d stderr %q", code, stderr)
+		}
+		if _, stderr, code := s.ssh(t, "careful", nil, nil, "ls /root"); code != 126 || !strings.Contains(stderr, "careful-box") {
+			t.Errorf("denied by pattern: code %d stderr %q", code, stderr)
+		}
+	})
 	t.Run("approved exec", func(t *testing.T) {
 		file := filepath.Join(s.sshd.UserDir, "approved")
 		type res struct {

@@ -163,6 +163,8 @@ func (c *channel) program(ctx context.Context, r *ssh.Request) {
 		}
 		pr := classify(p.Command)
 		cmd.Text, cmd.Params, cmd.Classes = p.Command, pr.JSON(), pr.Classes
+		// Command patterns first (deny wins), then classes.
+		cmd.Decision = c.s.Policy().DecideCommand(c.s.Subject, pr.res.Line())
 	case "shell":
 		cmd.Text, cmd.Classes, cmd.Hold = "shell", []string{ClassShell}, true
 		if c.pty != nil {
