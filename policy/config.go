@@ -91,6 +91,8 @@ type Config struct {
 	API APISettings
 	// Limits are the daemon's budgets (limits.go).
 	Limits Limits
+	// Retention is how long the store keeps sessions (retention.go).
+	Retention Retention
 }
 
 // ApprovalSettings bound how commands wait for approvers.
@@ -425,6 +427,7 @@ func (d *decoder) config(root *yaml.Node, cfg *Config) {
 		"approvals":     func(n *yaml.Node) { d.approvals(n, &cfg.Approvals) },
 		"api":           func(n *yaml.Node) { d.api(n, &cfg.API) },
 		"limits":        func(n *yaml.Node) { d.limits(n, &cfg.Limits) },
+		"retention":     func(n *yaml.Node) { d.retention(n, &cfg.Retention) },
 		"listen":        func(n *yaml.Node) { listenNode = n; d.str(n, "listen", &listen) },
 		"store":         func(n *yaml.Node) { d.store(n, cfg) },
 		"bpffs":         func(n *yaml.Node) { d.str(n, "bpffs", &cfg.BPFFSDir) },

@@ -58,6 +58,19 @@ func oneLine(s string) string {
 // for people; text is shortened). Memory stays
 // constant whatever the store's size.
 func (s *DB) Export(ctx context.Context, f Filter, format string, w io.Writer) error {
+	return s.ExportWith(ctx, f, format, w, ExportOptions{})
+}
+
+// ExportOptions tune ExportWith.
+type ExportOptions struct {
+	// Progress, if set, is called now and then from the exporting
+	// goroutine with how far through the log the export is and how far
+	// it goes, in events (of every session, exported or not).
+	Progress func(done, total int64)
+}
+
+// ExportWith is Export with options.
+func (s *DB) ExportWith(ctx context.Context, f Filter, format string, w io.Writer, opts ExportOptions) error {
 	var emit func(*ExportRow) error
 	var flush func() error
 	switch format {
@@ -97,7 +110,14 @@ func (s *DB) Export(ctx context.Context, f Filter, format string, w io.Writer) e
 		return fmt.Errorf("export: %w", err)
 	}
 	defer rows.Close()
+	var first, total int64
+	if opts.Progress != nil {
+		s.db.QueryRowContext(ctx, `SELECT COALESCE(MIN(seq), 1), COALESCE(MAX(seq), 0) FROM events`).Scan(&first, &total)
+		total -= first - 1
+		opts.Progress(0, total)
+	}
 	var r ExportRow
+	var n int64
 	for rows.Next() {
 		if err := rows.Scan(&r.Seq, &r.Time, &r.Session, &r.Workload, &r.Target, &r.PID, &r.UID, &r.Exe,
 			&r.Kind, &r.Text, &r.Params, &r.Decision, &r.RuleID, &r.ApprovalID, &r.Tag, &r.DurationNS, &r.Rows,
@@ -106,6 +126,9 @@ func (s *DB) Export(ctx context.Context, f Filter, format string, w io.Writer) e
 		}
 		if err := emit(&r); err != nil {
 			return err
+		}
+		if n++; opts.Progress != nil && n%progressEvery == 0 {
+			opts.Progress(r.Seq-first+1, total)
 		}
 	}
 	if err := rows.Err(); err != nil {

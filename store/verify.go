@@ -16,7 +16,8 @@ import (
 
 // Problem is the first thing audit verify found wrong.
 type Problem struct {
-	// Kind is edited, deleted, reordered, checkpoint or session.
+	// Kind is edited, deleted, reordered, checkpoint, session or pruned
+	// (a prune mark that does not verify).
 	Kind string `json:"kind"`
 	// Seq is the event concerned (0 if none).
 	Seq    int64  `json:"seq,omitempty"`
@@ -32,11 +33,25 @@ func (p *Problem) Error() string {
 
 // VerifyReport sums up a verification.
 type VerifyReport struct {
-	Events      int64    `json:"events"`
-	Checkpoints int      `json:"checkpoints"`
-	Sessions    int64    `json:"sessions"`
-	Problem     *Problem `json:"problem,omitempty"`
+	Events      int64 `json:"events"`
+	Checkpoints int   `json:"checkpoints"`
+	Sessions    int64 `json:"sessions"`
+	// PrunedThrough is the last event a signed prune mark says was
+	// removed on purpose (store prune); the chain is checked from the
+	// event after it. 0: never pruned.
+	PrunedThrough int64    `json:"pruned_through,omitempty"`
+	Problem       *Problem `json:"problem,omitempty"`
 }
+
+// VerifyOptions tune VerifyWith.
+type VerifyOptions struct {
+	// Progress, if set, is called now and then from the verifying
+	// goroutine with the events checked so far and the number to check.
+	Progress func(done, total int64)
+}
+
+// progressEvery is how many rows pass between calls of a Progress func.
+const progressEvery = 4096
 
 // Verify walks the event chain and checks every hash, every link, every
 // signed checkpoint (with pub; nil uses the key recorded in the store, which
@@ -45,6 +60,13 @@ type VerifyReport struct {
 // matches the events that recorded it. It stops at the first problem. An
 // error is returned only when verification could not run.
 func (s *DB) Verify(ctx context.Context, pub ed25519.PublicKey) (VerifyReport, error) {
+	return s.VerifyWith(ctx, pub, VerifyOptions{})
+}
+
+// VerifyWith is Verify with options. It streams the events: memory does not
+// grow with their number (the signed checkpoints, one per checkpointEvery
+// events, are held).
+func (s *DB) VerifyWith(ctx context.Context, pub ed25519.PublicKey, opts VerifyOptions) (VerifyReport, error) {
 	var rep VerifyReport
 	if pub == nil {
 		var hexPub string
@@ -56,13 +78,36 @@ func (s *DB) Verify(ctx context.Context, pub ed25519.PublicKey) (VerifyReport, e
 			pub = b
 		}
 	}
-	cps, err := s.checkpoints(ctx)
+	mark, err := s.pruneMark(ctx)
+	if err != nil {
+		return rep, err
+	}
+	prev, prevSig := genesis, ""
+	var last int64
+	if mark != nil {
+		// The events and checkpoints up to the mark were removed on
+		// purpose (any a prune left behind are skipped): the chain goes
+		// on from the hash it signed.
+		switch {
+		case pub == nil:
+			rep.Problem = &Problem{Kind: "pruned", Detail: "prune mark present but no public key to check it"}
+		case !mark.Verify(pub):
+			rep.Problem = &Problem{Kind: "pruned", Detail: fmt.Sprintf("prune mark through event %d: bad signature (forged or edited)", mark.EventSeq)}
+		}
+		if prev, err = unhex(mark.Hash); err != nil && rep.Problem == nil {
+			rep.Problem = &Problem{Kind: "pruned", Detail: "prune mark: bad hash"}
+		}
+		if rep.Problem != nil {
+			return rep, nil
+		}
+		prevSig, last, rep.PrunedThrough = mark.CheckpointSig, mark.EventSeq, mark.EventSeq
+	}
+	cps, err := s.checkpoints(ctx, last)
 	if err != nil {
 		return rep, err
 	}
 	rep.Checkpoints = len(cps)
 	bySeq := map[int64]*Checkpoint{}
-	prevSig := ""
 	for _, cp := range cps {
 		switch {
 		case cp.PrevSig != prevSig:
@@ -78,19 +123,23 @@ func (s *DB) Verify(ctx context.Context, pub ed25519.PublicKey) (VerifyReport, e
 		prevSig = cp.Sig
 		bySeq[cp.EventSeq] = cp
 	}
-	if p := s.checkFile(cps); p != nil {
+	if p := s.checkFile(cps, mark); p != nil {
 		rep.Problem = p
 		return rep, nil
 	}
 
+	var total int64
+	if opts.Progress != nil {
+		s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM events`).Scan(&total)
+		total -= last
+		opts.Progress(0, total)
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT seq, session_id, time, kind, text, params, decision, rule_id,
-		approval_id, tag, duration_ns, rows, bytes, error, prev_hash, hash FROM events ORDER BY seq`)
+		approval_id, tag, duration_ns, rows, bytes, error, prev_hash, hash FROM events WHERE seq > ? ORDER BY seq`, last)
 	if err != nil {
 		return rep, fmt.Errorf("read events: %w", err)
 	}
 	defer rows.Close()
-	prev := genesis
-	var last int64
 	for rows.Next() {
 		var (
 			seq           int64
@@ -125,6 +174,9 @@ func (s *DB) Verify(ctx context.Context, pub ed25519.PublicKey) (VerifyReport, e
 		}
 		prev, last = stored, seq
 		rep.Events++
+		if opts.Progress != nil && rep.Events%progressEvery == 0 {
+			opts.Progress(rep.Events, total)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return rep, fmt.Errorf("read events: %w", err)
@@ -171,8 +223,10 @@ func (s *DB) checkSessionRow(ctx context.Context, seq int64, c canonicalEvent) *
 	return nil
 }
 
-func (s *DB) checkpoints(ctx context.Context) ([]*Checkpoint, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, event_seq, hash, time, prev_sig, sig FROM checkpoints ORDER BY id`)
+// checkpoints returns the checkpoints past event after, oldest first.
+func (s *DB) checkpoints(ctx context.Context, after int64) ([]*Checkpoint, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, event_seq, hash, time, prev_sig, sig FROM checkpoints
+		WHERE event_seq > ? ORDER BY id`, after)
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoints: %w", err)
 	}
@@ -188,11 +242,12 @@ func (s *DB) checkpoints(ctx context.Context) ([]*Checkpoint, error) {
 	return out, rows.Err()
 }
 
-// checkFile compares the checkpoint file beside the database with the table.
-func (s *DB) checkFile(cps []*Checkpoint) *Problem {
+// checkFile compares the checkpoint file beside the database with the table
+// (or, for a checkpoint since pruned, with the prune mark).
+func (s *DB) checkFile(cps []*Checkpoint, mark *PruneMark) *Problem {
 	b, err := os.ReadFile(s.path + ".checkpoint")
 	if errors.Is(err, fs.ErrNotExist) {
-		if len(cps) > 0 {
+		if len(cps) > 0 || mark != nil && mark.CheckpointID > 0 {
 			return &Problem{Kind: "checkpoint", Detail: "checkpoint file " + s.path + ".checkpoint is missing"}
 		}
 		return nil
@@ -211,6 +266,13 @@ func (s *DB) checkFile(cps []*Checkpoint) *Problem {
 			}
 			return nil
 		}
+	}
+	if mark != nil && f.ID <= mark.CheckpointID && f.EventSeq <= mark.EventSeq {
+		// Pruned since: the mark signed the last checkpoint removed.
+		if f.ID == mark.CheckpointID && f.Sig != mark.CheckpointSig {
+			return &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d differs from the one the prune mark signed", f.ID)}
+		}
+		return nil
 	}
 	return &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d (event %d) from the checkpoint file is not in the store: checkpoints and events were deleted", f.ID, f.EventSeq)}
 }

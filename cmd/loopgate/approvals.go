@@ -27,23 +27,56 @@ func approvalsCommand() *cli.Command {
 		&cli.StringFlag{Name: "api", Usage: "API base `URL` on loopback TCP (with --token-file) instead of the socket"},
 		&cli.StringFlag{Name: "token-file", Usage: "OIDC bearer token `FILE` for --api"},
 	}
-	withJSON := slices.Concat(conn, []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "one JSON object a line"}})
+	withJSON := slices.Concat(conn, []cli.Flag{jsonFlag()})
 	decide := slices.Concat(conn, []cli.Flag{
 		&cli.StringFlag{Name: "reason", Usage: "why (recorded, and shown to the agent on deny)"}})
 	return &cli.Command{
 		Name:  "approvals",
 		Usage: "list and decide commands waiting for approval",
+		UsageText: usage("loopgate approvals list|watch|show|approve|deny [options] [ID]",
+			"loopgate approvals list",
+			"loopgate approvals approve apr_1f0c --reason \"ticket 42\""),
 		Commands: []*cli.Command{
-			{Name: "list", Usage: "list approval requests (pending by default)", Flags: slices.Concat(withJSON, []cli.Flag{
-				&cli.StringFlag{Name: "state", Value: "pending", Usage: "pending, approved, denied, expired, abandoned or all"}}),
-				Action: listApprovals},
-			{Name: "watch", Usage: "print requests as they arrive and change", Flags: slices.Clone(withJSON), Action: watchApprovals},
-			{Name: "show", Usage: "show one request as JSON", ArgsUsage: "ID", Flags: slices.Clone(conn), Action: showApproval},
-			{Name: "approve", Usage: "approve a request", ArgsUsage: "ID", Flags: slices.Concat(decide, []cli.Flag{
-				&cli.StringFlag{Name: "scope", Value: "once", Usage: "once (this command), session (its class for the rest of the session) or window"},
-				&cli.DurationFlag{Name: "window", Value: 15 * time.Minute, Usage: "with --scope window: how long the workload may run this class on the target"}}),
-				Action: decideApproval(true)},
-			{Name: "deny", Usage: "deny a request", ArgsUsage: "ID", Flags: slices.Clone(decide), Action: decideApproval(false)},
+			{
+				Name: "list", Usage: "list approval requests (pending by default)",
+				UsageText: usage("loopgate approvals list [--state STATE] [--json]",
+					"loopgate approvals list",
+					"loopgate approvals list --state all --json | jq -r .id"),
+				Flags: slices.Concat(withJSON, []cli.Flag{
+					&cli.StringFlag{Name: "state", Value: "pending", Usage: "pending, approved, denied, expired, abandoned or all"}}),
+				Action: listApprovals,
+			},
+			{
+				Name: "watch", Usage: "print requests as they arrive and change",
+				UsageText: usage("loopgate approvals watch [--json]",
+					"loopgate approvals watch",
+					"loopgate approvals watch --json | jq 'select(.state == \"pending\")'"),
+				Flags: slices.Clone(withJSON), Action: watchApprovals,
+			},
+			{
+				Name: "show", Usage: "show one request as JSON",
+				UsageText: usage("loopgate approvals show [--json] ID",
+					"loopgate approvals show apr_1f0c",
+					"loopgate approvals show apr_1f0c --json | jq .command"),
+				Flags: slices.Clone(withJSON), Action: showApproval,
+			},
+			{
+				Name: "approve", Usage: "approve a request",
+				UsageText: usage("loopgate approvals approve [options] ID",
+					"loopgate approvals approve apr_1f0c --reason \"ticket 42\"",
+					"loopgate approvals approve apr_1f0c --scope session",
+					"loopgate approvals approve apr_1f0c --scope window --window 30m"),
+				Flags: slices.Concat(decide, []cli.Flag{
+					&cli.StringFlag{Name: "scope", Value: "once", Usage: "once (this command), session (its class for the rest of the session) or window"},
+					&cli.DurationFlag{Name: "window", Value: 15 * time.Minute, Usage: "with --scope window: how long the workload may run this class on the target"}}),
+				Action: decideApproval(true),
+			},
+			{
+				Name: "deny", Usage: "deny a request",
+				UsageText: usage("loopgate approvals deny [--reason TEXT] ID",
+					"loopgate approvals deny apr_1f0c --reason \"not during the freeze\""),
+				Flags: slices.Clone(decide), Action: decideApproval(false),
+			},
 		},
 	}
 }
@@ -61,7 +94,7 @@ func newAPIClient(ctx context.Context, c *cli.Command) (*apiClient, error) {
 		if f := c.String("token-file"); f != "" {
 			b, err := os.ReadFile(f)
 			if err != nil {
-				return nil, cli.Exit(err.Error(), 2)
+				return nil, cli.Exit(fmt.Sprintf("--token-file: %v", err), exitUsage)
 			}
 			cl.token = strings.TrimSpace(string(b))
 		}
@@ -100,7 +133,7 @@ func (a *apiClient) do(ctx context.Context, method, path string, body any) (*htt
 	}
 	resp, err := a.http.Do(req)
 	if err != nil {
-		return nil, cli.Exit(fmt.Sprintf("api: %v (is the daemon running?)", err), 1)
+		return nil, cli.Exit(fmt.Sprintf("api: %v (is the daemon running?)", err), exitError)
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
@@ -108,7 +141,11 @@ func (a *apiClient) do(ctx context.Context, method, path string, body any) (*htt
 			Error struct{ Code, Message string } `json:"error"`
 		}
 		json.NewDecoder(resp.Body).Decode(&e)
-		return nil, cli.Exit(fmt.Sprintf("api: %s %s (%s)", resp.Status, e.Error.Message, e.Error.Code), 1)
+		code := exitError
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			code = exitDenied // the API refused this caller
+		}
+		return nil, cli.Exit(fmt.Sprintf("api: %s %s (%s)", resp.Status, e.Error.Message, e.Error.Code), code)
 	}
 	return resp, nil
 }
@@ -187,7 +224,7 @@ func watchApprovals(ctx context.Context, c *cli.Command) error {
 
 func showApproval(ctx context.Context, c *cli.Command) error {
 	if c.NArg() != 1 {
-		return cli.Exit("approvals show: want one ID", 2)
+		return usagef(c, "want one approval ID, got %d arguments", c.NArg())
 	}
 	a, err := newAPIClient(ctx, c)
 	if err != nil {
@@ -200,6 +237,9 @@ func showApproval(ctx context.Context, c *cli.Command) error {
 	defer resp.Body.Close()
 	var v any
 	json.NewDecoder(resp.Body).Decode(&v)
+	if c.Bool("json") {
+		return printJSON(os.Stdout, v)
+	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
@@ -208,7 +248,14 @@ func showApproval(ctx context.Context, c *cli.Command) error {
 func decideApproval(approve bool) cli.ActionFunc {
 	return func(ctx context.Context, c *cli.Command) error {
 		if c.NArg() != 1 {
-			return cli.Exit("want one approval ID", 2)
+			return usagef(c, "want one approval ID, got %d arguments", c.NArg())
+		}
+		if approve {
+			switch sc := c.String("scope"); sc {
+			case policy.ScopeOnce, policy.ScopeSession, policy.ScopeWindow:
+			default:
+				return usagef(c, "--scope: want once, session or window, got %q", sc)
+			}
 		}
 		a, err := newAPIClient(ctx, c)
 		if err != nil {

@@ -32,13 +32,18 @@ func daemonCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "daemon",
 		Usage: "run the daemon: attach the redirect, accept, relay and record",
+		UsageText: usage("loopgate daemon [--config FILE] [options]",
+			"loopgate daemon --config /etc/loopgate/loopgate.yaml",
+			"loopgate daemon --log-format json --drain 30s"),
 		Description: `Loads the config, attaches the eBPF programs to every workload cgroup (pinned
 under bpffs so redirection survives a restart and fails closed while the daemon
 is down), listens for redirected connections and records each session.
 
 Signals: SIGTERM/SIGINT stop accepting, drain open sessions (--drain), close the
 store; the pinned programs stay. SIGHUP reloads the config; a bad file keeps
-the old one.`,
+the old one.
+
+With retention: in the config, the store is pruned at start and daily.`,
 		Flags: []cli.Flag{
 			configFlag, logLevelFlag, logFormatFlag,
 			&cli.DurationFlag{Name: "drain", Value: 10 * time.Second, Usage: "how long to let open sessions finish at shutdown"},
@@ -51,7 +56,7 @@ the old one.`,
 func runDaemon(ctx context.Context, c *cli.Command) error {
 	log, err := newLogger(c)
 	if err != nil {
-		return cli.Exit(err.Error(), 2)
+		return cli.Exit(err.Error(), exitUsage)
 	}
 	if addr := os.Getenv("LOOPGATE_PPROF"); addr != "" {
 		// Profiling for developers, on loopback only.
@@ -217,6 +222,9 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	var bg sync.WaitGroup
 	bg.Go(func() { d.background(bgCtx, hup, dnsRefresh, ln6 != nil) })
 	bg.Go(func() { learnRec.run(bgCtx) })
+	retain := &store.Retainer{DB: db, Log: d.log, Every: retentionEvery(),
+		Keep: func() time.Duration { return d.cfg.Load().Retention.Keep }}
+	bg.Go(func() { retain.Run(bgCtx) })
 	if cfg.Approvals.Webhook != "" {
 		wh := &api.Webhook{URL: cfg.Approvals.Webhook, Broker: srv.Broker, Log: d.log}
 		bg.Go(func() { wh.Run(bgCtx) })
@@ -244,6 +252,15 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 	bg.Wait()
 	d.log.Info("daemon stopped; redirection stays pinned (fail closed)")
 	return err
+}
+
+// retentionEvery is how often the daemon prunes by the config's retention:
+// daily, or LOOPGATE_RETENTION_EVERY (a duration, for tests).
+func retentionEvery() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("LOOPGATE_RETENTION_EVERY")); err == nil && d > 0 {
+		return d
+	}
+	return 24 * time.Hour
 }
 
 // background reloads on SIGHUP and re-resolves target names periodically.

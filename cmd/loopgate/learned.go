@@ -87,9 +87,14 @@ func masksCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "masks",
 		Usage: "work with masks the daemon learned",
+		UsageText: usage("loopgate masks learned list|confirm|drop [options]",
+			"loopgate masks learned list"),
 		Commands: []*cli.Command{{
 			Name:  "learned",
 			Usage: "table columns a value detector fired on, masked as columns of the rule",
+			UsageText: usage("loopgate masks learned list|confirm|drop [options]",
+				"loopgate masks learned list --json",
+				"loopgate masks learned confirm agent-app ssn public.users.notes"),
 			Description: `When a mask's detector fires on a result column that is a table column, the
 daemon masks that column for the rule from then on, in every session, as a
 configured column mask would: plain selection is masked in the mask's mode and
@@ -97,10 +102,15 @@ any computation on it is refused. An operator confirms (keeps) or drops each
 one. A dropped column is not learned again when the detector fires on it
 again; confirm brings it back.`,
 			Commands: []*cli.Command{
-				{Name: "list", Usage: "list learned columns", Flags: slices.Concat(conn, []cli.Flag{
-					&cli.BoolFlag{Name: "json", Usage: "one JSON object a line"}}), Action: listLearned},
-				{Name: "confirm", Usage: "keep a learned column masked", ArgsUsage: "RULE MASK TABLE.COLUMN", Flags: slices.Clone(conn), Action: setLearned("confirm")},
-				{Name: "drop", Usage: "stop masking a learned column (and do not learn it again)", ArgsUsage: "RULE MASK TABLE.COLUMN", Flags: slices.Clone(conn), Action: setLearned("drop")},
+				{Name: "list", Usage: "list learned columns",
+					UsageText: usage("loopgate masks learned list [--json]", "loopgate masks learned list", "loopgate masks learned list --json | jq -r .column"),
+					Flags:     slices.Concat(conn, []cli.Flag{jsonFlag()}), Action: listLearned},
+				{Name: "confirm", Usage: "keep a learned column masked", ArgsUsage: "RULE MASK TABLE.COLUMN",
+					UsageText: usage("loopgate masks learned confirm RULE MASK TABLE.COLUMN", "loopgate masks learned confirm agent-app ssn public.users.notes"),
+					Flags:     slices.Clone(conn), Action: setLearned("confirm")},
+				{Name: "drop", Usage: "stop masking a learned column (and do not learn it again)", ArgsUsage: "RULE MASK TABLE.COLUMN",
+					UsageText: usage("loopgate masks learned drop RULE MASK TABLE.COLUMN", "loopgate masks learned drop agent-app ssn public.users.comment"),
+					Flags:     slices.Clone(conn), Action: setLearned("drop")},
 			},
 		}},
 	}
@@ -151,7 +161,7 @@ func listLearned(ctx context.Context, c *cli.Command) error {
 func setLearned(verb string) cli.ActionFunc {
 	return func(ctx context.Context, c *cli.Command) error {
 		if c.NArg() != 3 {
-			return cli.Exit(fmt.Sprintf("masks learned %s: give RULE MASK TABLE.COLUMN", verb), 2)
+			return usagef(c, "give RULE MASK TABLE.COLUMN, got %d arguments", c.NArg())
 		}
 		a, err := newAPIClient(ctx, c)
 		if err != nil {

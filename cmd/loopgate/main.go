@@ -63,7 +63,7 @@ var logFormatFlag = &cli.StringFlag{
 }
 
 func newApp() *cli.Command {
-	return &cli.Command{
+	app := &cli.Command{
 		Name:    "loopgate",
 		Usage:   "privileged-access gateway for unmodified agent loops, enforced in the kernel",
 		Version: version,
@@ -74,9 +74,15 @@ relays to the real target and records every session in SQLite.
 Start the daemon, then run agents inside a workload:
   loopgate daemon --config /etc/loopgate/loopgate.yaml
   loopgate run --workload ci-bot -- ./agent.sh
-  loopgate sessions list`,
-		Flags:                 []cli.Flag{configFlag},
-		EnableShellCompletion: true,
+  loopgate sessions list
+
+Flags go before or after arguments. Every list and show command takes --json
+(field names are stable). Shell completion: loopgate completion bash|zsh|fish.
+
+` + exitCodesHelp,
+		Flags:                           []cli.Flag{configFlag},
+		EnableShellCompletion:           true,
+		ConfigureShellCompletionCommand: configureCompletion,
 		// main prints the error and picks the exit status, never the library.
 		ExitErrHandler: func(context.Context, *cli.Command, error) {},
 		Commands: []*cli.Command{
@@ -89,8 +95,11 @@ Start the daemon, then run agents inside a workload:
 			approvalsCommand(),
 			masksCommand(),
 			doctorCommand(),
+			storeCommand(),
 		},
 	}
+	applyConventions(app)
+	return app
 }
 
 func newLogger(c *cli.Command) (*slog.Logger, error) {
@@ -112,7 +121,7 @@ func newLogger(c *cli.Command) (*slog.Logger, error) {
 func loadConfig(c *cli.Command) (*policy.Config, error) {
 	cfg, err := policy.Load(c.String("config"))
 	if err != nil {
-		return nil, cli.Exit(err.Error(), 2)
+		return nil, cli.Exit(err.Error(), exitUsage)
 	}
 	return cfg, nil
 }

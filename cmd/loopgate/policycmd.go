@@ -16,11 +16,17 @@ func policyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "policy",
 		Usage: "work with config files",
+		UsageText: usage("loopgate policy check|explain [options]",
+			"loopgate policy check /etc/loopgate/loopgate.yaml",
+			"loopgate policy explain --workload ci-bot --target appdb \"DELETE FROM jobs\""),
 		Commands: []*cli.Command{explainCommand(), {
 			Name:      "check",
 			Usage:     "validate a config file; errors name file:line:column",
 			ArgsUsage: "[FILE]",
-			Flags:     []cli.Flag{configFlag},
+			UsageText: usage("loopgate policy check [FILE]",
+				"loopgate policy check",
+				"loopgate policy check ./loopgate.yaml && sudo systemctl reload loopgate"),
+			Flags: []cli.Flag{configFlag},
 			Action: func(ctx context.Context, c *cli.Command) error {
 				path := c.Args().First()
 				if path == "" {
@@ -28,7 +34,7 @@ func policyCommand() *cli.Command {
 				}
 				cfg, err := policy.Load(path)
 				if err != nil {
-					return cli.Exit(err.Error(), 2)
+					return cli.Exit(err.Error(), exitUsage)
 				}
 				fmt.Printf("%s: ok (%d targets, %d workloads)\n", path, len(cfg.Targets), len(cfg.Workloads))
 				return nil
@@ -42,6 +48,9 @@ func explainCommand() *cli.Command {
 		Name:      "explain",
 		Usage:     "print the decision for a command and the rule that made it",
 		ArgsUsage: "[COMMAND]",
+		UsageText: usage("loopgate policy explain --workload NAME --target NAME [--class CLASS]... [COMMAND]",
+			"loopgate policy explain --workload ci-bot --target appdb \"SELECT * FROM users\"",
+			"loopgate policy explain --workload ci-bot --target build-host --class connect"),
 		Description: `Decides as the daemon would for a process of --workload talking to --target.
 The command is sorted into classes by the target protocol's classifier (tcp:
 every session is "connect"; postgres: COMMAND is SQL, sent as a simple query,
@@ -50,7 +59,9 @@ is an exec command line, parsed as bash, and the rule's command patterns are
 applied before its classes); --class
 gives classes directly. --token-file
 verifies an OIDC token as if the workload had presented it (this contacts the
-issuer).`,
+issuer).
+
+Exit status 0 for allow or approve, 3 for deny.`,
 		Flags: []cli.Flag{
 			configFlag,
 			&cli.StringFlag{Name: "workload", Required: true, Usage: "workload `NAME`"},
@@ -65,21 +76,21 @@ issuer).`,
 			}
 			t, ok := cfg.TargetByName(c.String("target"))
 			if !ok {
-				return cli.Exit(fmt.Sprintf("explain: no target %q", c.String("target")), 2)
+				return usagef(c, "--target: no target %q in %s", c.String("target"), cfg.Path)
 			}
 			if _, ok := cfg.WorkloadByName(c.String("workload")); !ok {
-				return cli.Exit(fmt.Sprintf("explain: no workload %q", c.String("workload")), 2)
+				return usagef(c, "--workload: no workload %q in %s", c.String("workload"), cfg.Path)
 			}
 			sub := &policy.Subject{Workload: c.String("workload"), Target: t}
 			if f := c.String("token-file"); f != "" {
 				raw, err := os.ReadFile(f)
 				if err != nil {
-					return cli.Exit(err.Error(), 2)
+					return cli.Exit(fmt.Sprintf("--token-file: %v", err), exitUsage)
 				}
 				v := policy.NewVerifier(cfg.OIDC, nil)
 				if err := cfg.Authenticate(ctx, v, sub, strings.TrimSpace(string(raw))); err != nil {
 					fmt.Printf("decision: deny\nreason:   token refused: %v\n", err)
-					return cli.Exit("", 1)
+					return cli.Exit("", exitDenied)
 				}
 				fmt.Printf("token:    verified, sub %q, groups %v\n", sub.Claims.Subject, sub.Claims.Groups)
 			}
@@ -102,7 +113,7 @@ issuer).`,
 				d = cfg.Decide(sub, classes)
 			case t.Protocol == policy.ProtocolPostgres:
 				if c.NArg() != 1 {
-					return cli.Exit("explain: give the SQL as one argument (or --class)", 2)
+					return usagef(c, "give the SQL as one argument (or --class)")
 				}
 				ex, err := sqlpolicy.Explain(cfg, sub, c.Args().First(), learnedOf)
 				if err != nil {
@@ -118,7 +129,7 @@ issuer).`,
 				}
 				classes, d = explainShell(cfg, sub, c.Args().First())
 			default:
-				return cli.Exit(fmt.Sprintf("explain: this build has no %s classifier yet; pass --class", t.Protocol), 2)
+				return usagef(c, "this build has no %s classifier yet; pass --class", t.Protocol)
 			}
 			if len(d.Masks) > 0 {
 				learnedOf(d.RuleID)
@@ -140,7 +151,7 @@ issuer).`,
 				fmt.Printf("approvers: %s (%d required)\n", strings.Join(d.Approvers, ", "), d.ApprovalsRequired)
 			}
 			if d.Action == policy.Deny {
-				return cli.Exit("", 1)
+				return cli.Exit("", exitDenied)
 			}
 			return nil
 		},

@@ -23,6 +23,9 @@ func runCommand() *cli.Command {
 		Name:      "run",
 		Usage:     "run a command, unmodified, inside a workload cgroup",
 		ArgsUsage: "-- CMD [ARGS...]",
+		UsageText: usage("loopgate run --workload NAME [--user USER] -- CMD [ARGS...]",
+			"loopgate run --workload ci-bot --user ci -- ./agent.sh",
+			"loopgate run -w ci-bot -u nobody -- psql -h db.internal -c 'SELECT 1'"),
 		Description: `Starts CMD directly inside the workload's cgroup (clone3 CLONE_INTO_CGROUP, so
 no socket predates the move), passes stdio, signals and the exit status through.
 Refuses to start anything unless the daemon has the workload's redirect attached.
@@ -34,7 +37,10 @@ the operator's terminal in raw mode until CMD exits. So CMD cannot type into
 the operator's shell (TIOCSTI). ^C and ^Z act on CMD through its pty.
 
 Use --user to drop to an unprivileged user: a root process could leave its
-cgroup or open raw sockets.`,
+cgroup or open raw sockets.
+
+Exit status: CMD's own once it started; 3 when the workload is not enforced
+(the daemon is not running), 2 for a bad flag, 126/127 when CMD cannot start.`,
 		Flags: []cli.Flag{
 			configFlag,
 			&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Usage: "workload `NAME` from the config", Required: true},
@@ -48,7 +54,7 @@ cgroup or open raw sockets.`,
 
 func runWorkload(ctx context.Context, c *cli.Command) error {
 	if c.NArg() == 0 {
-		return cli.Exit("run: no command given (loopgate run --workload NAME -- CMD [ARGS])", 2)
+		return usagef(c, "no command given (loopgate run --workload NAME -- CMD [ARGS])")
 	}
 	cfg, err := loadConfig(c)
 	if err != nil {
@@ -56,7 +62,7 @@ func runWorkload(ctx context.Context, c *cli.Command) error {
 	}
 	w, ok := cfg.WorkloadByName(c.String("workload"))
 	if !ok {
-		return cli.Exit(fmt.Sprintf("run: no workload %q in %s", c.String("workload"), cfg.Path), 2)
+		return usagef(c, "--workload: no workload %q in %s", c.String("workload"), cfg.Path)
 	}
 	mount, err := intercept.Cgroup2Mount()
 	if err != nil {
@@ -64,7 +70,7 @@ func runWorkload(ctx context.Context, c *cli.Command) error {
 	}
 	dir := filepath.Join(mount, w.Cgroup)
 	if err := intercept.Enforced(cfg.BPFFSDir, dir); err != nil {
-		return cli.Exit(fmt.Sprintf("run: workload %q is not enforced (start the daemon first): %v", w.Name, err), 2)
+		return cli.Exit(fmt.Sprintf("run: workload %q is not enforced (start the daemon first): %v", w.Name, err), exitDenied)
 	}
 	args := c.Args().Slice()
 	path, err := exec.LookPath(args[0])
@@ -76,7 +82,7 @@ func runWorkload(ctx context.Context, c *cli.Command) error {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if name := c.String("user"); name != "" {
 		if err := dropTo(cmd, name); err != nil {
-			return cli.Exit(fmt.Sprintf("run: --user: %v", err), 2)
+			return cli.Exit(fmt.Sprintf("run: --user: %v", err), exitUsage)
 		}
 	}
 	cleanTrust, err := agentTrust(cmd, cfg) // runtrust.go: CA bundle, placeholders

@@ -29,16 +29,29 @@ func sessionsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "sessions",
 		Usage: "list and inspect recorded sessions",
+		UsageText: usage("loopgate sessions list|show|export [options]",
+			"loopgate sessions list --workload ci-bot --since 2026-11-30T00:00:00Z",
+			"loopgate sessions export --format csv > sessions.csv"),
 		Commands: []*cli.Command{
 			{
-				Name:   "list",
-				Usage:  "list sessions, oldest first",
-				Flags:  slices.Concat(filterFlags, []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "one JSON object a line"}}),
+				Name:  "list",
+				Usage: "list sessions, oldest first",
+				UsageText: usage("loopgate sessions list [filters] [--json]",
+					"loopgate sessions list",
+					"loopgate sessions list --workload ci-bot --outcome denied",
+					"loopgate sessions list --since 2026-11-30T00:00:00Z --json | jq -r .id"),
+				Flags:  slices.Concat(filterFlags, []cli.Flag{jsonFlag()}),
 				Action: listSessions,
 			},
 			{
 				Name:  "export",
 				Usage: "stream the events of matching sessions as JSON lines or CSV",
+				UsageText: usage("loopgate sessions export [filters] [--format jsonl|csv|text]",
+					"loopgate sessions export > events.jsonl",
+					"loopgate sessions export --workload ci-bot --format csv > ci-bot.csv",
+					"loopgate sessions export --format text | less -S"),
+				Description: `Streams in chain order with constant memory, whatever the store's size. On a
+terminal, a progress bar shows on stderr once it runs past a second.`,
 				Flags: slices.Concat(filterFlags[:len(filterFlags)-1],
 					[]cli.Flag{&cli.StringFlag{Name: "format", Value: "jsonl", Usage: "jsonl, csv or text"}}),
 				Action: exportSessions,
@@ -47,8 +60,11 @@ func sessionsCommand() *cli.Command {
 				Name:      "show",
 				Usage:     "show one session as JSON",
 				ArgsUsage: "ID",
-				Flags:     slices.Clone(filterFlags[:2]),
-				Action:    showSession,
+				UsageText: usage("loopgate sessions show [--json] ID",
+					"loopgate sessions show ses_0b3f",
+					"loopgate sessions show ses_0b3f --json | jq .outcome"),
+				Flags:  slices.Concat(filterFlags[:2], []cli.Flag{jsonFlag()}),
+				Action: showSession,
 			},
 		},
 	}
@@ -64,7 +80,7 @@ func openStore(ctx context.Context, c *cli.Command) (*store.DB, error) {
 		path = cfg.Store
 	}
 	if _, err := os.Stat(path); err != nil {
-		return nil, cli.Exit(fmt.Sprintf("store %s: %v", path, err), 1)
+		return nil, cli.Exit(fmt.Sprintf("store %s: %v", path, err), exitError)
 	}
 	return store.OpenWith(ctx, path, store.Options{Reader: true})
 }
@@ -81,14 +97,22 @@ func filterOf(c *cli.Command) store.Filter {
 }
 
 func exportSessions(ctx context.Context, c *cli.Command) error {
+	switch f := c.String("format"); f {
+	case "jsonl", "csv", "text":
+	default:
+		return usagef(c, "--format: want jsonl, csv or text, got %q", f)
+	}
 	db, err := openStore(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	w := bufio.NewWriter(os.Stdout)
-	if err := db.Export(ctx, filterOf(c), c.String("format"), w); err != nil {
-		return cli.Exit(err.Error(), 2)
+	bar := newProgress(os.Stderr, "export", "events")
+	err = db.ExportWith(ctx, filterOf(c), c.String("format"), w, store.ExportOptions{Progress: bar.update})
+	bar.done()
+	if err != nil {
+		return err
 	}
 	return w.Flush()
 }
@@ -127,7 +151,7 @@ func dash(s string) string {
 
 func showSession(ctx context.Context, c *cli.Command) error {
 	if c.NArg() != 1 {
-		return cli.Exit("sessions show: want exactly one session ID", 2)
+		return usagef(c, "want one session ID, got %d arguments", c.NArg())
 	}
 	db, err := openStore(ctx, c)
 	if err != nil {
@@ -136,7 +160,10 @@ func showSession(ctx context.Context, c *cli.Command) error {
 	defer db.Close()
 	s, err := db.Session(ctx, c.Args().First())
 	if err != nil {
-		return cli.Exit(err.Error(), 1)
+		return cli.Exit(fmt.Sprintf("session %s: %v", c.Args().First(), err), exitError)
+	}
+	if c.Bool("json") {
+		return printJSON(os.Stdout, s.View())
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")

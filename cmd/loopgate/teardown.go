@@ -15,6 +15,8 @@ func teardownCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "teardown",
 		Usage: "end redirection: detach and unpin the programs, remove empty workload cgroups",
+		UsageText: usage("loopgate teardown [--config FILE] [--force]",
+			"systemctl stop loopgate && loopgate teardown"),
 		Description: `The only way redirection ends. Stop the daemon first: while it runs it holds the
 programs attached. With the programs gone, workloads reach targets directly
 (and without loopgate's credentials).`,
