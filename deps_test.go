@@ -17,6 +17,7 @@ func TestImportRules(t *testing.T) {
 		"policy":            {},
 		"policy/sqlclass":   {},
 		"policy/shellclass": {"policy"},
+		"l7/ssh/sftpwire":   {},
 		"policy/mask":       {"policy"},
 		"policy/sqlpolicy":  {"policy", "policy/mask", "policy/sqlclass"},
 		"store/event":       {},
