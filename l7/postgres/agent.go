@@ -26,10 +26,7 @@ func (r *relay) fromAgent() error {
 			return err
 		}
 		if err := r.agentMessage(typ, raw); err != nil {
-			if err == errTerminated {
-				return nil
-			}
-			return err
+			return err // errTerminated: the agent said goodbye
 		}
 	}
 }
@@ -252,7 +249,7 @@ func (r *relay) authorize(cmds ...*command) error {
 			}
 		}
 	}
-	if r.lp != nil && allowed {
+	if r.t.evented() && allowed {
 		if ok, err := r.s.AuthorizeNow(lc...); ok || err != nil {
 			return err
 		}

@@ -6,7 +6,9 @@
 // Files, by layer:
 //
 // Session setup
-//   - postgres.go: Handler and Serve, a session from accept to end.
+//   - postgres.go: Handler and Serve, a session from accept to end, in
+//     named steps: login, admit (decided through l7.Session.Authorize like
+//     every statement), openUpstream, keepRole, greet, transportFor, run.
 //   - frontend.go: the agent's side up to ReadyForQuery. SSLRequest is
 //     answered 'N', or 'S' with TLS from the daemon's CA (ca.go) when the
 //     target has tls: {agent: true}; GSSENCRequest 'N'; StartupMessage
@@ -29,18 +31,24 @@
 //     held by a session only while it owns its backend.
 //   - ca.go: the local CA and leaf certificates for TLS toward the agent.
 //
-// The relay (both engines run the same decisions)
+// The relay: one protocol session, two transports
 //   - relay.go: a session's protocol state (statements, portals, held
-//     extended-protocol messages) and the goroutine engine, used for TLS.
-//   - loop.go, loopfd.go: the epoll engine shared by plaintext sessions,
-//     and its sockets (taken from Go's poller, output queued without
-//     blocking the loop).
+//     extended-protocol messages, pending commands, masks).
+//   - transport.go: the transport interface (pump, final, close, stop,
+//     mayBlock), the one place a session's end is decided (what the agent
+//     is told, whether the server connection can be reused, which error
+//     counts), and the goroutine transport, used for TLS.
+//   - loop.go, loopfd.go: the epoll transport shared by plaintext
+//     sessions, and its sockets (taken from Go's poller, output queued
+//     without blocking the loop).
 //   - agent.go: agent to target. Messages are decoded with pgproto3,
-//     statements classified (policy/sqlclass) and decided; extended-protocol
+//     statements classified (policy/sqlclass), decided and recorded through
+//     l7.Session.Authorize (AuthorizeNow on the event loop); extended-protocol
 //     messages are held until Sync or Flush so a denied statement in a
 //     pipeline is replaced in place.
 //   - target.go: target to agent. Messages are framed, not decoded, except
-//     the few that end a command or carry rows to mask.
+//     the few that end a command or carry rows to mask; relayMessage
+//     dispatches each type to a named step (dataRow, copyData, ...).
 //   - deny.go: how a denial looks. The denied statement is replaced by a DO
 //     block that raises SQLSTATE 42501 (54000 for a statement over the size
 //     limit) with loopgate's message, so the server itself puts the session
@@ -57,7 +65,8 @@
 //     read-only on the server too.
 //   - columns.go: result columns resolved to their real table columns over
 //     a side connection, cached.
-//   - maskrule.go, mask.go, copymask.go: column masks and value detectors
+//   - maskrule.go, mask.go, copymask.go: column masks (the rule itself is
+//     policy/sqlpolicy.MaskDenial, shared with policy explain) and value detectors
 //     applied to rows, errors, notices and COPY output. A detector that
 //     fires on a result row's table column teaches the rule
 //     (Handler.Learned): from the next statement on, in every session,

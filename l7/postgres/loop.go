@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -220,28 +221,42 @@ type loopDir struct {
 	onLoop bool
 }
 
-// runLoop relays on the event loop l. Both connections are plain TCP;
-// they are closed here, and the server socket is given back to Go as
-// r.loopUp (for the pool, or to close). buffered is what the agent sent
-// after its startup that was already read.
-func (r *relay) runLoop(l *evLoop, buffered []byte) error {
-	r.loopUp = r.up.Conn // until the loop has it
+// loopTransport relays on the event loop l. Both connections are plain
+// TCP; their sockets leave Go's poller for the loop, and the server socket
+// is given back to Go at the end (for the pool, or to close). buffered is
+// what the agent sent after its startup that was already read.
+type loopTransport struct {
+	r        *relay
+	l        *evLoop
+	buffered []byte
+	s        *loopSession // nil until pump has the sockets
+	cfd, ufd int
+	up       net.Conn // the server connection while Go has it
+	stopped  bool     // stop came before the loop had the session (r.stopMu)
+}
+
+func newLoopTransport(r *relay, l *evLoop, buffered []byte) *loopTransport {
+	return &loopTransport{r: r, l: l, buffered: buffered, cfd: -1, ufd: -1, up: r.up.Conn}
+}
+
+func (t *loopTransport) pump() sides {
+	r, l := t.r, t.l
 	cfd, ok := socketFD(r.client.Conn)
 	if !ok {
-		return fmt.Errorf("event loop: agent connection not taken")
+		return sides{agent: fmt.Errorf("event loop: agent connection not taken")}
 	}
-	defer unix.Close(cfd)
+	t.cfd = cfd
 	ufd, ok := socketFD(r.up.Conn)
 	if !ok {
-		return fmt.Errorf("event loop: server connection not taken")
+		return sides{agent: fmt.Errorf("event loop: server connection not taken")}
 	}
-	r.loopUp = nil
+	t.ufd, t.up = ufd, nil
 	s := &loopSession{l: l, r: r, done: make(chan struct{})}
 	s.client = &loopFD{s: s, fd: cfd, id: l.ids.Add(1), count: &r.client.written}
 	s.up = &loopFD{s: s, fd: ufd, id: l.ids.Add(1), count: &r.up.written}
 	s.agent = &loopDir{s: s, fd: s.client, out: s.up, in: (*inputPool.Get().(*[]byte))[:0]}
 	s.target = &loopDir{s: s, fd: s.up, out: s.client, target: true, in: (*inputPool.Get().(*[]byte))[:0]}
-	s.agent.in = append(s.agent.in, buffered...)
+	s.agent.in = append(s.agent.in, t.buffered...)
 	s.agent.end = len(s.agent.in)
 	s.agent.in = s.agent.in[:cap(s.agent.in)]
 	s.target.in = s.target.in[:cap(s.target.in)]
@@ -250,12 +265,12 @@ func (r *relay) runLoop(l *evLoop, buffered []byte) error {
 	}
 	s.client.reader, s.client.feeder = s.agent, s.target
 	s.up.reader, s.up.feeder = s.target, s.agent
-	r.stopMu.Lock()
-	r.lp = s
-	r.stopMu.Unlock()
 	r.upw.Reset(s.up)
 	r.cw.Reset(s.client)
 	r.be = pgproto3.NewBackend(nil, noWait{s.client})
+	// Under stopMu, so that a stop's post comes after the registration.
+	r.stopMu.Lock()
+	t.s = s
 	l.post(func() {
 		for _, f := range []*loopFD{s.client, s.up} {
 			l.fds[f.fd] = f
@@ -280,13 +295,35 @@ func (r *relay) runLoop(l *evLoop, buffered []byte) error {
 			}()
 		}
 	})
+	if t.stopped {
+		l.post(func() { s.fail(nil, errStopped) })
+	}
+	r.stopMu.Unlock()
 	<-s.done
-	if r.ctx.Err() != nil && !s.target.streaming {
-		// Cancelled (shutdown, revoked): tell the agent why, between two
-		// whole messages, as PostgreSQL does when it is shut down.
-		if b, err := r.endedFatal().Encode(nil); err == nil {
-			s.client.write(b, false)
+	return sides{agent: s.agent.err, target: s.target.err, midMessage: s.target.streaming}
+}
+
+func (t *loopTransport) final(msg []byte) {
+	if t.s != nil {
+		t.s.client.write(msg, false)
+	}
+}
+
+func (t *loopTransport) close() (net.Conn, bool) {
+	s := t.s
+	if s == nil {
+		// The loop never had them: the agent's socket (if taken) is a
+		// duplicate to close; the server connection is still Go's.
+		if t.cfd >= 0 {
+			unix.Close(t.cfd)
 		}
+		if t.ufd >= 0 {
+			unix.Close(t.ufd)
+		}
+		if t.up == nil {
+			return closedConn{}, false
+		}
+		return t.up, false
 	}
 	for _, d := range []*loopDir{s.agent, s.target} {
 		if cap(d.in) == loopRead { // not grown: back to the pool
@@ -295,32 +332,37 @@ func (r *relay) runLoop(l *evLoop, buffered []byte) error {
 			inputPool.Put(&b)
 		}
 	}
-
 	// Deliver what is still queued, then hand the server socket back.
 	s.client.flushBlocking()
 	s.up.flushBlocking()
-	if nc, err := netConn(ufd); err == nil { // closes ufd either way
-		r.loopUp = nc
+	unix.Close(t.cfd)
+	var up net.Conn = closedConn{}
+	if nc, err := netConn(t.ufd); err == nil { // closes ufd either way
+		up = nc
 	}
-	upErr, downErr := s.agent.err, s.target.err
-	for _, err := range []error{upErr, downErr} {
-		if p, ok := err.(*panicked); ok {
-			panic(fmt.Sprintf("%v\n\nrelay side's stack:\n%s", p.val, p.stack))
-		}
-	}
-	if upErr == errTerminated {
-		upErr = nil
-	}
-	r.cleanEnd = upErr == nil && (downErr == nil || downErr == errStopped)
-	r.loopLeft = s.target.end - s.target.start
-	switch {
-	case upErr != nil && !isEnd(upErr):
-		return upErr
-	case downErr != nil && !isEnd(downErr):
-		return downErr
-	}
-	return nil
+	return up, s.target.end == s.target.start
 }
+
+func (t *loopTransport) stop() {
+	if s := t.s; s != nil {
+		s.l.post(func() { s.fail(nil, errStopped) })
+		return
+	}
+	t.stopped = true
+}
+
+func (t *loopTransport) mayBlock(target bool) {
+	if t.s == nil {
+		return
+	}
+	if target {
+		t.s.target.mayBlock()
+	} else {
+		t.s.agent.mayBlock()
+	}
+}
+
+func (t *loopTransport) evented() bool { return t.s != nil }
 
 func (d *loopDir) armed() bool { return !d.s.ending.Load() && !d.detached && !d.paused }
 

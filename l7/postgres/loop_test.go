@@ -33,9 +33,10 @@ type loopRelay struct {
 	agent  net.Conn
 	server net.Conn
 	done   chan error
+	up     net.Conn // the server connection run gave back
 }
 
-// relayPanic is runLoop's panic, caught by the test.
+// relayPanic is run's panic, caught by the test.
 type relayPanic struct{ msg string }
 
 func (p relayPanic) Error() string { return p.msg }
@@ -85,16 +86,18 @@ func startRelayWith(t *testing.T, rec *l7test.Recorder, early []byte, onLoop boo
 				lr.done <- relayPanic{fmt.Sprint(v)}
 			}
 		}()
+		var tr transport = &goTransport{r: r}
 		if onLoop {
-			lr.done <- r.runLoop(l, early)
-		} else {
-			lr.done <- r.run()
+			tr = newLoopTransport(r, l, early)
 		}
+		up, err := r.run(tr)
+		lr.up = up // before done: read after wait
+		lr.done <- err
 	}()
 	return lr
 }
 
-// wait returns runLoop's answer, failing after d.
+// wait returns run's answer, failing after d.
 func (lr *loopRelay) wait(t *testing.T, d time.Duration) error {
 	t.Helper()
 	select {
@@ -162,7 +165,7 @@ func TestLoopStreamsAndBacksOff(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	lr.r.stopMu.Lock()
-	lp := lr.r.lp
+	lp := lr.r.t.(*loopTransport).s
 	lr.r.stopMu.Unlock()
 	if n := lp.client.pendingLen(); n > outHigh+2*loopHold {
 		t.Errorf("%d bytes queued for an agent that reads nothing (high water %d)", n, outHigh)
@@ -182,11 +185,11 @@ func TestLoopStreamsAndBacksOff(t *testing.T) {
 	if err := lr.wait(t, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if !lr.r.terminated || !lr.r.cleanEnd || lr.r.loopLeft != 0 {
-		t.Errorf("terminated %v cleanEnd %v left %d: want a clean end", lr.r.terminated, lr.r.cleanEnd, lr.r.loopLeft)
+	if !lr.r.terminated || !lr.r.cleanEnd || !lr.r.targetIdle {
+		t.Errorf("terminated %v cleanEnd %v target idle %v: want a clean end", lr.r.terminated, lr.r.cleanEnd, lr.r.targetIdle)
 	}
 	// The server socket is Go's again, still connected.
-	if _, err := lr.r.loopUp.Write([]byte("X\x00\x00\x00\x04")); err != nil {
+	if _, err := lr.up.Write([]byte("X\x00\x00\x00\x04")); err != nil {
 		t.Fatal(err)
 	}
 	if got := readMsg(t, lr.server); got[0] != 'X' {
@@ -226,7 +229,7 @@ func TestLoopViolationWhileBackedUp(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error for an unknown message type")
 	}
-	lr.r.loopUp.Close()
+	lr.up.Close()
 	<-read
 	if !bytes.Contains(all.Bytes(), []byte("protocol violation")) {
 		t.Errorf("the agent was not told (%d bytes read)", all.Len())
@@ -382,7 +385,7 @@ func TestLoopClosesOnlyItsOwn(t *testing.T) {
 		if err := lr.wait(t, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		lr.r.loopUp.Close()
+		lr.up.Close()
 	}
 	close(stop)
 	if err := <-churnErr; err != nil {

@@ -174,34 +174,22 @@ type relay struct {
 	// How the session ended, for reusing the server connection: the agent
 	// sent Terminate (terminated), the last ReadyForQuery said txStatus,
 	// an extended batch went out without Sync (unsynced), both sides
-	// stopped without error (cleanEnd). br is the target side's reader.
+	// stopped without error (cleanEnd).
 	terminated bool
 	txStatus   byte
 	unsynced   bool
 	cleanEnd   bool
-	br         *bufio.Reader
 
 	params map[string]string // the agent's startup parameters
 	ro     readOnlyState     // readonly.go
 
-	// On the event loop: lp is the session there (set before any message
-	// is handled); loopUp is the server socket given back afterwards, and
-	// loopLeft what the target had sent that nobody read.
-	stopMu   sync.Mutex
-	lp       *loopSession
-	loopUp   net.Conn
-	loopLeft int
-}
-
-// stop ends the relay from outside: cancelled, or its role expired.
-func (r *relay) stop() {
-	r.stopMu.Lock()
-	defer r.stopMu.Unlock()
-	if s := r.lp; s != nil {
-		s.l.post(func() { s.fail(nil, errStopped) })
-		return
-	}
-	r.up.SetDeadline(time.Unix(1, 0))
+	// t moves the bytes (transport.go); stopMu guards setting it, and
+	// stopped (stop was called).
+	stopMu  sync.Mutex
+	t       transport
+	stopped bool
+	// targetIdle: nothing the target sent was left unread (after run).
+	targetIdle bool
 }
 
 // endedFatal is what the agent is told when loopgate ends its session
@@ -214,18 +202,6 @@ func (r *relay) endedFatal() *pgproto3.ErrorResponse {
 // seen: parsing a long one takes long enough to hold up other sessions on
 // the event loop, so the agent side leaves it.
 func (r *relay) parsing() { r.mayBlock(false) }
-
-// mayBlock is called before anything that can wait on one side (target
-// or agent): on the event loop, that side leaves the loop for a while.
-func (r *relay) mayBlock(target bool) {
-	switch {
-	case r.lp == nil:
-	case target:
-		r.lp.target.mayBlock()
-	default:
-		r.lp.agent.mayBlock()
-	}
-}
 
 // cachedLayout is a layout built for a masker and result formats.
 type cachedLayout struct {
@@ -254,7 +230,7 @@ type prepared struct {
 }
 
 func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backend, in *agentReader, client, up *countingConn) *relay {
-	return &relay{
+	r := &relay{
 		ctx: ctx, h: h, s: s, be: be, in: in, client: client, up: up,
 		upw:             pooledWriter(up),
 		cw:              pooledWriter(client),
@@ -270,6 +246,8 @@ func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backe
 		descLayouts:     map[string]cachedLayout{},
 		maskers:         map[string]*mask.Masker{},
 	}
+	r.t = &goTransport{r: r} // until run is given one
+	return r
 }
 
 // release gives the relay's buffers back once it has ended.
@@ -277,34 +255,6 @@ func (r *relay) release() {
 	releaseWriter(r.upw)
 	releaseWriter(r.cw)
 	r.upw, r.cw = nil, nil
-	if r.br != nil {
-		r.br.Reset(nil)
-		readerPool.Put(r.br)
-		r.br = nil
-	}
-}
-
-// run relays until either side ends. It returns the first error that was
-// not an ordinary end of session.
-func (r *relay) run() error {
-	var downErr error
-	var down sync.WaitGroup
-	down.Go(func() {
-		downErr = r.fromTarget()
-		r.client.SetReadDeadline(time.Unix(1, 0)) // stop the agent side
-	})
-	upErr := r.fromAgent()
-	r.up.SetReadDeadline(time.Unix(1, 0))
-	down.Wait()
-	var ne net.Error
-	r.cleanEnd = upErr == nil && errors.As(downErr, &ne) && ne.Timeout()
-	if upErr != nil && !isEnd(upErr) {
-		return upErr
-	}
-	if downErr != nil && !isEnd(downErr) {
-		return downErr
-	}
-	return nil
 }
 
 func isEnd(err error) bool {
@@ -320,15 +270,7 @@ func (r *relay) reusable() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.terminated && r.cleanEnd && r.txStatus == 'I' && !r.unsynced && !r.skipToSync && len(r.batch) == 0 &&
-		len(r.pending) == 0 && len(r.drop) == 0 && r.sent == r.seen && r.targetIdle()
-}
-
-// targetIdle reports whether nothing the target sent is left unread.
-func (r *relay) targetIdle() bool {
-	if r.lp != nil {
-		return r.loopLeft == 0
-	}
-	return r.br != nil && r.br.Buffered() == 0
+		len(r.pending) == 0 && len(r.drop) == 0 && r.sent == r.seen && r.targetIdle
 }
 
 // violation ends the session on a malformed or unexpected message, telling

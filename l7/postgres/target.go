@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"slices"
 	"time"
 
@@ -23,40 +22,6 @@ import (
 func (r *relay) columnNames(fields []pgproto3.FieldDescription) []colName {
 	r.mayBlock(true)
 	return r.h.names.resolve(r.ctx, r.s.Subject.Target, r.s.Subject.OrigDst.String(), r.params, fields)
-}
-
-// fromTarget frames the target's messages and passes them on, decoding only
-// those that end a command; DataRow bodies are streamed, never held whole.
-func (r *relay) fromTarget() error {
-	br := readerPool.Get().(*bufio.Reader) // given back by release
-	br.Reset(r.up)
-	r.br = br
-	src := &bufSource{br: br}
-	cw := r.cw
-	var hdr [5]byte
-	for {
-		if n, err := io.ReadFull(br, hdr[:]); err != nil {
-			r.clientMu.Lock()
-			cw.Flush()
-			if n == 0 && r.ctx.Err() != nil {
-				// Stopped (shutdown, revoked) between two whole messages:
-				// tell the agent why, as the event loop does.
-				r.be.Send(r.endedFatal())
-				r.be.Flush()
-			}
-			r.clientMu.Unlock()
-			return err
-		}
-		r.clientMu.Lock()
-		err := r.relayMessage(src, cw, hdr)
-		if err == nil && br.Buffered() == 0 {
-			err = cw.Flush()
-		}
-		r.clientMu.Unlock()
-		if err != nil {
-			return err
-		}
-	}
 }
 
 // relayMessage passes one message from the target to the agent's buffer.
@@ -76,211 +41,257 @@ func (r *relay) relayMessage(src msgSource, cw *bufio.Writer, hdr [5]byte) error
 		}
 	}
 	switch typ {
-	case 'D': // DataRow: count; stream through unless masked
-		r.mu.Lock()
-		var lay *layout
-		var build *command
-		var fields []pgproto3.FieldDescription
-		var portalRaw string
-		// Rows that belong to no statement we sent cannot be laid out:
-		// under masks, never pass them.
-		undescribed := len(r.pending) == 0 && !r.session.Empty()
-		if len(r.pending) > 0 {
-			head := r.pending[0]
-			head.rows++
-			if !head.masker.Empty() {
-				switch {
-				case head.layout != nil:
-					if head.layout.active() {
-						lay = head.layout
-					}
-				default:
-					// Rows of exactly this binding of the portal, or this
-					// version of the statement.
-					build = head
-					if pd, ok := r.portalCols[head.portal]; ok && pd.ver == head.portalVer && pd.raw != "" {
-						portalRaw = pd.raw
-					} else {
-						d, ok := r.stmtCols[head.stmt]
-						fields = d.fields
-						undescribed = !ok || d.ver != head.stmtVer
-					}
-				}
-			}
-		}
-		r.mu.Unlock()
-		if undescribed {
-			// Without its description a row's columns are unknown: never
-			// guess (a stale description would put a masked value under
-			// another column's name).
-			out, _ := fatal(codeFeatureNotSupported, "loopgate: result rows under masks need a Describe of the statement or portal first").Encode(nil)
-			cw.Write(out)
-			cw.Flush()
-			return fmt.Errorf("result rows without their description under masks")
-		}
-		if build != nil && portalRaw != "" {
-			// First row of an Execute whose portal was described.
-			l, ok := r.layoutOf([]byte(portalRaw), build.masker)
-			if !ok {
-				return fmt.Errorf("target sent a malformed RowDescription")
-			}
-			r.mu.Lock()
-			build.layout = l
-			r.mu.Unlock()
-			if l.active() {
-				lay = l
-			}
-		} else if build != nil {
-			// First row of an Execute whose statement was described:
-			// its layout, with real column names (looked up outside the
-			// lock).
-			c := r.stmtLayouts[build.stmt]
-			if !c.fresh(build.masker, build.formats) || c.ver != build.stmtVer {
-				c = cachedLayout{m: build.masker, formats: build.formats, at: time.Now(), ver: build.stmtVer,
-					l: newLayout(fields, build.formats, build.masker, r.columnNames(fields))}
-				r.stmtLayouts[build.stmt] = c
-			}
-			l := c.l
-			r.mu.Lock()
-			build.layout = l
-			r.mu.Unlock()
-			if l.active() {
-				lay = l
-			}
-		}
-		if lay != nil {
-			body, err := src.body(n)
-			if err != nil {
-				return err
-			}
-			out, ok := lay.maskRow(body)
-			if !ok {
-				return fmt.Errorf("target sent a malformed DataRow")
-			}
-			_, err = cw.Write(out)
-			return err
-		}
-		cw.Write(hdr[:])
-		if err := src.passOn(cw, n); err != nil {
-			return err
-		}
+	case 'D':
+		return r.dataRow(src, cw, hdr, n)
 	case 'H', 'd':
-		r.mu.Lock()
-		var m *mask.Masker
-		var cm *copyMask
-		if len(r.pending) > 0 {
-			if r.pending[0].masker.HasDetectors() {
-				m = r.pending[0].masker
-			}
-			cm = r.pending[0].copyOut
-		}
-		r.mu.Unlock()
-		if m == nil && cm == nil {
-			cw.Write(hdr[:])
-			if err := src.passOn(cw, n); err != nil {
-				return err
-			}
-			break
-		}
+		return r.copyData(src, cw, hdr, n)
+	case 'N':
+		return r.noticeFrom(src, cw, hdr, n)
+	case 'S':
+		return r.parameterStatus(src, cw, hdr, n)
+	case 't', 'T', 'n', 'A':
+		return r.described(src, cw, hdr, n)
+	case 'C', 'I', 's', 'E', 'Z':
+		return r.completion(src, cw, hdr, n)
+	}
+	cw.Write(hdr[:])
+	return src.passOn(cw, n)
+}
+
+// dataRow passes a DataRow on: counted, streamed through unless its
+// command's masks apply, laid out (once per statement) when they do.
+func (r *relay) dataRow(src msgSource, cw *bufio.Writer, hdr [5]byte, n int64) error {
+	lay, err := r.rowLayout(cw)
+	if err != nil {
+		return err
+	}
+	if lay != nil {
 		body, err := src.body(n)
 		if err != nil {
 			return err
 		}
-		refuse := func(err error) error {
-			out, _ := fatal(codeFeatureNotSupported, "loopgate: COPY cannot be masked: "+err.Error()).Encode(nil)
-			cw.Write(out)
-			cw.Flush()
-			return err
+		out, ok := lay.maskRow(body)
+		if !ok {
+			return fmt.Errorf("target sent a malformed DataRow")
 		}
-		if typ == 'H' {
-			if len(body) > 0 && body[0] == 1 {
-				// Binary COPY cannot be scanned: end the session.
-				return refuse(fmt.Errorf("binary COPY of masked data is refused"))
-			}
-			if cm != nil && len(body) >= 3 {
-				if err := cm.columns(int(binary.BigEndian.Uint16(body[1:3]))); err != nil {
-					return refuse(err)
+		_, err = cw.Write(out)
+		return err
+	}
+	cw.Write(hdr[:])
+	return src.passOn(cw, n)
+}
+
+// rowLayout counts a row for the command it belongs to and returns the
+// layout that masks it: nil when no masks apply (the row streams
+// through). The layout is built on the command's first row, from its
+// portal's or statement's description.
+func (r *relay) rowLayout(cw *bufio.Writer) (*layout, error) {
+	r.mu.Lock()
+	var lay *layout
+	var build *command
+	var fields []pgproto3.FieldDescription
+	var portalRaw string
+	// Rows that belong to no statement we sent cannot be laid out:
+	// under masks, never pass them.
+	undescribed := len(r.pending) == 0 && !r.session.Empty()
+	if len(r.pending) > 0 {
+		head := r.pending[0]
+		head.rows++
+		if !head.masker.Empty() {
+			switch {
+			case head.layout != nil:
+				if head.layout.active() {
+					lay = head.layout
+				}
+			default:
+				// Rows of exactly this binding of the portal, or this
+				// version of the statement.
+				build = head
+				if pd, ok := r.portalCols[head.portal]; ok && pd.ver == head.portalVer && pd.raw != "" {
+					portalRaw = pd.raw
+				} else {
+					d, ok := r.stmtCols[head.stmt]
+					fields = d.fields
+					undescribed = !ok || d.ver != head.stmtVer
 				}
 			}
-			cw.Write(hdr[:])
-			cw.Write(body)
-			break
 		}
-		data := body
-		if cm != nil {
-			var err error
-			if data, err = cm.row(body); err != nil {
-				return refuse(err)
-			}
-			if len(data) == 0 {
-				break // loopgate's own header line
-			}
-		}
-		if m != nil {
-			data = m.Scan(data)
-		}
-		out, _ := (&pgproto3.CopyData{Data: data}).Encode(nil)
+	}
+	r.mu.Unlock()
+	if undescribed {
+		// Without its description a row's columns are unknown: never
+		// guess (a stale description would put a masked value under
+		// another column's name).
+		out, _ := fatal(codeFeatureNotSupported, "loopgate: result rows under masks need a Describe of the statement or portal first").Encode(nil)
 		cw.Write(out)
-	case 'N': // NoticeResponse: masked like errors
-		body, err := src.body(n)
-		if err != nil {
-			return err
+		cw.Flush()
+		return nil, fmt.Errorf("result rows without their description under masks")
+	}
+	if build != nil && portalRaw != "" {
+		// First row of an Execute whose portal was described.
+		l, ok := r.layoutOf([]byte(portalRaw), build.masker)
+		if !ok {
+			return nil, fmt.Errorf("target sent a malformed RowDescription")
 		}
 		r.mu.Lock()
-		var m *mask.Masker
-		if len(r.pending) > 0 {
+		build.layout = l
+		r.mu.Unlock()
+		if l.active() {
+			lay = l
+		}
+	} else if build != nil {
+		// First row of an Execute whose statement was described:
+		// its layout, with real column names (looked up outside the
+		// lock).
+		c := r.stmtLayouts[build.stmt]
+		if !c.fresh(build.masker, build.formats) || c.ver != build.stmtVer {
+			c = cachedLayout{m: build.masker, formats: build.formats, at: time.Now(), ver: build.stmtVer,
+				l: newLayout(fields, build.formats, build.masker, r.columnNames(fields))}
+			r.stmtLayouts[build.stmt] = c
+		}
+		l := c.l
+		r.mu.Lock()
+		build.layout = l
+		r.mu.Unlock()
+		if l.active() {
+			lay = l
+		}
+	}
+	return lay, nil
+}
+
+// copyData passes COPY OUT data on (CopyOutResponse 'H', CopyData 'd'):
+// through column masks and detectors where a rule has them; binary COPY
+// under masks ends the session.
+func (r *relay) copyData(src msgSource, cw *bufio.Writer, hdr [5]byte, n int64) error {
+	r.mu.Lock()
+	var m *mask.Masker
+	var cm *copyMask
+	if len(r.pending) > 0 {
+		if r.pending[0].masker.HasDetectors() {
 			m = r.pending[0].masker
 		}
-		r.mu.Unlock()
-		if out := r.maskReport('N', body, m); out != nil {
-			cw.Write(out)
-		} else {
-			cw.Write(hdr[:])
-			cw.Write(body)
+		cm = r.pending[0].copyOut
+	}
+	r.mu.Unlock()
+	if m == nil && cm == nil {
+		cw.Write(hdr[:])
+		return src.passOn(cw, n)
+	}
+	body, err := src.body(n)
+	if err != nil {
+		return err
+	}
+	refuse := func(err error) error {
+		out, _ := fatal(codeFeatureNotSupported, "loopgate: COPY cannot be masked: "+err.Error()).Encode(nil)
+		cw.Write(out)
+		cw.Flush()
+		return err
+	}
+	if hdr[0] == 'H' {
+		if len(body) > 0 && body[0] == 1 {
+			// Binary COPY cannot be scanned: end the session.
+			return refuse(fmt.Errorf("binary COPY of masked data is refused"))
 		}
-	case 'S': // ParameterStatus: a setting policy depends on must not change
-		body, err := src.body(n)
-		if err != nil {
-			return err
-		}
-		var ps pgproto3.ParameterStatus
-		if err := ps.Decode(body); err == nil && (sqlclass.UnsafeSetting(ps.Name, ps.Value) || r.readOnlyLost(ps.Name, ps.Value)) {
-			out, _ := fatal(codeFeatureNotSupported, fmt.Sprintf("loopgate: %s changed to %s, which policy cannot follow; ending the session", ps.Name, ps.Value)).Encode(nil)
-			cw.Write(out)
-			cw.Flush()
-			return fmt.Errorf("server setting %s changed to %s", ps.Name, ps.Value)
+		if cm != nil && len(body) >= 3 {
+			if err := cm.columns(int(binary.BigEndian.Uint16(body[1:3]))); err != nil {
+				return refuse(err)
+			}
 		}
 		cw.Write(hdr[:])
 		cw.Write(body)
-	case 't', 'T', 'n', 'A':
-		body, err := src.body(n)
-		if err != nil {
-			return err
+		return nil
+	}
+	data := body
+	if cm != nil {
+		var err error
+		if data, err = cm.row(body); err != nil {
+			return refuse(err)
 		}
-		if out := r.describeOrNotify(typ, body); out != nil {
-			cw.Write(out)
-		} else {
-			cw.Write(hdr[:])
-			cw.Write(body)
+		if len(data) == 0 {
+			return nil // loopgate's own header line
 		}
-	case 'C', 'I', 's', 'E', 'Z':
-		// complete keeps nothing of the body.
-		body, err := src.transient(n)
-		if err != nil {
-			return err
-		}
-		out := r.complete(typ, body)
-		if out == nil {
-			cw.Write(hdr[:])
-			cw.Write(body)
-		} else {
-			cw.Write(out)
-		}
-	default:
+	}
+	if m != nil {
+		data = m.Scan(data)
+	}
+	out, _ := (&pgproto3.CopyData{Data: data}).Encode(nil)
+	cw.Write(out)
+	return nil
+}
+
+// noticeFrom passes a NoticeResponse on, masked like errors.
+func (r *relay) noticeFrom(src msgSource, cw *bufio.Writer, hdr [5]byte, n int64) error {
+	body, err := src.body(n)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	var m *mask.Masker
+	if len(r.pending) > 0 {
+		m = r.pending[0].masker
+	}
+	r.mu.Unlock()
+	if out := r.maskReport('N', body, m); out != nil {
+		cw.Write(out)
+	} else {
 		cw.Write(hdr[:])
-		if err := src.passOn(cw, n); err != nil {
-			return err
-		}
+		cw.Write(body)
+	}
+	return nil
+}
+
+// parameterStatus passes a ParameterStatus on, unless it changes a
+// setting policy depends on: that ends the session.
+func (r *relay) parameterStatus(src msgSource, cw *bufio.Writer, hdr [5]byte, n int64) error {
+	body, err := src.body(n)
+	if err != nil {
+		return err
+	}
+	var ps pgproto3.ParameterStatus
+	if err := ps.Decode(body); err == nil && (sqlclass.UnsafeSetting(ps.Name, ps.Value) || r.readOnlyLost(ps.Name, ps.Value)) {
+		out, _ := fatal(codeFeatureNotSupported, fmt.Sprintf("loopgate: %s changed to %s, which policy cannot follow; ending the session", ps.Name, ps.Value)).Encode(nil)
+		cw.Write(out)
+		cw.Flush()
+		return fmt.Errorf("server setting %s changed to %s", ps.Name, ps.Value)
+	}
+	cw.Write(hdr[:])
+	cw.Write(body)
+	return nil
+}
+
+// described passes on what describes results or notifies (parameter and
+// row descriptions, NoData, notifications), noting layouts and masking
+// payloads.
+func (r *relay) described(src msgSource, cw *bufio.Writer, hdr [5]byte, n int64) error {
+	body, err := src.body(n)
+	if err != nil {
+		return err
+	}
+	if out := r.describeOrNotify(hdr[0], body); out != nil {
+		cw.Write(out)
+	} else {
+		cw.Write(hdr[:])
+		cw.Write(body)
+	}
+	return nil
+}
+
+// completion passes on what ends a command or a cycle (CommandComplete,
+// EmptyQueryResponse, PortalSuspended, ErrorResponse, ReadyForQuery),
+// closing the pending command it ends.
+func (r *relay) completion(src msgSource, cw *bufio.Writer, hdr [5]byte, n int64) error {
+	// complete keeps nothing of the body.
+	body, err := src.transient(n)
+	if err != nil {
+		return err
+	}
+	out := r.complete(hdr[0], body)
+	if out == nil {
+		cw.Write(hdr[:])
+		cw.Write(body)
+	} else {
+		cw.Write(out)
 	}
 	return nil
 }
