@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
@@ -174,12 +177,30 @@ type capsProbe struct {
 // nobody, and stops it.
 func (s *capsSetup) probe(t *testing.T, caps []string, keepPins bool) capsProbe {
 	t.Helper()
-	var set []string
+	p := s.probeWrapped(t, []string{"setpriv", "--bounding-set", capSet(caps), "--inh-caps", "-all", "--"})
+	if keepPins {
+		return p
+	}
+	// The next probe attaches afresh, as on a host's first start.
+	if out, err := exec.Command(lgtest.Binary(t), "teardown", "--force", "--config", s.cfg).CombinedOutput(); err != nil {
+		t.Errorf("teardown: %v\n%s", err, out)
+	}
+	return p
+}
+
+// capSet is setpriv's --bounding-set for exactly caps.
+func capSet(caps []string) string {
+	set := []string{"-all"}
 	for _, c := range caps {
 		set = append(set, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
 	}
-	bounding := strings.Join(append([]string{"-all"}, set...), ",")
-	d, ready := startService(t, lgtest.Binary(t), s.cfg, "setpriv", "--bounding-set", bounding, "--inh-caps", "-all", "--")
+	return strings.Join(set, ",")
+}
+
+// probeWrapped starts the daemon under wrap and probes it.
+func (s *capsSetup) probeWrapped(t *testing.T, wrap []string) capsProbe {
+	t.Helper()
+	d, ready := startService(t, lgtest.Binary(t), s.cfg, wrap...)
 	defer d.stop(t)
 	p := capsProbe{ready: ready}
 	if fi, err := os.Stat(s.api); err == nil {
@@ -204,13 +225,6 @@ func (s *capsSetup) probe(t *testing.T, caps []string, keepPins bool) capsProbe 
 	}
 	d.stop(t)
 	p.log = d.Log()
-	// The next probe attaches afresh, as on a host's first start.
-	if keepPins {
-		return p
-	}
-	if out, err := exec.Command(lgtest.Binary(t), "teardown", "--force", "--config", s.cfg).CombinedOutput(); err != nil {
-		t.Errorf("teardown: %v\n%s", err, out)
-	}
 	return p
 }
 
@@ -261,5 +275,190 @@ func TestCapabilities(t *testing.T) {
 				t.Logf("    %.160s", strings.TrimSpace(l))
 			}
 		}
+	}
+}
+
+// syscallGroups parses `systemd-analyze syscall-filter`: "@group", then its
+// members indented, each a name or a nested "@group".
+func syscallGroups(t *testing.T) map[string][]string {
+	t.Helper()
+	out, err := exec.Command("systemd-analyze", "syscall-filter").Output()
+	if err != nil {
+		lgtest.Unavailable(t, "systemd-analyze syscall-filter: %v (scripts/deps.sh installs systemd)", err)
+	}
+	groups := map[string][]string{}
+	var cur string
+	for _, line := range strings.Split(string(out), "\n") {
+		trim := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "@"):
+			cur = trim
+		case trim == "" || strings.HasPrefix(trim, "#") || strings.HasPrefix(line, "#"):
+			if strings.HasPrefix(line, "#") {
+				cur = ""
+			}
+		case cur != "":
+			groups[cur] = append(groups[cur], trim)
+		}
+	}
+	return groups
+}
+
+// expandSyscalls resolves names and @groups into syscall names.
+func expandSyscalls(groups map[string][]string, items []string, into map[string]bool) {
+	for _, it := range items {
+		if strings.HasPrefix(it, "@") {
+			expandSyscalls(groups, groups[it], into)
+			continue
+		}
+		into[it] = true
+	}
+}
+
+// unitSyscalls computes the syscall allow list of the unit's
+// SystemCallFilter= lines as systemd does: allow lists add up, "~" lists
+// take away; execve and the like systemd always permits are in @default.
+func unitSyscalls(t *testing.T, unit string) map[string]bool {
+	t.Helper()
+	groups := syscallGroups(t)
+	allow, deny := map[string]bool{}, map[string]bool{}
+	for _, line := range strings.Split(unit, "\n") {
+		v, ok := strings.CutPrefix(line, "SystemCallFilter=")
+		if !ok {
+			continue
+		}
+		if rest, neg := strings.CutPrefix(v, "~"); neg {
+			expandSyscalls(groups, strings.Fields(rest), deny)
+		} else {
+			expandSyscalls(groups, strings.Fields(v), allow)
+		}
+	}
+	expandSyscalls(groups, []string{"@default"}, allow)
+	for s := range deny {
+		delete(allow, s)
+	}
+	return allow
+}
+
+// syscallNumbers maps x86_64 syscall names to numbers from the kernel
+// headers (linux-libc-dev).
+func syscallNumbers(t *testing.T) map[string]uint32 {
+	t.Helper()
+	b, err := os.ReadFile("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+	if err != nil {
+		lgtest.Unavailable(t, "syscall numbers: %v", err)
+	}
+	nr := map[string]uint32{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == "#define" && strings.HasPrefix(f[1], "__NR_") {
+			if n, err := strconv.ParseUint(f[2], 10, 32); err == nil {
+				nr[strings.TrimPrefix(f[1], "__NR_")] = uint32(n)
+			}
+		}
+	}
+	return nr
+}
+
+// seccompExec is the test binary run with LG_SECCOMP=n,n,...: it confines
+// itself to those x86_64 syscalls (others fail with EPERM, as under
+// SystemCallErrorNumber=EPERM; other ABIs are refused, as under
+// SystemCallArchitectures=native), sets no_new_privs (NoNewPrivileges=yes)
+// and execs its arguments.
+func seccompExec() int {
+	var allowed []uint32
+	for _, s := range strings.Split(os.Getenv("LG_SECCOMP"), ",") {
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "LG_SECCOMP:", err)
+			return 1
+		}
+		allowed = append(allowed, uint32(n))
+	}
+	os.Unsetenv("LG_SECCOMP")
+	const (
+		ldAbs  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeq    = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		jge    = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
+		ret    = unix.BPF_RET | unix.BPF_K
+		allow  = unix.SECCOMP_RET_ALLOW
+		eperm  = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+		x32Bit = 0x40000000
+	)
+	prog := []unix.SockFilter{
+		{Code: ldAbs, K: 4}, // seccomp_data.arch
+		{Code: jeq, Jt: 1, K: unix.AUDIT_ARCH_X86_64},
+		{Code: ret, K: unix.SECCOMP_RET_KILL_PROCESS},
+		{Code: ldAbs, K: 0}, // seccomp_data.nr
+		{Code: jge, Jf: 1, K: x32Bit},
+		{Code: ret, K: eperm},
+	}
+	for _, n := range allowed {
+		prog = append(prog, unix.SockFilter{Code: jeq, Jf: 1, K: n}, unix.SockFilter{Code: ret, K: allow})
+	}
+	prog = append(prog, unix.SockFilter{Code: ret, K: eperm})
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "no_new_privs:", err)
+		return 1
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
+		fmt.Fprintln(os.Stderr, "seccomp:", errno)
+		return 1
+	}
+	err := unix.Exec(os.Args[1], os.Args[1:], os.Environ())
+	fmt.Fprintln(os.Stderr, "exec:", err)
+	return 1
+}
+
+// TestServiceSandbox runs the daemon as the unit would: the unit's
+// capability bounding set, no_new_privs, and a seccomp filter built from
+// the unit's SystemCallFilter= lines (with systemd's own group
+// definitions), and checks that it starts, says READY and redirects.
+// ProtectSystem= and the other mount options need systemd's namespace
+// setup and are checked only by systemd-analyze (TestDebPackage).
+func TestServiceSandbox(t *testing.T) {
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		lgtest.Unavailable(t, "setpriv (util-linux): %v", err)
+	}
+	unit, err := os.ReadFile("../packaging/loopgate.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := unitSyscalls(t, string(unit))
+	numbers := syscallNumbers(t)
+	var nrs []string
+	for name := range names {
+		if n, ok := numbers[name]; ok {
+			nrs = append(nrs, strconv.Itoa(int(n)))
+		}
+	}
+	for _, must := range []string{"bpf", "connect", "accept4", "execve"} {
+		if !names[must] {
+			t.Errorf("the unit's SystemCallFilter= does not allow %s", must)
+		}
+	}
+	for _, never := range []string{"mount", "init_module", "reboot", "kexec_load", "ptrace", "settimeofday"} {
+		if names[never] {
+			t.Errorf("the unit's SystemCallFilter= allows %s", never)
+		}
+	}
+	t.Logf("%d syscalls allowed", len(nrs))
+
+	s := newCapsSetup(t)
+	wrap := []string{"env", "LG_SECCOMP=" + strings.Join(nrs, ","), "setpriv", "--bounding-set", capSet(serviceCaps), "--inh-caps", "-all", "--", clientBin}
+	p := s.probeWrapped(t, wrap)
+	if !p.ready || !p.redirected || p.exe != clientBin || !p.api {
+		t.Fatalf("under the unit's sandbox: ready %v, redirected %v, exe %q, api %v; log:\n%s", p.ready, p.redirected, p.exe, p.api, p.log)
+	}
+	if strings.Contains(p.log, "operation not permitted") {
+		t.Errorf("a syscall was refused:\n%s", p.log)
+	}
+
+	// The filter is in force: without bpf(2) the daemon cannot start.
+	noBPF := slices.DeleteFunc(slices.Clone(nrs), func(n string) bool { return n == strconv.Itoa(int(numbers["bpf"])) })
+	wrap[1] = "LG_SECCOMP=" + strings.Join(noBPF, ",")
+	if p := s.probeWrapped(t, wrap); p.ready {
+		t.Errorf("the daemon started with bpf(2) filtered out: the seccomp filter is not applied")
 	}
 }

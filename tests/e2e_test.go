@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("LG_EPOLL_RELAY") != "" {
 		os.Exit(epollRelayMain())
 	}
+	if os.Getenv("LG_SECCOMP") != "" {
+		os.Exit(seccompExec()) // caps_test.go
+	}
 	os.Exit(runTests(m))
 }
 
