@@ -24,6 +24,14 @@ import (
 // POST carries a per-session CSRF token and must come from the page's own
 // origin. No script or style is inline (Content-Security-Policy: 'self'),
 // and nothing is loaded from elsewhere.
+//
+// The pages are complete without script: times in UTC with "ago" computed
+// by the server. The one script, app.js, shows times in the browser's zone,
+// keeps "ago" current, applies the session filter on change and reloads
+// the approvals page when a request arrives or changes. What the pages show
+// is computed in webview.go; they read bounded windows of the store
+// (store.LatestSessions, store.SessionEventWindow), never a whole session
+// or table.
 
 //go:embed web/*
 var webFS embed.FS
