@@ -36,7 +36,7 @@ func TestWebPagesOverStore(t *testing.T) {
 	}{
 		{"s-ssh", "deploy", "web1", "ssh", []event.Event{
 			{Kind: event.KindCommand, Text: "ls -l /srv", Decision: "allow", RuleID: "ops"},
-			{Kind: event.KindResult, Text: "ls -l /srv", Tag: "0", Bytes: 1234, Duration: 40 * time.Millisecond, Params: `{"exit":"0"}`},
+			{Kind: event.KindResult, Text: "ls -l /srv", Tag: "exit 0", Bytes: 1234, Duration: 40 * time.Millisecond, Params: `{"exit":"0"}`},
 			{Kind: "pty_cast", Text: "terminal recording", Bytes: 99},
 		}},
 		{"s-http", "agent", "api", "http", []event.Event{
@@ -86,7 +86,7 @@ func TestWebPagesOverStore(t *testing.T) {
 		{"by outcome", "/ui/?outcome=open", 200, []string{`data-id="s-http"`}, []string{`data-id="s-ssh"`}},
 		{"nothing matches", "/ui/?workload=agent&target=web1", 200, []string{"No session matches."}, []string{`class="session"`}},
 		{"bad before", "/ui/?before=yesterday", 400, nil, nil},
-		{"ssh exec", "/ui/sessions/s-ssh", 200, []string{`<th>Exit</th>`, `<code>ls -l /srv</code>`, `<td class="result">0</td>`,
+		{"ssh exec", "/ui/sessions/s-ssh", 200, []string{`<th>Result</th>`, `<code>ls -l /srv</code>`, `<td class="result">exit 0</td>`,
 			`<td class="bytes num">1.2 KiB</td>`, `<td class="dur num">40 ms</td>`, `<span class="kind">pty_cast</span> <code>terminal recording</code>`,
 			"after 2 s"}, []string{`<th>Rows</th>`, `<th>Error</th>`}},
 		{"http requests", "/ui/sessions/s-http", 200, []string{`<th>Status</th>`, `<td class="result">200</td>`, `<td class="bytes num">2.0 MiB</td>`,

@@ -146,8 +146,9 @@ type cmdTable struct {
 	ResultName string
 }
 
-// resultNames name a protocol's result column; others say "Result".
-var resultNames = map[string]string{"postgres": "Tag", "ssh": "Exit", "http": "Status"}
+// resultNames name a protocol's result column; others (SSH, whose result
+// reads "exit 7" or "signal KILL") say "Result".
+var resultNames = map[string]string{"postgres": "Tag", "http": "Status"}
 
 func tableOf(rows []cmdRow, protocol string) cmdTable {
 	t := cmdTable{Rows: rows, ResultName: resultNames[protocol]}

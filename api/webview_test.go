@@ -181,10 +181,10 @@ func TestPagesRender(t *testing.T) {
 	}
 	b.Reset()
 	row := sessionRow{Outcome: "closed", Lasted: "3 s"}
-	if err := pages.ExecuteTemplate(&b, "session.html", sessionData{ID: "s1", Session: &row, Rows: tableOf([]cmdRow{cmd}, "ssh")}); err != nil {
+	if err := pages.ExecuteTemplate(&b, "session.html", sessionData{ID: "s1", Session: &row, Rows: tableOf([]cmdRow{cmd}, "http")}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`<th>Exit</th>`, `<td class="dur num">1.5 ms</td>`, `<td class="err">ERROR: x</td>`, `after 3 s`} {
+	for _, want := range []string{`<th>Status</th>`, `<td class="dur num">1.5 ms</td>`, `<td class="err">ERROR: x</td>`, `after 3 s`} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("session page lacks %s", want)
 		}

@@ -32,8 +32,7 @@ const browserZone = "Asia/Kolkata"
 // clicking, filters the session list and reads the session's commands
 // joined with their results.
 func TestApprovalWebPage(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
+	if _, err := exec.LookPath("chromium"); err != nil {
 		lgtest.Unavailable(t, "chromium not installed (apt-get install chromium)")
 	}
 	zone, err := time.LoadLocation(browserZone)
@@ -97,33 +96,14 @@ func TestApprovalWebPage(t *testing.T) {
 	defer psql.Process.Kill()
 	req := s.pending(t, 1)[0]
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.Env("TZ="+browserZone), chromedp.WindowSize(1280, 900))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	// The first Run starts the browser: no timeout on it (chromedp's rule).
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/ui/")); err != nil {
-		t.Fatalf("chromium: %v", err)
-	}
-	tctx, tcancel := context.WithTimeout(ctx, 90*time.Second)
-	defer tcancel()
+	ctx, tctx := approverBrowser(t, base, token)
 	page := func() string {
 		body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
 		return body
 	}
 	sec := `section.req[data-id="` + req.ID + `"]`
-	err = chromedp.Do(tctx,
-		chromedp.WaitVisible(chromedp.CSS("#token")),
-		chromedp.SetValue(chromedp.CSS("#token"), token),
-		chromedp.Click(chromedp.CSS("#signin")),
-		chromedp.WaitVisible(chromedp.CSS(sec)),
-	)
-	if err != nil {
-		t.Fatalf("sign in and find the request: %v\npage: %s", err, page())
+	if err := chromedp.Do(tctx, chromedp.WaitVisible(chromedp.CSS(sec))); err != nil {
+		t.Fatalf("find the request: %v\npage: %s", err, page())
 	}
 
 	// What the agent did before it asked, most recent last. Results are
@@ -313,6 +293,42 @@ func TestApprovalWebPage(t *testing.T) {
 	})
 }
 
+// approverBrowser starts headless Chromium in browserZone and signs in to
+// the page at base with token. ctx is the browser's (no timeout, which
+// chromedp's first run must not have); tctx is ctx with the test's timeout.
+func approverBrowser(t *testing.T, base, token string) (ctx, tctx context.Context) {
+	t.Helper()
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		lgtest.Unavailable(t, "chromium not installed (apt-get install chromium)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
+		chromedp.DisableGPU, chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.Env("TZ="+browserZone), chromedp.WindowSize(1280, 900))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel = chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	// The first Run starts the browser: no timeout on it (chromedp's rule).
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/ui/")); err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	tctx, cancel = context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(cancel)
+	err = chromedp.Do(tctx,
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SetValue(chromedp.CSS("#token"), token),
+		chromedp.Click(chromedp.CSS("#signin")),
+		chromedp.WaitVisible(chromedp.CSS("#filter")),
+	)
+	if err != nil {
+		body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+		t.Fatalf("sign in: %v\npage: %s", err, body)
+	}
+	return ctx, tctx
+}
+
 // webRow is a command line as the page shows it.
 type webRow struct {
 	Kind, Text, Decision, Result, Rows, Bytes, Dur, Err, Ago string
@@ -371,5 +387,64 @@ func checkLocalTimes(t *testing.T, ctx context.Context, zone *time.Location) {
 	// ICU may name the zone by an older alias (Asia/Calcutta).
 	if !strings.HasPrefix(tz, "Times are local (") || !strings.Contains(tz, "UTC+05:30") {
 		t.Errorf("zone note %q", tz)
+	}
+}
+
+// TestWebSessionViewSSH: the session view shows a real ssh exec through
+// loopgate on one line: the command, its exit status, bytes and duration.
+func TestWebSessionViewSSH(t *testing.T) {
+	if _, err := exec.LookPath("chromium"); err != nil {
+		lgtest.Unavailable(t, "chromium not installed (apt-get install chromium)")
+	}
+	is := lgtest.StartIssuer(t)
+	s := newSSHSetup(t)
+	apiPort := strconv.Itoa(lgtest.FreePort(t))
+	text, _ := os.ReadFile(s.cfg)
+	cfg := string(text)
+	for _, r := range []struct{ old, new string }{
+		{"api: {socket: ", "oidc:\n  - {issuer: \"" + is.URL + "\", audience: loopgate}\napi: {listen: \"127.0.0.1:" + apiPort + "\", socket: "},
+		{"  - {name: root, uid: 0}\n", "  - {name: root, uid: 0}\n  - {name: alice-web, oidc_subject: alice}\n"},
+	} {
+		if !strings.Contains(cfg, r.old) {
+			t.Fatalf("the ssh setup's config has no %q:\n%s", r.old, cfg)
+		}
+		cfg = strings.Replace(cfg, r.old, r.new, 1)
+	}
+	os.WriteFile(s.cfg, []byte(cfg), 0o600)
+	s.daemon.Stop(syscall.SIGTERM)
+	s.daemon.Restart()
+	const command = "echo hello; exit 7"
+	if out, stderr, code := s.ssh(t, "admin", nil, nil, command); code != 7 || out != "hello\n" {
+		t.Fatalf("ssh: code %d out %q err %q", code, out, stderr)
+	}
+	base := "http://127.0.0.1:" + apiPort
+	_, tctx := approverBrowser(t, base, is.Token(t, lgtest.Claims{Subject: "alice", Audience: "loopgate-api"}))
+	var line webRow
+	// The exec's result is written within the store's linger.
+	lgtest.Eventually(t, 15*time.Second, "the exec on one line with its exit status", func() bool {
+		if err := chromedp.Do(tctx, chromedp.Navigate(base+"/ui/?target=box"), chromedp.WaitVisible(chromedp.CSS("#filter"))); err != nil {
+			t.Fatalf("sessions: %v", err)
+		}
+		for _, x := range webSessions(t, tctx) {
+			if err := chromedp.Do(tctx, chromedp.Navigate(base+"/ui/sessions/"+x.ID), chromedp.WaitVisible(chromedp.CSS("#facts"))); err != nil {
+				t.Fatalf("session view: %v", err)
+			}
+			for _, r := range webRows(t, tctx, "#commands tr.cmd") {
+				if r.Kind == "command" && r.Text == command && r.Result != "" {
+					line = r
+					return true
+				}
+			}
+		}
+		return false
+	})
+	head, _ := chromedp.Run(tctx, chromedp.Text(chromedp.CSS("#commands tr:first-child")))
+	if line.Result != "exit 7" || !strings.Contains(head, "Result") || !strings.HasPrefix(line.Decision, "allow") ||
+		!regexp.MustCompile(`^[0-9.]+ (B|KiB)$`).MatchString(line.Bytes) || !regexp.MustCompile(`^[0-9.]+ (µs|ms|s)$`).MatchString(line.Dur) {
+		t.Errorf("exec line %+v under %q", line, head)
+	}
+	if dir := os.Getenv("LG_SCREENSHOTS"); dir != "" {
+		shot, _ := chromedp.Run(tctx, chromedp.Screenshot(chromedp.CSS("body")))
+		os.WriteFile(filepath.Join(dir, "session-ssh.png"), shot, 0o644)
 	}
 }
