@@ -11,7 +11,8 @@ pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok inst
 # man-db the man(1) it uses to resolve Documentation=.
 for p in clang llvm libbpf-dev iproute2 curl util-linux procps ca-certificates gcc libc6-dev chromium \
 	postgresql-15 postgresql-client-15 pgbouncer pgpool2 python3-psycopg2 \
-	systemd man-db openssh-server openssh-client rsync; do
+	systemd man-db openssh-server openssh-client rsync \
+	nginx fcgiwrap git nodejs python3-requests python3-httpx wrk; do
 	pkg "$p" || need="$need $p"
 done
 
@@ -26,6 +27,8 @@ if [ -n "$need" ]; then
 	apt-get install -y -qq --no-install-recommends $need >/dev/null
 	# pgpool2 (for make bench only) starts a service; the benchmark runs its own.
 	case "$need" in *pgpool2*) have systemctl && systemctl disable --now pgpool2 >/dev/null 2>&1 || true ;; esac
+	# nginx (HTTP tests) likewise: the tests run their own.
+	case "$need" in *nginx*) have systemctl && systemctl disable --now nginx >/dev/null 2>&1 || true ;; esac
 fi
 
 if ! have go; then

@@ -137,13 +137,14 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	if h.Minter == nil {
 		return result(), errors.New("no CA to terminate TLS with")
 	}
-	var sni string
+	var sni, asked string
 	var nameErr error
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
+			asked = name
 			if name == "" {
 				name = s.Subject.OrigDst.Addr().Unmap().String()
 			} else if err := h.names.check(hello.Context(), name, s.Subject.OrigDst.Addr()); err != nil {
@@ -159,7 +160,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	err = tc.HandshakeContext(hctx)
 	cancel()
 	if nameErr != nil {
-		return result(), h.refuse(ctx, s, "TLS "+sniOr(tc, s), nameErr.Error())
+		return result(), h.refuse(ctx, s, "TLS "+asked, nameErr.Error())
 	}
 	if err != nil {
 		// A client that does not trust loopgate's CA (pinned roots, its

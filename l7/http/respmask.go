@@ -34,7 +34,9 @@ func (h *Handler) modifyResponse(resp *stdhttp.Response) error {
 	if secret, _ := h.secrets.get(ex.target); secret != "" {
 		ns := needles(ex.target, secret)
 		scrubHeader(resp.Header, ns)
-		resp.Body = newScrubReader(resp.Body, ns)
+		if err := scrubBody(resp, ns); err != nil {
+			return err
+		}
 	}
 	m := ex.masker
 	if m.Empty() || resp.Request.Method == stdhttp.MethodHead || resp.StatusCode == stdhttp.StatusNoContent || resp.StatusCode == stdhttp.StatusNotModified {

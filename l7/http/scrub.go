@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"io"
 	stdhttp "net/http"
+	"strconv"
 	"strings"
 
 	"github.com/loopgate/loopgate/policy"
@@ -41,6 +42,35 @@ func scrubHeader(h stdhttp.Header, ns [][]byte) {
 		}
 		h[k] = vs
 	}
+}
+
+// maxScrubWhole is the largest body with a length scrubbed whole, so it
+// keeps an exact Content-Length; larger ones stream without one.
+const maxScrubWhole = 1 << 20
+
+// scrubBody replaces the secret in resp's body: whole (with its new
+// length) when it is small and of known length, else as it streams.
+func scrubBody(resp *stdhttp.Response, ns [][]byte) error {
+	if resp.ContentLength >= 0 && resp.ContentLength <= maxScrubWhole {
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxScrubWhole+1))
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		for _, n := range ns {
+			if bytes.Contains(b, n) {
+				b = bytes.ReplaceAll(b, n, []byte(scrubbed))
+			}
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+		return nil
+	}
+	resp.Body = newScrubReader(resp.Body, ns)
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+	return nil
 }
 
 // scrubReader replaces the secret in a body as it streams: it holds back
