@@ -30,6 +30,11 @@ func (s *DB) OpenSession(ctx context.Context, e event.Session, first ...event.Ev
 	return s.write(ctx, &op{
 		apply:  func(ctx context.Context, tx *sql.Tx) error { return insertSession(ctx, tx, e) },
 		events: evs,
+		// A start whose first decision allows is as durable as the
+		// allowed statements after it (sync.go): committed to the WAL,
+		// fsynced with the next group. A start written alone (a refused
+		// session) or with a refusal waits for the fsync.
+		lazy: len(first) > 0 && lazyEvents(first),
 	})
 }
 

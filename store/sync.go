@@ -23,12 +23,13 @@ import (
 //     outlives the daemon's process (kill -9, a crash, the OOM killer) but
 //     not the OS (a kernel panic, power loss). The syncer fsyncs the WAL
 //     and the log within syncEvery of any commit, for every session at
-//     once; writes that must survive the OS as well (session starts,
+//     once; writes that must survive the OS as well (refused sessions,
 //     denials, approvals, revocations, signed checkpoints: anything but
-//     an allowed statement's record) return only after that fsync. Like
-//     auditd's flush = incremental_async, a power loss can take the last
-//     few milliseconds of allowed statements' records, not the ones
-//     before.
+//     an allowed statement's record, or a session's start with the allow
+//     that admitted it) return only after that fsync. Like auditd's
+//     flush = incremental_async, a power loss can take the last few
+//     milliseconds of allowed sessions' and statements' records, not the
+//     ones before.
 //   - SyncFull: every write is a commit fsynced before it returns
 //     (synchronous=FULL): nothing returned is lost to a power loss either.
 type Sync int

@@ -81,6 +81,12 @@ func TestSyncNormalWaitsOnlyWhereItMust(t *testing.T) {
 		waited <- db.AppendEvents(ctx, event.Event{SessionID: "s", Kind: event.KindCommand, Text: "DROP TABLE t", Decision: "deny", Error: "no"})
 	}()
 	go func() { waited <- db.OpenSession(ctx, event.Session{ID: "s2", Started: time.Now()}) }()
+	// A start with the allow that admitted it is as lazy as an allowed
+	// statement: it returns with the fsync held.
+	if err := db.OpenSession(ctx, event.Session{ID: "s3", Started: time.Now()},
+		event.Event{SessionID: "s3", Kind: event.KindDecision, Text: "connect", Decision: "allow"}); err != nil {
+		t.Fatal(err)
+	}
 	for range 100 {
 		if err := db.AppendEvents(ctx, event.Event{SessionID: "s", Kind: event.KindCommand, Text: "SELECT 2", Decision: "allow"}); err != nil {
 			t.Fatal(err)
