@@ -18,6 +18,7 @@ func TestImportRules(t *testing.T) {
 		"policy/sqlclass":   {},
 		"policy/shellclass": {"policy"},
 		"l7/ssh/sftpwire":   {},
+		"l7/ssh/cast":       {},
 		"policy/mask":       {"policy"},
 		"policy/sqlpolicy":  {"policy", "policy/mask", "policy/sqlclass"},
 		"store/event":       {},
