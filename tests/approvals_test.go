@@ -95,10 +95,10 @@ func TestApprovals(t *testing.T) {
 			t.Errorf("request = %+v", req)
 		}
 		// The requester cannot approve itself; an unknown uid cannot either.
-		if out, code := s.cliAs(t, 65534, "approvals", "approve", req.ID); code == 0 || !strings.Contains(out, "self_approval") {
+		if out, code := s.cliAs(t, 65534, "approvals", "approve", req.ID); code != 3 || !strings.Contains(out, "self_approval") {
 			t.Errorf("self-approval: %d %s", code, out)
 		}
-		if out, code := s.cliAs(t, 2, "approvals", "approve", req.ID); code == 0 || !strings.Contains(out, "403") {
+		if out, code := s.cliAs(t, 2, "approvals", "approve", req.ID); code != 3 || !strings.Contains(out, "403") {
 			t.Errorf("unknown uid: %d %s", code, out)
 		}
 		if out, code := s.cliAs(t, 0, "approvals", "approve", req.ID, "--reason", "ok for the test"); code != 0 || !strings.Contains(out, "approved") {
@@ -111,7 +111,7 @@ func TestApprovals(t *testing.T) {
 		if c := count(); c != "0" {
 			t.Errorf("rows left %s", c)
 		}
-		if out, code := s.cliAs(t, 0, "approvals", "approve", req.ID); code == 0 || !strings.Contains(out, "409") {
+		if out, code := s.cliAs(t, 0, "approvals", "approve", req.ID); code != 1 || !strings.Contains(out, "409") {
 			t.Errorf("approving a decided request: %d %s", code, out)
 		}
 	})
