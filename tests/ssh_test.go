@@ -200,6 +200,17 @@ func TestSSHExec(t *testing.T) {
 			}
 		})
 	}
+	t.Run("loopgate ssh known-hosts and user-ca", func(t *testing.T) {
+		kh, _ := os.ReadFile(s.knownHosts)
+		out, err := exec.Command(lgtest.Binary(t), "ssh", "known-hosts", "--config", s.cfg).Output()
+		if err != nil || string(out) != string(kh) {
+			t.Errorf("known-hosts: %v %q, want %q", err, out, kh)
+		}
+		out, err = exec.Command(lgtest.Binary(t), "ssh", "user-ca", "--config", s.cfg).Output()
+		if err != nil || strings.TrimSpace(string(out)) != s.userCA.AuthorizedKey() {
+			t.Errorf("user-ca: %v %q", err, out)
+		}
+	})
 	t.Run("certificate in sshd's log", func(t *testing.T) {
 		if !strings.Contains(s.sshd.Log(), `Accepted certificate ID "loopgate:`) || !strings.Contains(s.sshd.Log(), ":agent\" (serial") {
 			t.Errorf("sshd log lacks the certificate:\n%s", s.sshd.Log())

@@ -96,6 +96,7 @@ Flags go before or after arguments. Every list and show command takes --json
 			masksCommand(),
 			doctorCommand(),
 			storeCommand(),
+			sshCommand(),
 		},
 	}
 	applyConventions(app)

@@ -53,7 +53,7 @@ func sessionsCommand() *cli.Command {
 				Description: `Streams in chain order with constant memory, whatever the store's size. On a
 terminal, a progress bar shows on stderr once it runs past a second.`,
 				Flags: slices.Concat(filterFlags[:len(filterFlags)-1],
-					[]cli.Flag{&cli.StringFlag{Name: "format", Value: "jsonl", Usage: "jsonl, csv or text"}}),
+					[]cli.Flag{&cli.StringFlag{Name: "format", Value: "jsonl", Usage: "jsonl, csv, text, or asciicast (one session ID: its terminal)"}}),
 				Action: exportSessions,
 			},
 			{
@@ -66,6 +66,7 @@ terminal, a progress bar shows on stderr once it runs past a second.`,
 				Flags:  slices.Concat(filterFlags[:2], []cli.Flag{jsonFlag()}),
 				Action: showSession,
 			},
+			replayCommand(slices.Clone(filterFlags[:2])),
 		},
 	}
 }
@@ -99,8 +100,10 @@ func filterOf(c *cli.Command) store.Filter {
 func exportSessions(ctx context.Context, c *cli.Command) error {
 	switch f := c.String("format"); f {
 	case "jsonl", "csv", "text":
+	case "asciicast":
+		return exportCast(ctx, c) // sshcmd.go
 	default:
-		return usagef(c, "--format: want jsonl, csv or text, got %q", f)
+		return usagef(c, "--format: want jsonl, csv, text or asciicast, got %q", f)
 	}
 	db, err := openStore(ctx, c)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"io"
 	"sync"
 
-	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/policy/mask"
 )
 
@@ -15,10 +14,6 @@ type castRecorder interface {
 	Resize(cols, rows int)
 	Close()
 }
-
-// newCast starts the cast of a pty channel. Placeholder until l7/ssh/cast
-// lands: no cast.
-func (h *Handler) newCast(s *l7.Session, p *ptyReq, command string) castRecorder { return nil }
 
 // outWriter masks a stream of the target's output, writes it to the
 // agent and to the cast. Placeholder masker until policy/mask's stream

@@ -192,7 +192,7 @@ func (c *channel) program(ctx context.Context, r *ssh.Request) {
 	}
 	c.kind, c.text, c.masks, c.started = r.Type, cmd.Text, cmd.Decision.Masks, time.Now()
 	if c.pty != nil && !c.sftp {
-		c.cast = c.b.h.newCast(c.s, c.pty, cmd.Text)
+		c.cast = c.b.newCast(c.pty, cmd.Text)
 	}
 	// Output pumps count before the target can answer: its channel may
 	// close the moment the program ends.

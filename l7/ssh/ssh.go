@@ -228,7 +228,7 @@ func (h *Handler) extensions(s *l7.Session) []string {
 	return ext
 }
 
-// bridge is one agent connection's state. mu guards chans.
+// bridge is one agent connection's state. mu guards chans and casts.
 type bridge struct {
 	h     *Handler
 	s     *l7.Session
@@ -237,6 +237,7 @@ type bridge struct {
 
 	mu    sync.Mutex
 	chans []ssh.Channel
+	casts int // casts started, to name them
 }
 
 // track remembers an open channel pair so closeAll can end it.

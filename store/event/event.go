@@ -68,6 +68,11 @@ const (
 	KindResult       Kind = "result"
 	KindRevoked      Kind = "revoked"
 	KindNote         Kind = "note"
+	// KindCast holds asciicast v2 lines of one terminal (an SSH pty
+	// channel), masked, in Params; Text names the terminal ("cast 1").
+	// A session's cast events of one Text, in order, concatenate to a
+	// .cast file.
+	KindCast Kind = "cast"
 )
 
 // Event is one thing that happened in a session: a command, a decision, the
