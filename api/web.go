@@ -303,6 +303,7 @@ const maxSessionRows = 500
 
 type sessionData struct {
 	ID      string
+	Now     when
 	Session *sessionRow
 	Ended   when
 	Rows    cmdTable
@@ -323,7 +324,7 @@ func (s *Server) webSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, now := r.PathValue("id"), time.Now()
-	d := sessionData{ID: id}
+	d := sessionData{ID: id, Now: whenOf(now, now)}
 	x, err := s.Store.Session(r.Context(), id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

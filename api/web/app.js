@@ -1,8 +1,9 @@
 // The approver page's one script. It shows each <time> in the browser's
-// time zone (the server wrote UTC), keeps "2 min ago" current, submits the
-// session filter on change, and reloads the approvals page when a request
-// arrives or changes, unless the approver is typing a reason or submitting
-// a decision (whose own page load shows the result).
+// time zone (the server wrote UTC), keeps "2 min ago" current (by the
+// server's clock), submits the session filter on change, and reloads the
+// approvals page when a request arrives or changes, unless the approver is
+// typing a reason or submitting a decision (whose own page load shows the
+// result).
 (function () {
   'use strict';
   function pad(n) { return (n < 10 ? '0' : '') + n; }
@@ -26,8 +27,12 @@
     try { name = Intl.DateTimeFormat().resolvedOptions().timeZone || ''; } catch (e) { name = ''; }
     return (name ? name + ', ' : '') + 'UTC' + sign + pad(Math.floor(off / 60)) + ':' + pad(off % 60);
   }
+  // skew is how far the browser's clock is ahead of the server's (as the
+  // page was rendered), so "ago" is right on a machine whose clock is off.
+  var skew = Date.now() - Date.parse(document.body.getAttribute('data-now') || '');
+  if (isNaN(skew)) { skew = 0; }
   function agos() {
-    var now = Date.now();
+    var now = Date.now() - skew;
     document.querySelectorAll('.ago[data-t]').forEach(function (el) {
       var t = Date.parse(el.getAttribute('data-t'));
       if (!isNaN(t)) { el.textContent = rel(t - now); }
