@@ -43,6 +43,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzSFTPFrames -fuzztime 30s ./l7/ssh/sftpwire/
 	$(GO) test -run '^$$' -fuzz FuzzCastWriter -fuzztime 30s ./l7/ssh/cast/
 	$(GO) test -run '^$$' -fuzz FuzzCastReader -fuzztime 30s ./l7/ssh/cast/
+	$(GO) test -run '^$$' -fuzz FuzzStreamMask -fuzztime 30s ./policy/mask/
 	$(GO) test -run '^$$' -fuzz FuzzAgentStream -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzLoopAgentStream -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzStartup -fuzztime 30s ./l7/postgres/
