@@ -30,7 +30,7 @@ func checkConfig(path string) (*policy.Config, Check) {
 // CA key are root's alone: the records are sensitive, and whoever reads
 // the audit key can sign a forged history.
 func checkStore(cfg *policy.Config) []Check {
-	names := []string{"store", "audit key", "ca key"}
+	names := []string{"store", "audit key", "ca key", "ssh ca keys"}
 	if cfg == nil {
 		var out []Check
 		for _, n := range names {
@@ -42,8 +42,27 @@ func checkStore(cfg *policy.Config) []Check {
 	out := []Check{privateDir(Check{Name: "store"}, dir, cfg.Store)}
 	out = append(out, privateFile(Check{Name: "audit key"}, cfg.AuditKey, "created 0600 at the daemon's first start"))
 	out = append(out, privateFile(Check{Name: "ca key"}, filepath.Join(dir, "ca", "ca.key"), "created 0600 at the daemon's first start"))
-	return out
+	ssh := Check{Name: "ssh ca keys"}
+	var have []string
+	for _, f := range sshCAFiles {
+		p := filepath.Join(dir, f)
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if c := privateFile(ssh, p, ""); c.Status != StatusOK {
+			return append(out, c)
+		}
+		have = append(have, p)
+	}
+	if len(have) == 0 {
+		return append(out, ok_(ssh, "not there yet (created 0600 at the first ssh session)"))
+	}
+	return append(out, ok_(ssh, strings.Join(have, ", ")+": root's, 0600 or stricter"))
 }
+
+// sshCAFiles are the SSH CA keys l7/ssh keeps beside the store
+// (l7/ssh.HostCAFile, UserCAFile; doctor does not import l7).
+var sshCAFiles = []string{"ssh_host_ca", "ssh_user_ca"}
 
 // privateDir: dir 0700 (no group or other bits) and owned by root, db 0600.
 func privateDir(c Check, dir, db string) Check {
@@ -60,6 +79,22 @@ func privateDir(c Check, dir, db string) Check {
 	}
 	if c2 := privateFile(Check{}, db, ""); c2.Status == StatusFail {
 		return fail(c, c2.Detail, c2.Fix)
+	}
+	// Everything in it but public halves (*.pub, *.crt) is root's alone:
+	// the directory's mode is one chmod away from not protecting them.
+	var loose []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, ".pub") || strings.HasSuffix(p, ".crt") {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil && d.Type().IsRegular() && (fi.Mode().Perm()&0o077 != 0 || owner(fi) != 0) {
+			loose = append(loose, p)
+		}
+		return nil
+	})
+	if len(loose) > 0 {
+		return fail(c, fmt.Sprintf("readable by others: %s", strings.Join(loose, ", ")),
+			"chown root: FILE && chmod 600 FILE, for each")
 	}
 	return ok_(c, fmt.Sprintf("%s %v, root's", dir, fi.Mode().Perm()))
 }

@@ -120,6 +120,7 @@ workloads:
 		okIf("store", true, filepath.Join(dir, "db"))
 		okIf("audit key", true, "-rw-------")
 		okIf("ca key", true, "-rw-------")
+		okIf("ssh ca keys", true, "")
 		okIf("api socket", true, "the daemon answers")
 		status, detail, _ := r.check(t, "clock")
 		if status == "fail" || !strings.Contains(detail, time.Now().UTC().Format("2006-")) {
@@ -181,6 +182,20 @@ workloads:
 		status, detail, fix := r.check(t, "audit key")
 		if code != 3 || status != "fail" || !strings.Contains(fix, "chmod 600 "+key) {
 			t.Errorf("exit %d, audit key: %s %q fix %q", code, status, detail, fix)
+		}
+		// SSH CA keys, and anything else in the store's directory.
+		os.Chmod(key, 0o600)
+		hostCA := filepath.Join(store, "ssh_host_ca")
+		os.WriteFile(hostCA, []byte("not a key"), 0o640)
+		os.WriteFile(hostCA+".pub", []byte("public"), 0o644)
+		r, code = runDoctor(t, loose, nil)
+		status, detail, fix = r.check(t, "ssh ca keys")
+		if code != 3 || status != "fail" || !strings.Contains(fix, "chmod 600 "+hostCA) {
+			t.Errorf("exit %d, ssh ca keys: %s %q fix %q", code, status, detail, fix)
+		}
+		status, detail, _ = r.check(t, "store")
+		if status != "fail" || !strings.Contains(detail, hostCA) || strings.Contains(detail, ".pub") {
+			t.Errorf("store: %s %q; want fail naming %s only", status, detail, hostCA)
 		}
 	})
 
