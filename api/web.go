@@ -6,10 +6,13 @@ import (
 	"embed"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"html/template"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,6 +125,7 @@ func (s *Server) webRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /ui/decide", s.webDecide)
 	mux.HandleFunc("GET /ui/stream", s.webStream)
 	mux.HandleFunc("GET /ui/sessions/{id}", s.webSession)
+	mux.HandleFunc("GET /ui/sessions/{id}/cast", s.webCast)
 	mux.HandleFunc("GET /ui/app.js", func(w http.ResponseWriter, r *http.Request) {
 		secureHeaders(w)
 		w.Header().Set("Content-Type", "text/javascript")
@@ -353,5 +357,57 @@ func (s *Server) webSession(w http.ResponseWriter, r *http.Request) {
 		d.Next = "/ui/sessions/" + url.PathEscape(id) + "?after=" + strconv.FormatInt(evs[len(evs)-1].Seq, 10)
 	}
 	d.Rows = tableOf(joinCommands(evs, now), x.Protocol)
+	for i := range d.Rows.Rows {
+		if c := d.Rows.Rows[i].Cast; c != "" {
+			d.Rows.Rows[i].CastURL = "/ui/sessions/" + url.PathEscape(id) + "/cast?" + url.Values{"name": {c}}.Encode()
+		}
+	}
 	pages.ExecuteTemplate(w, "session.html", d)
+}
+
+// webCast sends a session's terminal recording (the cast events named by
+// the name parameter, "cast 1") as one asciicast v2 file, read in windows
+// of the session's events.
+func (s *Server) webCast(w http.ResponseWriter, r *http.Request) {
+	secureHeaders(w)
+	if s.web.get(r) == nil {
+		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+		return
+	}
+	if s.Store == nil {
+		http.Error(w, "no store", http.StatusServiceUnavailable)
+		return
+	}
+	id, name := r.PathValue("id"), r.URL.Query().Get("name")
+	var after int64
+	started := false
+	for {
+		evs, err := s.Store.SessionEventWindow(r.Context(), id, store.EventWindow{After: after, N: maxSessionRows, Kinds: []string{string(event.KindCast)}})
+		if err != nil {
+			if !started {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+			}
+			return
+		}
+		for _, e := range evs {
+			if e.Text != name {
+				continue
+			}
+			if !started {
+				w.Header().Set("Content-Type", "application/x-asciicast")
+				w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", "loopgate-"+id+"-"+strings.ReplaceAll(name, " ", "-")+".cast"))
+				started = true
+			}
+			if _, err := io.WriteString(w, e.Params); err != nil {
+				return
+			}
+		}
+		if len(evs) < maxSessionRows {
+			break
+		}
+		after = evs[len(evs)-1].Seq
+	}
+	if !started {
+		http.Error(w, fmt.Sprintf("session %s has no terminal recording %q", id, name), http.StatusNotFound)
+	}
 }

@@ -37,7 +37,11 @@ func TestWebPagesOverStore(t *testing.T) {
 		{"s-ssh", "deploy", "web1", "ssh", []event.Event{
 			{Kind: event.KindCommand, Text: "ls -l /srv", Decision: "allow", RuleID: "ops"},
 			{Kind: event.KindResult, Text: "ls -l /srv", Tag: "exit 0", Bytes: 1234, Duration: 40 * time.Millisecond, Params: `{"exit":"0"}`},
-			{Kind: "pty_cast", Text: "terminal recording", Bytes: 99},
+			{Kind: "pty_resize", Text: "100x30"},
+			{Kind: event.KindCast, Text: "cast 1", Params: `{"version":2,"width":80,"height":24}` + "\n"},
+			{Kind: event.KindCast, Text: "cast 1", Params: `[0.1,"o","$ "]` + "\n"},
+			{Kind: event.KindCast, Text: "cast 2", Params: `{"version":2,"width":100,"height":30}` + "\n"},
+			{Kind: event.KindCast, Text: "cast 1", Params: `[0.5,"o","ls\r\n"]` + "\n"},
 		}},
 		{"s-http", "agent", "api", "http", []event.Event{
 			{Kind: event.KindCommand, Text: "DELETE /v1/items/7", Decision: "deny", RuleID: "api-read", Error: "delete denied by rule api-read"},
@@ -87,7 +91,9 @@ func TestWebPagesOverStore(t *testing.T) {
 		{"nothing matches", "/ui/?workload=agent&target=web1", 200, []string{"No session matches."}, []string{`class="session"`}},
 		{"bad before", "/ui/?before=yesterday", 400, nil, nil},
 		{"ssh exec", "/ui/sessions/s-ssh", 200, []string{`<th>Result</th>`, `<code>ls -l /srv</code>`, `<td class="result">exit 0</td>`,
-			`<td class="bytes num">1.2 KiB</td>`, `<td class="dur num">40 ms</td>`, `<span class="kind">pty_cast</span> <code>terminal recording</code>`,
+			`<td class="bytes num">1.2 KiB</td>`, `<td class="dur num">40 ms</td>`, `<span class="kind">pty_resize</span> <code>100x30</code>`,
+			`<span class="kind">cast</span> <code>cast 1</code> <a class="cast" href="/ui/sessions/s-ssh/cast?name=cast&#43;1" download>`,
+			`<code>cast 2</code>`,
 			"after 2 s"}, []string{`<th>Rows</th>`, `<th>Error</th>`}},
 		{"http requests", "/ui/sessions/s-http", 200, []string{`<th>Status</th>`, `<td class="result">200</td>`, `<td class="bytes num">2.0 MiB</td>`,
 			`<td class="err">delete denied by rule api-read</td>`, "still open"}, []string{`<th>Rows</th>`}},
@@ -122,5 +128,20 @@ func TestWebPagesOverStore(t *testing.T) {
 	}
 	if code, _, hdr := get("/ui/sessions/s-ssh", false); code != http.StatusSeeOther || hdr.Get("Location") != "/ui/" {
 		t.Errorf("signed out session view: %d %s", code, hdr.Get("Location"))
+	}
+	// A terminal's chunks, in order, make its .cast file.
+	code, body, hdr := get("/ui/sessions/s-ssh/cast?name=cast+1", true)
+	want := `{"version":2,"width":80,"height":24}` + "\n" + `[0.1,"o","$ "]` + "\n" + `[0.5,"o","ls\r\n"]` + "\n"
+	if code != 200 || body != want || hdr.Get("Content-Type") != "application/x-asciicast" ||
+		!strings.Contains(hdr.Get("Content-Disposition"), `filename="loopgate-s-ssh-cast-1.cast"`) {
+		t.Errorf("cast: %d %q %v", code, body, hdr)
+	}
+	for _, path := range []string{"/ui/sessions/s-ssh/cast?name=cast+9", "/ui/sessions/s-http/cast?name=cast+1"} {
+		if code, _, _ := get(path, true); code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, code)
+		}
+	}
+	if code, _, _ := get("/ui/sessions/s-ssh/cast?name=cast+1", false); code != http.StatusSeeOther {
+		t.Errorf("signed out cast: %d", code)
 	}
 }

@@ -134,6 +134,9 @@ type cmdRow struct {
 	Error    string
 	// Done is set once the row has its result (or needs none).
 	Done bool
+	// Cast names the terminal recording the row stands for ("cast 1"),
+	// and CastURL is where its .cast file is (set by the page).
+	Cast, CastURL string
 }
 
 // cmdTable is rows with the columns any of them fills: a protocol that
@@ -172,13 +175,29 @@ const maxOpenCommands = 64
 // joinCommands turns a session's events (chain order) into rows: a result
 // fills the row of the oldest waiting command whose text it carries (a
 // result's text may be the command's shortened, ending in "..."). Session
-// open and close events are left out (the page's header shows them).
+// open and close events are left out (the page's header shows them), and a
+// terminal's cast events make one row.
 func joinCommands(evs []store.ExportRow, now time.Time) []cmdRow {
 	rows := make([]cmdRow, 0, len(evs))
 	var open []int // indexes into rows of commands waiting for a result
+	casts := map[string]int{}
+	castBytes := map[string]int64{}
 	for _, e := range evs {
 		switch event.Kind(e.Kind) {
 		case event.KindSessionOpen, event.KindSessionClose:
+			continue
+		case event.KindCast:
+			// A terminal is recorded in chunks: one line for all
+			// of them, at the first, with their size.
+			castBytes[e.Text] += int64(len(e.Params))
+			if i, ok := casts[e.Text]; ok {
+				rows[i].Bytes = humanBytes(castBytes[e.Text])
+				continue
+			}
+			casts[e.Text] = len(rows)
+			r := rowOf(e, now)
+			r.Done, r.Cast, r.Bytes = true, e.Text, humanBytes(castBytes[e.Text])
+			rows = append(rows, r)
 			continue
 		case event.KindResult:
 			if i := matchResult(rows, open, e.Text); i >= 0 {

@@ -93,7 +93,10 @@ func TestJoinCommands(t *testing.T) {
 		ev(12, "pty_resize", "80x24", nil),
 		ev(13, "command", "GET /v1/items", func(r *store.ExportRow) { allow(r); r.Tag = "200"; r.Bytes = 2048; r.DurationNS = 5e6 }),
 		ev(14, "result", "orphan", func(r *store.ExportRow) { r.Tag = "X" }),
-		ev(15, "session_close", "", nil),
+		// A terminal's chunks make one line.
+		ev(15, "cast", "cast 1", func(r *store.ExportRow) { r.Params = "abc" }),
+		ev(16, "cast", "cast 1", func(r *store.ExportRow) { r.Params = "defg" }),
+		ev(17, "session_close", "", nil),
 	}
 	got := joinCommands(evs, time.Date(2026, 11, 30, 12, 2, 0, 0, time.UTC))
 	type line struct {
@@ -117,6 +120,7 @@ func TestJoinCommands(t *testing.T) {
 		{12, "pty_resize", "", "80x24", "", "", "", "", "", "1 min ago"},
 		{13, "command", "allow", "GET /v1/items", "200", "", "2.0 KiB", "5 ms", "", "1 min ago"},
 		{14, "result", "", "orphan", "X", "", "", "", "", "1 min ago"},
+		{15, "cast", "", "cast 1", "", "", "7 B", "", "", "1 min ago"},
 	}
 	if d := cmp.Diff(want, lines); d != "" {
 		t.Errorf("rows (-want +got):\n%s", d)

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	_ "time/tzdata" // the browser's zone, whatever the host has
 
 	"github.com/chromedp/chromedp"
+	"github.com/creack/pty"
 
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
@@ -391,7 +393,8 @@ func checkLocalTimes(t *testing.T, ctx context.Context, zone *time.Location) {
 }
 
 // TestWebSessionViewSSH: the session view shows a real ssh exec through
-// loopgate on one line: the command, its exit status, bytes and duration.
+// loopgate on one line (the command, its exit status, bytes and duration)
+// and a real terminal as one line linking its .cast file.
 func TestWebSessionViewSSH(t *testing.T) {
 	if _, err := exec.LookPath("chromium"); err != nil {
 		lgtest.Unavailable(t, "chromium not installed (apt-get install chromium)")
@@ -417,11 +420,31 @@ func TestWebSessionViewSSH(t *testing.T) {
 	if out, stderr, code := s.ssh(t, "admin", nil, nil, command); code != 7 || out != "hello\n" {
 		t.Fatalf("ssh: code %d out %q err %q", code, out, stderr)
 	}
+	// And a terminal, recorded as a cast.
+	args := append([]string{"run", "--config", s.cfg, "--workload", "admin", "--user", "nobody", "--", "ssh"}, s.sshArgs()...)
+	cmd := exec.Command(lgtest.Binary(t), append(args, "-tt", "-p", s.port, "deploy@127.0.0.1")...)
+	cmd.Env = []string{"TERM=xterm", "PATH=/usr/bin:/bin"}
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: 80, Rows: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	var screen lockedBuffer
+	go io.Copy(&screen, ptmx)
+	// The mark is computed by the shell: the echo of the typed line never
+	// matches it.
+	ptmx.WriteString("echo M$((3+4))K\r")
+	lgtest.Eventually(t, 20*time.Second, "M7K on the terminal", func() bool { return strings.Contains(screen.String(), "M7K") })
+	ptmx.WriteString("exit\r")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("ssh -tt: %v\n%s", err, screen.String())
+	}
 	base := "http://127.0.0.1:" + apiPort
 	_, tctx := approverBrowser(t, base, is.Token(t, lgtest.Claims{Subject: "alice", Audience: "loopgate-api"}))
 	var line webRow
+	var castURL string
 	// The exec's result is written within the store's linger.
-	lgtest.Eventually(t, 15*time.Second, "the exec on one line with its exit status", func() bool {
+	lgtest.Eventually(t, 15*time.Second, "the exec on one line with its exit status, and the terminal's cast", func() bool {
 		if err := chromedp.Do(tctx, chromedp.Navigate(base+"/ui/?target=box"), chromedp.WaitVisible(chromedp.CSS("#filter"))); err != nil {
 			t.Fatalf("sessions: %v", err)
 		}
@@ -432,12 +455,20 @@ func TestWebSessionViewSSH(t *testing.T) {
 			for _, r := range webRows(t, tctx, "#commands tr.cmd") {
 				if r.Kind == "command" && r.Text == command && r.Result != "" {
 					line = r
-					return true
 				}
 			}
+			if href, err := chromedp.Run(tctx, chromedp.Evaluate[string](`(document.querySelector('#commands a.cast') || {}).href || ''`)); err == nil && href != "" {
+				castURL = href
+			}
 		}
-		return false
+		return line.Text != "" && castURL != ""
 	})
+	// The terminal is one line whose link is its .cast file.
+	cast, err := chromedp.Run(tctx, chromedp.Evaluate[string](`fetch(`+strconv.Quote(castURL)+`).then(function (r) { return r.text(); })`,
+		chromedp.EvalAwaitPromise))
+	if err != nil || !strings.Contains(strings.SplitN(cast, "\n", 2)[0], `"version":2`) || !strings.Contains(cast, "M7K") {
+		t.Errorf("cast at %s: %v\n%s", castURL, err, cast)
+	}
 	head, _ := chromedp.Run(tctx, chromedp.Text(chromedp.CSS("#commands tr:first-child")))
 	if line.Result != "exit 7" || !strings.Contains(head, "Result") || !strings.HasPrefix(line.Decision, "allow") ||
 		!regexp.MustCompile(`^[0-9.]+ (B|KiB)$`).MatchString(line.Bytes) || !regexp.MustCompile(`^[0-9.]+ (µs|ms|s)$`).MatchString(line.Dur) {
