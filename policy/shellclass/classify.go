@@ -362,7 +362,7 @@ func (c *classifier) assigns(i int, as []string) {
 	for _, a := range as {
 		name, _, _ := strings.Cut(a, "=")
 		name = strings.TrimSuffix(name, "+")
-		if slices.Contains(dangerousVars, name) {
+		if slices.Contains(dangerousVars, name) || strings.HasPrefix(name, "BASH_FUNC_") {
 			c.class(i, Unknown, "sets %s, which changes what later commands run", name)
 		}
 	}
@@ -372,7 +372,8 @@ func (c *classifier) assigns(i int, as []string) {
 var dangerousVars = []string{"PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV",
 	"PROMPT_COMMAND", "IFS", "SHELLOPTS", "BASHOPTS", "PS4", "GCONV_PATH", "BASH_LOADABLES_PATH",
 	"PERL5OPT", "PERL5LIB", "PYTHONPATH", "PYTHONSTARTUP", "NODE_OPTIONS", "RUBYOPT", "GIT_SSH_COMMAND",
-	"PAGER", "EDITOR", "VISUAL", "SYSTEMD_PAGER", "LESSOPEN"}
+	"PAGER", "EDITOR", "VISUAL", "SYSTEMD_PAGER", "LESSOPEN", "BASH_CMDS", "BASH_ALIASES", "BASH_XTRACEFD",
+	"HOSTALIASES", "GIT_EXEC_PATH", "SSH_ASKPASS", "SUDO_ASKPASS"}
 
 // redirs returns a statement's output redirections to files and what
 // feeds its stdin, and classifies nothing: the caller's command does.

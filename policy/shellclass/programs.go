@@ -29,6 +29,9 @@ func (c *classifier) program(i int, name string, args []word, x ctx) {
 		if !ok {
 			c.class(i, Write, "%s is not on the list of read-only programs", name)
 			c.sensitiveArgs(i, args)
+			if name == "chmod" && setuid(args) {
+				c.class(i, Privilege, "chmod sets a set-user-ID or set-group-ID bit")
+			}
 			return
 		}
 		cl, reason := Read, name+" only reads"
@@ -50,10 +53,8 @@ func (c *classifier) sensitiveArgs(i int, args []word) {
 			continue
 		}
 		v := w.val
-		if _, after, ok := strings.Cut(v, "="); ok && strings.HasPrefix(v, "-") {
-			v = after
-		}
-		if sensitivePath(v) {
+		_, after, hasEq := strings.Cut(v, "=") // --output=F, of=F
+		if sensitivePath(v) || (hasEq && sensitivePath(after)) {
 			c.class(i, Privilege, "changes %s, which grants access", w.val)
 			return
 		}
@@ -294,6 +295,7 @@ var runners = map[string]string{
 	"newgrp":        "opens a shell with another group",
 	"expect":        "runs a script that drives other programs",
 	"fc":            "re-runs commands from history",
+	"enable":        "loads or switches off shell builtins",
 	"sftp-server":   "serves SFTP outside the subsystem loopgate inspects",
 	"internal-sftp": "serves SFTP outside the subsystem loopgate inspects",
 	"csh":           "is a shell whose syntax this classifier does not parse",
@@ -313,3 +315,24 @@ var runners = map[string]string{
 var privileged = []string{"visudo", "sudoedit", "usermod", "useradd", "userdel", "adduser", "deluser", "groupadd",
 	"groupmod", "groupdel", "addgroup", "delgroup", "gpasswd", "passwd", "chpasswd", "chage", "chsh", "chfn",
 	"vipw", "vigr", "setcap", "pam-auth-update", "ssh-copy-id", "newusers"}
+
+// setuid reports whether chmod's arguments set a set-user-ID or
+// set-group-ID bit (u+s, g+s, +s, 4755, 2755) or are computed.
+func setuid(args []word) bool {
+	for _, w := range args {
+		if !w.lit {
+			return true
+		}
+		v := w.val
+		if strings.HasPrefix(v, "--") {
+			continue
+		}
+		if strings.ContainsAny(v, "+=") && strings.Contains(v, "s") {
+			return true
+		}
+		if len(v) >= 4 && strings.Trim(v, "01234567") == "" && (v[len(v)-4]-'0')&6 != 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -17,7 +17,7 @@ func init() {
 	for _, n := range strings.Fields(`ls dir vdir cat tac head tail wc stat du df free uptime id whoami
 		logname groups users who w last lastlog lastb uname arch nproc lscpu lsmem lsmod lspci lsusb lsblk
 		blkid findmnt lsof ps pgrep pidof pstree top vmstat iostat mpstat pidstat netstat printenv echo
-		printf true false test [ : pwd cd basename dirname realpath readlink which whereis type hash sleep
+		true false test [ : pwd cd basename dirname realpath readlink which whereis type sleep
 		seq tty locale getent tree namei getfacl lsattr cut tr nl rev fold fmt paste join comm column
 		expand unexpand strings od hexdump hd zcat bzcat xzcat zstdcat lz4cat grep egrep fgrep zgrep zegrep
 		zfgrep ag ack diff cmp md5sum sha1sum sha224sum sha256sum sha384sum sha512sum b2sum cksum sum base64
@@ -69,6 +69,12 @@ func init() {
 		"ulimit":      optsCheck("", nil, nil, nil, true),
 		"arp":         optsCheck("HiA", nil, []string{"-d", "-s", "-f", "--delete", "--set", "--file"}, nil, false),
 		"shopt":       shoptCheck,
+		"hash":        optsCheck("pd", nil, nil, []string{"-p"}, false),
+		"printf":      varCheck,
+		"read":        varCheck,
+		"mapfile":     varCheck,
+		"readarray":   varCheck,
+		"getopts":     varCheck,
 	} {
 		readers[n] = f
 	}
@@ -391,3 +397,26 @@ func sedCheck(name string, args []word) (string, string) {
 }
 
 func strictness(cl string) int { return slices.Index(Order, cl) }
+
+// varCheck reads unless a builtin that assigns a variable (printf -v,
+// read, mapfile, getopts) may assign one that changes what later
+// commands run.
+func varCheck(name string, args []word) (string, string) {
+	if name == "printf" {
+		a := parseArgs(args, "v", nil, false)
+		v, ok := a.get("-v")
+		if !ok {
+			return Read, "printf only writes to its output"
+		}
+		args = []word{v}
+	}
+	for _, w := range args {
+		if !w.static() {
+			return Unknown, name + " assigns a variable named at run time"
+		}
+		if slices.Contains(dangerousVars, w.val) {
+			return Unknown, name + " sets " + w.val + ", which changes what later commands run"
+		}
+	}
+	return Read, name + " only sets shell variables"
+}

@@ -1,6 +1,8 @@
 package shellclass
 
 import (
+	"path"
+	"slices"
 	"strings"
 
 	"mvdan.cc/sh/v3/expand"
@@ -126,10 +128,22 @@ func hasGlob(s string) bool {
 	return false
 }
 
+// systemDirs are where the reviewed programs live. A program named by a
+// path elsewhere (/tmp/ls, ./ls) is not the reviewed program.
+var systemDirs = []string{"/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin",
+	"/usr/lib/openssh", "/usr/libexec/openssh", "/usr/libexec"}
+
 // base returns the program name of a command word: "/usr/bin/rm" is "rm".
+// A path outside the system directories stays whole, so a program of
+// that name planted elsewhere is never taken for the reviewed one.
 func base(s string) string {
-	if i := strings.LastIndexByte(s, '/'); i >= 0 && i+1 < len(s) {
-		return s[i+1:]
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 || i+1 >= len(s) {
+		return s
 	}
-	return s
+	dir := path.Clean(s[:i+1])
+	if dir == "/" || !slices.Contains(systemDirs, dir) {
+		return s
+	}
+	return s[i+1:]
 }

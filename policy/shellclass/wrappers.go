@@ -121,11 +121,16 @@ func plain(c *classifier, i int, name string, args []word, x ctx) []word {
 }
 
 // envAssigns moves leading NAME=value words into command i's Assigns.
+// env (and sudo) take every leading word with "=" for an assignment,
+// whatever its name (BASH_FUNC_ls%%=() {...} exports a function).
 func (c *classifier) envAssigns(i int, ws []word) []word {
-	for len(ws) > 0 && ws[0].static() {
+	for len(ws) > 0 && ws[0].lit {
 		name, _, ok := strings.Cut(ws[0].val, "=")
-		if !ok || !syntax.ValidName(name) {
+		if !ok || name == "" {
 			break
+		}
+		if !syntax.ValidName(name) || !ws[0].static() {
+			c.class(i, Unknown, "sets the variable %s, which can define functions", name)
 		}
 		c.res.Commands[i].Assigns = append(c.res.Commands[i].Assigns, ws[0].val)
 		c.assigns(i, []string{ws[0].val})
