@@ -131,14 +131,16 @@ func (d *svcDaemon) stop(t *testing.T) {
 // the end with every capability.
 type capsSetup struct {
 	cfg  string
-	api  string
+	db   string // the store
+	api  string // the API socket
 	echo *lgtest.Echo
 }
 
 func newCapsSetup(t *testing.T) *capsSetup {
 	t.Helper()
 	lgtest.RequireRoot(t)
-	s := &capsSetup{echo: lgtest.StartEcho(t, "127.0.0.2:0"), api: filepath.Join(lgtest.SharedDir(t), "api.sock")}
+	s := &capsSetup{echo: lgtest.StartEcho(t, "127.0.0.2:0"), api: filepath.Join(lgtest.SharedDir(t), "api.sock"),
+		db: filepath.Join(t.TempDir(), "loopgate.db")}
 	cg := lgtest.CgroupName(t)
 	s.cfg = lgtest.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:%d
 store: %s
@@ -151,7 +153,7 @@ workloads:
   - {name: w, cgroup: %s/w}
 rules:
   - {id: connect, workloads: [w], targets: [echo], allow: [connect]}
-`, lgtest.FreePort(t), filepath.Join(t.TempDir(), "loopgate.db"), lgtest.PinDir(t), cg,
+`, lgtest.FreePort(t), s.db, lgtest.PinDir(t), cg,
 		s.api, s.echo.Addr(), cg))
 	t.Cleanup(func() {
 		out, err := exec.Command(lgtest.Binary(t), "teardown", "--force", "--config", s.cfg).CombinedOutput()
@@ -411,12 +413,31 @@ func seccompExec() int {
 	return 1
 }
 
-// TestServiceSandbox runs the daemon as the unit would: the unit's
+// mountSandbox emulates the unit's mount options in a private mount
+// namespace, then execs its arguments after the first: ProtectSystem=strict
+// (every mount read-only but /dev, /proc and /sys), ReadWritePaths= (the
+// first argument, space-separated), ProtectHome=yes and
+// ProtectProc=invisible. (ProcSubset=pid is not in the unit: it hides
+// /proc/mounts, where the daemon finds cgroup2.)
+const mountSandbox = `set -e
+rw=$1; shift
+awk '{print $2}' /proc/self/mounts | sort -u | while read -r mp; do
+	case "$mp" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue ;; esac
+	mount -o remount,bind,ro "$mp" 2>/dev/null || true
+done
+for p in $rw; do mount --bind "$p" "$p"; mount -o remount,bind,rw "$p"; done
+for h in /home /root /run/user; do if [ -d "$h" ]; then mount -t tmpfs -o ro,mode=0755 tmpfs "$h"; fi; done
+mount -t proc -o hidepid=invisible proc /proc
+exec "$@"`
+
+// TestServiceSandbox runs the daemon as the unit would: its mount options
+// emulated in a private mount namespace (mountSandbox), the unit's
 // capability bounding set, no_new_privs, and a seccomp filter built from
 // the unit's SystemCallFilter= lines (with systemd's own group
-// definitions), and checks that it starts, says READY and redirects.
-// ProtectSystem= and the other mount options need systemd's namespace
-// setup and are checked only by systemd-analyze (TestDebPackage).
+// definitions); it checks that the daemon starts, says READY and
+// redirects, recording the client's executable. PrivateTmp=, PrivateDevices=
+// and the Protect*= options that need systemd itself are checked only by
+// systemd-analyze (TestDebPackage).
 func TestServiceSandbox(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		lgtest.Unavailable(t, "setpriv (util-linux): %v", err)
@@ -445,9 +466,24 @@ func TestServiceSandbox(t *testing.T) {
 	}
 	t.Logf("%d syscalls allowed", len(nrs))
 
+	for _, line := range []string{"ProtectSystem=strict", "ReadWritePaths=/var/lib/loopgate /run/loopgate /sys/fs/bpf /sys/fs/cgroup",
+		"ProtectHome=yes", "ProtectProc=invisible", "NoNewPrivileges=yes"} {
+		if !strings.Contains(string(unit), "\n"+line+"\n") {
+			t.Errorf("the unit lacks %s, which this test emulates", line)
+		}
+	}
+
 	s := newCapsSetup(t)
-	wrap := []string{"env", "LG_SECCOMP=" + strings.Join(nrs, ","), "setpriv", "--bounding-set", capSet(serviceCaps), "--inh-caps", "-all", "--", clientBin}
-	p := s.probeWrapped(t, wrap)
+	// The unit's ReadWritePaths=, at the test's own paths: the store and the
+	// API socket's directory (bpffs and cgroupfs live under /sys, which
+	// ProtectSystem=strict leaves writable).
+	rw := filepath.Dir(s.db) + " " + filepath.Dir(s.api)
+	sandbox := func(syscalls []string) []string {
+		return []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", mountSandbox, "sh", rw + " ",
+			"env", "LG_SECCOMP=" + strings.Join(syscalls, ","),
+			"setpriv", "--bounding-set", capSet(serviceCaps), "--inh-caps", "-all", "--", clientBin}
+	}
+	p := s.probeWrapped(t, sandbox(nrs))
 	if !p.ready || !p.redirected || p.exe != clientBin || !p.api {
 		t.Fatalf("under the unit's sandbox: ready %v, redirected %v, exe %q, api %v; log:\n%s", p.ready, p.redirected, p.exe, p.api, p.log)
 	}
@@ -457,8 +493,13 @@ func TestServiceSandbox(t *testing.T) {
 
 	// The filter is in force: without bpf(2) the daemon cannot start.
 	noBPF := slices.DeleteFunc(slices.Clone(nrs), func(n string) bool { return n == strconv.Itoa(int(numbers["bpf"])) })
-	wrap[1] = "LG_SECCOMP=" + strings.Join(noBPF, ",")
-	if p := s.probeWrapped(t, wrap); p.ready {
+	if p := s.probeWrapped(t, sandbox(noBPF)); p.ready {
 		t.Errorf("the daemon started with bpf(2) filtered out: the seccomp filter is not applied")
+	}
+	// And the file system is read-only: without ReadWritePaths= for its
+	// store the daemon cannot start.
+	rw = filepath.Dir(s.api)
+	if p := s.probeWrapped(t, sandbox(nrs)); p.ready || !strings.Contains(p.log, "read-only file system") {
+		t.Errorf("the daemon started, or failed otherwise, with its store read-only (ready %v):\n%s", p.ready, p.log)
 	}
 }
