@@ -168,7 +168,8 @@ func (s *Server) webIndex(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	d := indexData{Name: ws.name, CSRF: ws.csrf, Now: whenOf(now, now), Message: q.Get("m")}
 	d.Filter = filterView{Workload: q.Get("workload"), Target: q.Get("target"), Outcome: q.Get("outcome"), Outcomes: outcomes}
-	d.Filter.Active = d.Filter.Workload != "" || d.Filter.Target != "" || d.Filter.Outcome != ""
+	// Paging back ("before") is undone by clearing, like a filter.
+	d.Filter.Active = d.Filter.Workload != "" || d.Filter.Target != "" || d.Filter.Outcome != "" || q.Get("before") != ""
 	protocols := map[string]string{} // by target name
 	if s.Policy != nil {
 		if cfg := s.Policy(); cfg != nil {

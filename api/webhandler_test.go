@@ -2,10 +2,13 @@ package api
 
 import (
 	"context"
+	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +146,53 @@ func TestWebPagesOverStore(t *testing.T) {
 	}
 	if code, _, _ := get("/ui/sessions/s-ssh/cast?name=cast+1", false); code != http.StatusSeeOther {
 		t.Errorf("signed out cast: %d", code)
+	}
+}
+
+// TestWebSessionsPageBack: the list shows the newest 50 sessions and links
+// the older ones, keeping the filter.
+func TestWebSessionsPageBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := store.OpenWith(ctx, filepath.Join(t.TempDir(), "loopgate.db"), store.Options{Sync: store.SyncFull})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	start := time.Now().Add(-time.Hour)
+	for i := range maxListed + 3 {
+		s := event.Session{ID: fmt.Sprintf("s%02d", i), Workload: "bulk", Target: "t", Started: start.Add(time.Duration(i) * time.Second)}
+		if err := db.OpenSession(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.OpenSession(ctx, event.Session{ID: "other", Workload: "other", Target: "t", Started: start})
+	cfg, _ := policy.Parse("c.yaml", []byte("approvers:\n  - {name: root, uid: 0}\n"))
+	srv := &Server{Broker: &policy.Broker{Policy: func() *policy.Config { return cfg }, Timeout: time.Minute},
+		Store: db, Policy: func() *policy.Config { return cfg }}
+	h := srv.Handler()
+	cookie := &http.Cookie{Name: cookieName, Value: srv.web.add(&webSession{name: "ada", csrf: "tok", expires: time.Now().Add(time.Hour)})}
+	get := func(path string) string {
+		req := httptest.NewRequest("GET", path, nil)
+		req.AddCookie(cookie)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 200 {
+			t.Fatalf("%s: %d", path, w.Code)
+		}
+		return w.Body.String()
+	}
+	first := get("/ui/?workload=bulk")
+	if n := strings.Count(first, `<tr class="session"`); n != maxListed {
+		t.Errorf("first page lists %d sessions", n)
+	}
+	m := regexp.MustCompile(`<a href="([^"]+)" id="older">`).FindStringSubmatch(first)
+	if m == nil || !strings.Contains(first, `data-id="s52"`) || strings.Contains(first, `data-id="s02"`) {
+		t.Fatalf("first page: newest first, then a link to older ones: %v", m)
+	}
+	older := get(html.UnescapeString(m[1]))
+	if n := strings.Count(older, `<tr class="session"`); n != 3 || !strings.Contains(older, `data-id="s00"`) ||
+		strings.Contains(older, `data-id="other"`) || strings.Contains(older, `id="older"`) || !strings.Contains(older, `id="clear"`) {
+		t.Errorf("older page lists %d sessions:\n%s", n, older)
 	}
 }

@@ -377,7 +377,7 @@ var outcomes = []string{string(event.OutcomeOpen), string(event.OutcomeClosed), 
 type filterView struct {
 	Workload, Target, Outcome    string
 	Workloads, Targets, Outcomes []string
-	// Active says a filter is set.
+	// Active says a filter is set or the list is paged back.
 	Active bool
 }
 
