@@ -3,10 +3,15 @@ package tests
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/loopgate/loopgate/tests/lgtest"
 )
 
 // TestSSHRekey moves 1 GiB through loopgate with both legs rekeying every
@@ -85,4 +90,104 @@ func shellQuote(args []string) string {
 		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
 	return strings.Join(q, " ")
+}
+
+// TestSSHSFTP runs the real sftp and scp (SFTP mode, OpenSSH 9's default):
+// put, get, rename and remove allowed for the agent; for a reader, get is
+// allowed and the rest answered PERMISSION_DENIED without reaching the
+// target, and every operation is recorded.
+func TestSSHSFTP(t *testing.T) {
+	s := newSSHSetup(t)
+	local := filepath.Join(s.shared, "local")
+	os.Mkdir(local, 0o777)
+	os.Chmod(local, 0o777)
+	payload := make([]byte, 5<<20+123)
+	rand.Read(payload)
+	src := filepath.Join(local, "payload")
+	os.WriteFile(src, payload, 0o644)
+	remote := s.sshd.UserDir
+	sftp := func(workload, batch string) (string, string, int) {
+		full := append(append([]string{"sftp"}, s.sshArgs()...), "-P", s.port, "-b", "-", "deploy@127.0.0.1")
+		return s.run(t, workload, []byte(batch), full...)
+	}
+	t.Run("agent: put, get, rename, remove", func(t *testing.T) {
+		_, stderr, code := sftp("agent", fmt.Sprintf("put %s %s/a\nget %s/a %s/a-back\nrename %s/a %s/b\nmkdir %s/d\nrmdir %s/d\n",
+			src, remote, remote, local, remote, remote, remote, remote))
+		if code != 0 {
+			t.Fatalf("code %d: %s", code, stderr)
+		}
+		if got, _ := os.ReadFile(remote + "/b"); !bytes.Equal(got, payload) {
+			t.Errorf("put+rename: %d bytes, differ", len(got))
+		}
+		if got, _ := os.ReadFile(local + "/a-back"); !bytes.Equal(got, payload) {
+			t.Errorf("get: %d bytes, differ", len(got))
+		}
+		if _, stderr, code := sftp("agent", "rm "+remote+"/b\n"); code != 0 {
+			t.Fatalf("rm: %d %s", code, stderr)
+		}
+		if _, err := os.Stat(remote + "/b"); err == nil {
+			t.Error("remove did not remove")
+		}
+	})
+	os.WriteFile(remote+"/keep", payload, 0o644)
+	t.Run("reader: get allowed", func(t *testing.T) {
+		if _, stderr, code := sftp("reader", fmt.Sprintf("get %s/keep %s/keep-back\n", remote, local)); code != 0 {
+			t.Fatalf("code %d: %s", code, stderr)
+		}
+		if got, _ := os.ReadFile(local + "/keep-back"); !bytes.Equal(got, payload) {
+			t.Errorf("get: %d bytes, differ", len(got))
+		}
+	})
+	for _, tc := range []struct{ name, batch string }{
+		{"put", fmt.Sprintf("put %s %s/denied\n", src, remote)},
+		{"rename", fmt.Sprintf("rename %s/keep %s/renamed\n", remote, remote)},
+		{"remove", fmt.Sprintf("rm %s/keep\n", remote)},
+		{"mkdir", fmt.Sprintf("mkdir %s/dir\n", remote)},
+	} {
+		t.Run("reader: "+tc.name+" denied", func(t *testing.T) {
+			_, stderr, code := sftp("reader", tc.batch)
+			if code == 0 || !strings.Contains(stderr, "ermission denied") {
+				t.Errorf("code %d: %s", code, stderr)
+			}
+		})
+	}
+	if _, err := os.Stat(remote + "/keep"); err != nil {
+		t.Errorf("a denied operation changed the target: %v", err)
+	}
+	for _, f := range []string{"denied", "renamed", "dir"} {
+		if _, err := os.Stat(remote + "/" + f); err == nil {
+			t.Errorf("denied operation made %s", f)
+		}
+	}
+	t.Run("scp (sftp mode) up for the agent, down for a reader", func(t *testing.T) {
+		scp := append(append([]string{"scp"}, s.sshArgs()...), "-P", s.port)
+		if _, stderr, code := s.run(t, "agent", nil, append(scp, src, "deploy@127.0.0.1:"+remote+"/scp-up")...); code != 0 {
+			t.Fatalf("scp up: %d %s", code, stderr)
+		}
+		if got, _ := os.ReadFile(remote + "/scp-up"); !bytes.Equal(got, payload) {
+			t.Errorf("scp up: %d bytes, differ", len(got))
+		}
+		if _, stderr, code := s.run(t, "reader", nil, append(scp, "deploy@127.0.0.1:"+remote+"/scp-up", local+"/scp-down")...); code != 0 {
+			t.Fatalf("scp down: %d %s", code, stderr)
+		}
+		if got, _ := os.ReadFile(local + "/scp-down"); !bytes.Equal(got, payload) {
+			t.Errorf("scp down: %d bytes, differ", len(got))
+		}
+		if _, stderr, code := s.run(t, "reader", nil, append(scp, src, "deploy@127.0.0.1:"+remote+"/scp-denied")...); code == 0 {
+			t.Errorf("scp up by a reader: %d %s", code, stderr)
+		}
+	})
+	t.Run("recorded", func(t *testing.T) {
+		out, err := exec.Command(lgtest.Binary(t), "sessions", "export", "--config", s.cfg).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(out)
+		for _, want := range []string{`"text":"sftp open ` + remote + `/a"`, remote + `/a ` + remote + `/b"` /* rename or posix-rename@openssh.com */,
+			`\"bytes_written\":` + strconv.Itoa(len(payload)), `"error":"file-write denied by rule reader-box"`} {
+			if !strings.Contains(text, want) {
+				t.Errorf("record lacks %s", want)
+			}
+		}
+	})
 }

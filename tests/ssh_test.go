@@ -73,12 +73,15 @@ workloads:
   - {name: reader, cgroup: %s/reader}
   - {name: careful, cgroup: %s/careful}
   - {name: admin, cgroup: %s/admin}
+masks:
+  - {name: email, detect: email, mode: redact}
 rules:
   - id: agent-box
     workloads: [agent]
     targets: [box]
     allow: [read, write, shell, file-read, file-write, forward]
     deny: [privilege, unknown]
+    mask: [email]
   - id: reader-box
     workloads: [reader]
     targets: [box]
@@ -200,6 +203,15 @@ func TestSSHExec(t *testing.T) {
 			}
 		})
 	}
+	t.Run("output masked as a stream", func(t *testing.T) {
+		// Each address is written in two pieces, which ssh may carry in
+		// two packets.
+		stdout, stderr, code := s.ssh(t, "agent", nil, nil,
+			`for i in 1 2 3; do printf 'user%d@exa' $i; printf 'mple.com\n'; printf 'err%d@exa' $i >&2; printf 'mple.org\n' >&2; done`)
+		if code != 0 || strings.Contains(stdout, "example.com") || strings.Contains(stderr, "example.org") || strings.Count(stdout, "\n") != 3 {
+			t.Errorf("code %d stdout %q stderr %q", code, stdout, stderr)
+		}
+	})
 	t.Run("loopgate ssh known-hosts and user-ca", func(t *testing.T) {
 		kh, _ := os.ReadFile(s.knownHosts)
 		out, err := exec.Command(lgtest.Binary(t), "ssh", "known-hosts", "--config", s.cfg).Output()

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +12,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	l7ssh "github.com/loopgate/loopgate/l7/ssh"
+	"github.com/loopgate/loopgate/l7/ssh/cast"
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/store/event"
 )
@@ -154,41 +153,19 @@ func replaySession(ctx context.Context, c *cli.Command) error {
 	return play(ctx, os.Stdout, text, c.Float("speed"), c.Duration("idle"))
 }
 
-// play writes a cast's output to w at its pace (speed 0: at once); a
-// resize becomes the xterm sequence that asks the terminal for that size.
-func play(ctx context.Context, w io.Writer, cast string, speed float64, idle time.Duration) error {
-	sc := bufio.NewScanner(strings.NewReader(cast))
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	if !sc.Scan() {
-		return cli.Exit("empty recording", exitError)
+// play writes a cast's output to w at its pace (speed 0: at once), with
+// resizes as the xterm sequence that asks the terminal for that size.
+func play(ctx context.Context, w io.Writer, text string, speed float64, idle time.Duration) error {
+	r, err := cast.NewReader(strings.NewReader(text))
+	if err != nil {
+		return cli.Exit(err.Error(), exitError)
 	}
-	var last float64
-	for sc.Scan() {
-		var ev []any
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil || len(ev) != 3 {
-			return cli.Exit(fmt.Sprintf("bad asciicast line %q", sc.Text()), exitError)
-		}
-		at, _ := ev[0].(float64)
-		code, _ := ev[1].(string)
-		data, _ := ev[2].(string)
-		if speed > 0 {
-			wait := min(time.Duration((at-last)/speed*float64(time.Second)), idle)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(wait):
-			}
-		}
-		last = at
-		switch code {
-		case "o":
-			io.WriteString(w, data)
-		case "r":
-			var cols, rows int
-			if _, err := fmt.Sscanf(data, "%dx%d", &cols, &rows); err == nil {
-				fmt.Fprintf(w, "\x1b[8;%d;%dt", rows, cols)
-			}
-		}
+	o := cast.PlayOptions{Speed: speed, MaxIdle: idle, Resize: true}
+	if speed == 0 {
+		o.Sleep = func(ctx context.Context, _ time.Duration) error { return ctx.Err() }
 	}
-	return sc.Err()
+	if err := cast.Play(ctx, w, r, o); err != nil {
+		return cli.Exit(err.Error(), exitError)
+	}
+	return nil
 }

@@ -2,56 +2,34 @@ package ssh
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/l7/ssh/cast"
 	"github.com/loopgate/loopgate/store/event"
 )
 
 // Cast chunks: a terminal's asciicast lines are recorded as event.KindCast
-// events of at most castChunk bytes, at least every castFlush while output
+// events of about castChunk bytes, at least every castFlush while output
 // flows, and at the channel's end.
 const (
 	castChunk = 32 << 10
 	castFlush = time.Second
 )
 
-// castEncoder turns a terminal's output and resizes into asciicast v2
-// lines. Placeholder until l7/ssh/cast lands (which carries UTF-8 split
-// across packets over instead of replacing it).
-type castEncoder struct {
-	start time.Time
-}
-
-func (e *castEncoder) header(w *bytes.Buffer, cols, rows int, term, command string) {
-	h := map[string]any{"version": 2, "width": cols, "height": rows, "timestamp": e.start.Unix(),
-		"env": map[string]string{"TERM": term}}
-	if command != "" && command != "shell" {
-		h["command"] = command
-	}
-	b, _ := json.Marshal(h)
-	w.Write(b)
-	w.WriteByte('\n')
-}
-
-func (e *castEncoder) event(w *bytes.Buffer, code, data string) {
-	b, _ := json.Marshal([]any{json.Number(fmt.Sprintf("%.6f", time.Since(e.start).Seconds())), code, strings.ToValidUTF8(data, "\uFFFD")})
-	w.Write(b)
-	w.WriteByte('\n')
-}
-
-// cast records one pty channel as asciicast v2 into the session's record.
-// It is safe for concurrent use. mu guards everything below it.
-type cast struct {
+// castRec records one pty channel as asciicast v2 into the session's
+// record: a cast.Writer (which carries UTF-8 split across packets over)
+// writing into chunks that become cast events. It is safe for concurrent
+// use. mu guards the fields below it; the cast.Writer's own lock is taken
+// before mu.
+type castRec struct {
 	s    *l7.Session
 	name string
+	w    *cast.Writer
 
 	mu     sync.Mutex
-	enc    castEncoder
 	buf    bytes.Buffer
 	timer  *time.Timer
 	closed bool
@@ -63,39 +41,31 @@ func (b *bridge) newCast(p *ptyReq, command string) castRecorder {
 	b.casts++
 	n := b.casts
 	b.mu.Unlock()
-	c := &cast{s: b.s, name: fmt.Sprintf("cast %d", n), enc: castEncoder{start: time.Now()}}
-	c.enc.header(&c.buf, int(p.Cols), int(p.Rows), p.Term, command)
+	c := &castRec{s: b.s, name: fmt.Sprintf("cast %d", n)}
+	h := cast.Header{Width: int(p.Cols), Height: int(p.Rows), Env: map[string]string{"TERM": p.Term}}
+	if command != "shell" {
+		h.Command = command
+	}
+	w, err := cast.NewWriter(c, h)
+	if err != nil {
+		b.s.Log.Error("terminal not recorded", "err", err)
+		return nil
+	}
+	c.w = w
 	return c
 }
 
-// Output records masked terminal output.
-func (c *cast) Output(p []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed || len(p) == 0 {
-		return
-	}
-	c.enc.event(&c.buf, "o", string(p))
-	c.scheduleLocked()
-}
-
-// Resize records a window change.
-func (c *cast) Resize(cols, rows int) {
+// Write takes cast lines from the cast.Writer.
+func (c *castRec) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return
+		return len(p), nil
 	}
-	c.enc.event(&c.buf, "r", fmt.Sprintf("%dx%d", cols, rows))
-	c.scheduleLocked()
-}
-
-func (c *cast) scheduleLocked() {
+	c.buf.Write(p)
 	if c.buf.Len() >= castChunk {
 		c.flushLocked()
-		return
-	}
-	if c.timer == nil {
+	} else if c.timer == nil {
 		c.timer = time.AfterFunc(castFlush, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -103,9 +73,16 @@ func (c *cast) scheduleLocked() {
 			c.flushLocked()
 		})
 	}
+	return len(p), nil
 }
 
-func (c *cast) flushLocked() {
+// Output records masked terminal output.
+func (c *castRec) Output(p []byte) { c.w.Output(p) }
+
+// Resize records a window change.
+func (c *castRec) Resize(cols, rows int) { c.w.Resize(cols, rows) }
+
+func (c *castRec) flushLocked() {
 	if c.buf.Len() == 0 {
 		return
 	}
@@ -114,7 +91,8 @@ func (c *cast) flushLocked() {
 }
 
 // Close records what is left; later output is dropped.
-func (c *cast) Close() {
+func (c *castRec) Close() {
+	c.w.Close()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.timer != nil {

@@ -3,6 +3,7 @@ package ssh
 import (
 	"io"
 	"sync"
+	"time"
 
 	"github.com/loopgate/loopgate/policy/mask"
 )
@@ -15,40 +16,77 @@ type castRecorder interface {
 	Close()
 }
 
-// outWriter masks a stream of the target's output, writes it to the
-// agent and to the cast. Placeholder masker until policy/mask's stream
-// masker lands: each chunk is scanned on its own.
-type outWriter struct {
+// maskIdle is how long masked output may be held back waiting for the
+// rest of a value split across packets before it is written anyway.
+const maskIdle = 50 * time.Millisecond
+
+// sink writes masked output to the agent and the cast.
+type sink struct {
 	dst  io.Writer
-	m    *mask.Masker
 	cast castRecorder
-	mu   sync.Mutex
 }
 
-func (c *channel) outputWriter(dst io.Writer, cast castRecorder) *outWriter {
-	w := &outWriter{dst: dst, cast: cast}
+func (s sink) Write(p []byte) (int, error) {
+	if s.cast != nil {
+		s.cast.Output(p)
+	}
+	return s.dst.Write(p)
+}
+
+// copyOut copies one of the target's output streams to the agent through
+// the rule's value detectors as a stream: a value split across packets is
+// still masked. What the masker holds back is written after maskIdle
+// without more output, and at the end.
+func (c *channel) copyOut(dst io.Writer, src io.Reader) (int64, error) {
+	out := sink{dst: dst, cast: c.cast}
+	var m *mask.Masker
 	if len(c.masks) > 0 {
-		cfg := c.s.Policy()
-		if m, err := mask.New(cfg, c.masks, c.b.h.MaskKey); err == nil && !m.Empty() {
-			w.m = m
+		if mm, err := mask.New(c.s.Policy(), c.masks, c.b.h.MaskKey); err != nil {
+			c.s.Log.Error("masks not loaded; output withheld", "err", err)
+			return 0, err // fail closed: unmasked output never flows
+		} else if mm.HasDetectors() {
+			m = mm
 		}
 	}
-	return w
+	if m == nil {
+		return io.Copy(out, src)
+	}
+	st := mask.NewStream(m, out)
+	var mu sync.Mutex // guards timer
+	var timer *time.Timer
+	buf := make([]byte, 32<<10)
+	var n int64
+	for {
+		k, rerr := src.Read(buf)
+		n += int64(k)
+		if k > 0 {
+			if _, err := st.Write(buf[:k]); err != nil {
+				return n, err
+			}
+			if st.Held() > 0 {
+				mu.Lock()
+				if timer == nil {
+					timer = time.AfterFunc(maskIdle, func() {
+						st.Flush()
+						mu.Lock()
+						timer = nil
+						mu.Unlock()
+					})
+				}
+				mu.Unlock()
+			}
+		}
+		if rerr != nil {
+			mu.Lock()
+			if timer != nil {
+				timer.Stop()
+			}
+			mu.Unlock()
+			err := st.Flush()
+			if rerr == io.EOF {
+				rerr = err
+			}
+			return n, rerr
+		}
+	}
 }
-
-func (w *outWriter) Write(p []byte) (int, error) {
-	out := p
-	if w.m != nil {
-		out = w.m.Scan(p)
-	}
-	if w.cast != nil {
-		w.cast.Output(out)
-	}
-	if _, err := w.dst.Write(out); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// Flush writes what the masker holds back.
-func (w *outWriter) Flush() error { return nil }

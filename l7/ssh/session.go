@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/loopgate/loopgate/l7"
+	"github.com/loopgate/loopgate/l7/ssh/sftpwire"
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/store/event"
 )
@@ -37,7 +38,7 @@ type channel struct {
 	pty     *ptyReq
 	masks   []string
 	cast    castRecorder
-	sftp    bool
+	sftp    *sftpFilter // the sftp subsystem's, once allowed
 	denied  bool
 	started time.Time
 
@@ -85,7 +86,7 @@ func (b *bridge) session(ctx context.Context, nc ssh.NewChannel) {
 	// The agent's extended data is drained so its window never pins
 	// (go#80333); clients do not send any.
 	wg.Go(func() { io.Copy(io.Discard, down.Stderr()) })
-	wg.Go(func() { c.stdin() })
+	wg.Go(func() { c.stdin(ctx) })
 	wg.Go(func() { c.upstreamRequests(upReqs) })
 	c.agentRequests(ctx, downReqs)
 	close(c.done)
@@ -179,8 +180,8 @@ func (c *channel) program(ctx context.Context, r *ssh.Request) {
 		cmd.Text = "subsystem " + p.Name
 		switch p.Name {
 		case "sftp":
-			c.sftp = true
-			cmd.Classes = sftpSessionClasses
+			cmd.Classes = []string{ClassFileRead, ClassFileWrite}
+			cmd.Decision = sftpSubsystem(c.s)
 		default:
 			cmd.Classes = []string{ClassUnknown}
 			cmd.Decision = policy.Decision{Action: policy.Deny, Reason: fmt.Sprintf("subsystem %q is not supported", p.Name)}
@@ -191,7 +192,9 @@ func (c *channel) program(ctx context.Context, r *ssh.Request) {
 		return
 	}
 	c.kind, c.text, c.masks, c.started = r.Type, cmd.Text, cmd.Decision.Masks, time.Now()
-	if c.pty != nil && !c.sftp {
+	if cmd.Text == "subsystem sftp" {
+		c.sftp = &sftpFilter{c: c, tracker: sftpwire.NewTracker()}
+	} else if c.pty != nil {
 		c.cast = c.b.newCast(c.pty, cmd.Text)
 	}
 	// Output pumps count before the target can answer: its channel may
@@ -233,11 +236,21 @@ func (c *channel) startOutput() {
 	var outs sync.WaitGroup
 	c.pumps.Add(1)
 	outs.Go(func() {
-		n, _ := io.Copy(c.outputWriter(c.down, c.cast), c.up)
+		if c.sftp != nil {
+			n, err := c.sftp.replies(c.up)
+			c.out.Add(n)
+			if err != nil {
+				c.s.Log.Warn("sftp channel ended", "err", err)
+				c.down.Close()
+				c.up.Close()
+			}
+			return
+		}
+		n, _ := c.copyOut(c.down, c.up)
 		c.out.Add(n)
 	})
 	outs.Go(func() {
-		n, _ := io.Copy(c.outputWriter(c.down.Stderr(), c.cast), c.up.Stderr())
+		n, _ := c.copyOut(c.down.Stderr(), c.up.Stderr())
 		c.errOut.Add(n)
 	})
 	go func() {
@@ -249,10 +262,25 @@ func (c *channel) startOutput() {
 
 // stdin copies the agent's input upstream once the gate opens, then
 // passes on its EOF.
-func (c *channel) stdin() {
+func (c *channel) stdin(ctx context.Context) {
 	select {
 	case <-c.gate:
 	case <-c.done:
+		return
+	}
+	if c.sftp != nil {
+		n, err := c.sftp.requests(ctx, c.up, c.down)
+		c.in.Add(n)
+		if err != nil {
+			// A malformed or oversized packet, or too much in flight:
+			// the channel cannot be followed any more.
+			c.s.Log.Warn("sftp channel ended", "err", err)
+			c.s.RecordAsync(event.Event{Kind: event.KindNote, Text: "sftp channel ended", Error: err.Error()})
+			c.down.Close()
+			c.up.Close()
+			return
+		}
+		c.up.CloseWrite()
 		return
 	}
 	n, _ := io.Copy(c.up, c.down)
