@@ -21,8 +21,9 @@ const (
 )
 
 var (
-	keyBegin = regexp.MustCompile(`-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----`)
-	keyEnd   = regexp.MustCompile(`-----END [A-Z0-9 ]*PRIVATE KEY-----`)
+	privateKeyRE = detectors["private-key"].re
+	keyBegin     = regexp.MustCompile(`-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----`)
+	keyEnd       = regexp.MustCompile(`-----END [A-Z0-9 ]*PRIVATE KEY-----`)
 )
 
 // Stream masks a byte stream (a terminal's or a command's output) that
@@ -45,6 +46,7 @@ type Stream struct {
 	held []byte
 	keys bool // a rule detects private keys: hold unfinished blocks
 	err  error
+	out  []byte // scanRuns' buffer
 }
 
 // NewStream returns a Stream writing the masking of what it is given to
@@ -53,7 +55,7 @@ func NewStream(m *Masker, w io.Writer) *Stream {
 	s := &Stream{m: m, w: w}
 	if m != nil {
 		for _, r := range m.rules {
-			if r.det != nil && r.det.re == detectors["private-key"].re {
+			if r.det != nil && r.det.re == privateKeyRE {
 				s.keys = true
 			}
 		}
@@ -109,7 +111,7 @@ func (s *Stream) Held() int {
 
 // emit masks and writes held[:n] and keeps the rest. Callers hold mu.
 func (s *Stream) emit(n int) {
-	out := s.m.Scan(s.held[:n])
+	out := s.m.scanRuns(s.held[:n], &s.out)
 	if _, err := s.w.Write(out); err != nil {
 		s.err = fmt.Errorf("write masked stream: %w", err)
 	}
@@ -171,4 +173,104 @@ func matchable(c byte) bool {
 		return true
 	}
 	return false
+}
+
+// prefilters are necessary conditions for each detector to match a run
+// of matchable characters: a run failing one is not scanned with it.
+var prefilters = map[*regexp.Regexp]func(run []byte) bool{
+	detectors["email"].re:   func(r []byte) bool { return bytes.IndexByte(r, '@') >= 0 },
+	detectors["card"].re:    func(r []byte) bool { return digits(r) >= 13 },
+	detectors["ssn"].re:     func(r []byte) bool { return digits(r) >= 9 && bytes.IndexByte(r, '-') >= 0 },
+	detectors["phone"].re:   func(r []byte) bool { return digits(r) >= 10 },
+	detectors["iban"].re:    ibanStart,
+	detectors["aws-key"].re: awsPrefix,
+	detectors["jwt"].re:     func(r []byte) bool { return bytes.Contains(r, []byte("eyJ")) },
+}
+
+func digits(b []byte) int {
+	n := 0
+	for _, c := range b {
+		if c >= '0' && c <= '9' {
+			n++
+		}
+	}
+	return n
+}
+
+func ibanStart(b []byte) bool {
+	for i := 0; i+3 < len(b); i++ {
+		if b[i] >= 'A' && b[i] <= 'Z' && b[i+1] >= 'A' && b[i+1] <= 'Z' &&
+			b[i+2] >= '0' && b[i+2] <= '9' && b[i+3] >= '0' && b[i+3] <= '9' {
+			return true
+		}
+	}
+	return false
+}
+
+func awsPrefix(b []byte) bool {
+	for i := 0; i+3 < len(b); i++ {
+		if b[i] != 'A' {
+			continue
+		}
+		switch string(b[i+1 : i+4]) {
+		case "KIA", "SIA", "GPA", "IDA", "ROA", "NPA":
+			return true
+		}
+	}
+	return false
+}
+
+// scanRuns is Scan for a stream segment, made fast for long output: no
+// detector but private-key matches anything but letters, digits, spaces
+// and ._%+-@(), so each maximal run of those is masked on its own, and a
+// detector is run on a run only when the run passes its prefilter. The
+// result is Scan's (FuzzStreamMask checks). A segment holding a key's
+// BEGIN, or a masker with a detector without a prefilter, is Scanned
+// whole. The result may alias buf.
+func (m *Masker) scanRuns(seg []byte, buf *[]byte) []byte {
+	for _, r := range m.rules {
+		if r.det != nil && prefilters[r.det.re] == nil && r.det.re != privateKeyRE {
+			return m.Scan(seg)
+		}
+	}
+	if bytes.Contains(seg, []byte("-----BEGIN ")) {
+		return m.Scan(seg)
+	}
+	out := (*buf)[:0]
+	for i := 0; i < len(seg); {
+		j := i
+		for j < len(seg) && matchable(seg[j]) {
+			j++
+		}
+		if j == i { // a character no detector matches
+			out = append(out, seg[i])
+			i++
+			continue
+		}
+		out = append(out, m.scanRun(seg[i:j])...)
+		i = j
+	}
+	*buf = out
+	return out
+}
+
+// scanRun masks one run with the rules whose prefilter it passes, in
+// rule order, as ScanColumn does.
+func (m *Masker) scanRun(run []byte) []byte {
+	for _, r := range m.rules {
+		if r.det == nil || r.det.re == privateKeyRE {
+			continue
+		}
+		if pass := prefilters[r.det.re]; !pass(run) {
+			continue
+		}
+		d, mode := r.det, r.mode
+		run = d.re.ReplaceAllFunc(run, func(match []byte) []byte {
+			if d.check != nil && !d.check(match) {
+				return match
+			}
+			return m.Value(mode, match)
+		})
+	}
+	return run
 }
