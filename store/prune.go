@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/loopgate/loopgate/store/event"
@@ -334,4 +336,40 @@ func (s *DB) removeBatch(ctx context.Context, lo, hi, cut int64, rep *PruneRepor
 		return fmt.Errorf("prune: %w", err)
 	}
 	return nil
+}
+
+// Vacuum gives the space pruned rows left back to the file system by
+// rewriting the database (SQLite's VACUUM). It needs the store to itself
+// for as long as that takes, so it refuses while a daemon (the store's
+// writer) has it open; run it with the daemon stopped. It returns the file's
+// size before and after.
+func (s *DB) Vacuum(ctx context.Context) (before, after int64, err error) {
+	if s.journalLock == nil {
+		// A reader: make sure no writer holds the store meanwhile.
+		f, err := os.Open(s.path)
+		if err != nil {
+			return 0, 0, fmt.Errorf("vacuum: %w", err)
+		}
+		defer f.Close()
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return 0, 0, fmt.Errorf("vacuum: store %s is open by a daemon; stop it first (prune itself is safe beside it)", s.path)
+			}
+			return 0, 0, fmt.Errorf("vacuum: %w", err)
+		}
+		defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	}
+	if st, err := os.Stat(s.path); err == nil {
+		before = st.Size()
+	}
+	if _, err := s.db.ExecContext(ctx, `VACUUM`); err != nil {
+		return before, 0, fmt.Errorf("vacuum: %w", err)
+	}
+	if _, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		return before, 0, fmt.Errorf("vacuum: %w", err)
+	}
+	if st, err := os.Stat(s.path); err == nil {
+		after = st.Size()
+	}
+	return before, after, nil
 }

@@ -211,3 +211,34 @@ func TestPruneStopsAtOpenSession(t *testing.T) {
 		t.Errorf("verify: %v", v.Problem)
 	}
 }
+
+func TestVacuumAfterPrune(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, path := openSigned(t)
+	key := signedKey(t, path)
+	fill(t, db, 300)
+	if _, err := db.Prune(ctx, fillBase.Add(time.Hour), key); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenWith(ctx, path, Options{Reader: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// The daemon (the writer) has the store open: refused.
+	if _, _, err := r.Vacuum(ctx); err == nil || !strings.Contains(err.Error(), "stop it first") {
+		t.Fatalf("vacuum beside the writer: %v", err)
+	}
+	db.Close()
+	before, after, err := r.Vacuum(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after >= before {
+		t.Errorf("vacuum: %d -> %d bytes", before, after)
+	}
+	if v := verifyWith(t, r, key); v.Problem != nil || v.PrunedThrough == 0 {
+		t.Errorf("verify after vacuum: %+v (problem %v)", v, v.Problem)
+	}
+}

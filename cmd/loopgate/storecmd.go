@@ -48,10 +48,14 @@ open, and the sessions recorded there. A mark signed with the checkpoint key
 (--key, default the config's audit_key) records where the log now starts;
 audit verify checks the mark and the chain after it. The events removed are
 verified first: prune refuses to sign over a broken chain. Safe while the
-daemon runs. The config's retention: section runs the same prune daily.`,
+daemon runs. The config's retention: section runs the same prune daily.
+
+The file keeps its size (SQLite reuses the freed pages for new records);
+--vacuum rewrites it to give the space back, and needs the daemon stopped.`,
 				Flags: slicesOf(where,
 					&cli.StringFlag{Name: "before", Required: true, Usage: "`DATE`: remove what ended before it (YYYY-MM-DD, local midnight, or RFC 3339)"},
 					&cli.StringFlag{Name: "key", Usage: "checkpoint key `FILE` (default: the config's audit_key)"},
+					&cli.BoolFlag{Name: "vacuum", Usage: "then give the freed space back to the file system (stop the daemon first)"},
 					jsonFlag()),
 				Action: pruneStore,
 			},
@@ -92,6 +96,9 @@ func pruneStore(ctx context.Context, c *cli.Command) error {
 	if c.NArg() != 0 {
 		return usagef(c, "takes no arguments, got %q", c.Args().First())
 	}
+	if c.Bool("vacuum") && c.Bool("json") {
+		return usagef(c, "--vacuum and --json: pick one")
+	}
 	before, err := parseDate(c.String("before"))
 	if err != nil {
 		return usagef(c, "--before: %v", err)
@@ -130,6 +137,13 @@ func pruneStore(ctx context.Context, c *cli.Command) error {
 	}
 	if rep.HeldBy != "" {
 		fmt.Printf("kept from session %s on: it was open at the cutoff\n", rep.HeldBy)
+	}
+	if c.Bool("vacuum") {
+		before, after, err := db.Vacuum(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("vacuumed: %d MiB -> %d MiB\n", before>>20, after>>20)
 	}
 	return nil
 }
