@@ -183,7 +183,7 @@ func TestSSHSFTP(t *testing.T) {
 			t.Fatal(err)
 		}
 		text := string(out)
-		for _, want := range []string{`"text":"sftp open ` + remote + `/a"`, remote + `/a ` + remote + `/b"` /* rename or posix-rename@openssh.com */,
+		for _, want := range []string{`"text":"sftp open ` + remote + `/a"`, remote + `/a ` + remote + `/b"`, /* rename or posix-rename@openssh.com */
 			`\"bytes_written\":` + strconv.Itoa(len(payload)), `"error":"file-write denied by rule reader-box"`} {
 			if !strings.Contains(text, want) {
 				t.Errorf("record lacks %s", want)
