@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -22,6 +21,9 @@ func doctorCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "doctor",
 		Usage: "check whether this host can run loopgate, and what is weaker here",
+		UsageText: usage("loopgate doctor [--config FILE] [--json]",
+			"loopgate doctor",
+			`loopgate doctor --json | jq '.checks[] | select(.status != "ok")'`),
 		Description: `Checks the kernel and its BTF, cgroup v2, bpffs, every eBPF hook loopgate uses
 (loading its own programs and attaching each to a scratch cgroup, which it
 removes), dev.tty.legacy_tiocsti, unprivileged user namespaces, the config,
@@ -32,11 +34,7 @@ or - (not checked: it depends on a line that failed), with a fix for each ! and
 ✗. Run it as root.
 
 Exit status: 0 no blocker (warnings allowed), 3 a blocker, 1 doctor itself
-failed, 2 usage.
-
-Examples:
-  loopgate doctor
-  loopgate doctor --config /etc/loopgate/loopgate.yaml --json | jq '.checks[] | select(.status != "ok")'`,
+failed, 2 usage.`,
 		Flags: []cli.Flag{
 			configFlag,
 			&cli.BoolFlag{Name: "json", Usage: `print {"ok": BOOL, "checks": [{"name", "status": "ok|warn|fail|skip", "detail", "fix"}]}`},
@@ -50,9 +48,7 @@ Examples:
 			}
 			checks := doctor.Run(ctx, doctor.Options{ConfigPath: c.String("config"), Missing: missing})
 			if c.Bool("json") {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(struct {
+				if err := printJSON(os.Stdout, struct {
 					OK     bool           `json:"ok"`
 					Checks []doctor.Check `json:"checks"`
 				}{!doctor.Blocked(checks), checks}); err != nil {
