@@ -19,6 +19,7 @@
 // the target's own sftp-server as the authority (warpgate's design).
 //
 // Nothing here does I/O or holds goroutines. A Decoder's and a frame's
-// bytes are valid until the next Feed. Types are not safe for concurrent
-// use: one Decoder per direction, one Tracker per channel.
+// bytes are valid until the next Feed. A Decoder is not safe for
+// concurrent use (one per direction); a Tracker is (one per channel,
+// shared by the request and reply pumps).
 package sftpwire

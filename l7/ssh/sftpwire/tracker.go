@@ -3,6 +3,7 @@ package sftpwire
 import (
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Limits of a Tracker, past which a request is an error (the bridge
@@ -52,8 +53,9 @@ type openHandle struct {
 }
 
 // Tracker pairs replies with requests and keeps handles' paths and byte
-// counts. Not safe for concurrent use.
+// counts. Safe for concurrent use: the request and reply pumps share one.
 type Tracker struct {
+	mu      sync.Mutex // guards pending and handles
 	pending map[uint32]pending
 	handles map[string]*openHandle
 }
@@ -66,6 +68,12 @@ func NewTracker() *Tracker {
 // Path returns the path handle was opened with, or "" for a handle this
 // tracker did not see opened.
 func (t *Tracker) Path(handle string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.path(handle)
+}
+
+func (t *Tracker) path(handle string) string {
 	if h := t.handles[handle]; h != nil {
 		return h.rec.Path
 	}
@@ -77,6 +85,8 @@ func (t *Tracker) Request(q Request) error {
 	if q.Type == TypeInit {
 		return nil
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if len(t.pending) >= MaxPending {
 		return fmt.Errorf("%w: %d requests in flight", ErrTooMany, len(t.pending))
 	}
@@ -86,6 +96,8 @@ func (t *Tracker) Request(q Request) error {
 
 // Denied returns the record of a request the bridge answered itself.
 func (t *Tracker) Denied(q Request, reason string) Record {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	rec := t.record(q)
 	rec.Denied, rec.Status, rec.StatusText = true, StatusPermissionDenied, reason
 	return rec
@@ -94,7 +106,7 @@ func (t *Tracker) Denied(q Request, reason string) Record {
 func (t *Tracker) record(q Request) Record {
 	rec := Record{Op: q.Op, Path: q.Path, Target: q.Target, Class: q.Class, Flags: q.Flags, Quiet: q.Quiet}
 	if q.Handle != "" && rec.Path == "" {
-		rec.Path = t.Path(q.Handle)
+		rec.Path = t.path(q.Handle)
 	}
 	return rec
 }
@@ -108,6 +120,8 @@ func (t *Tracker) Reply(p Reply) (Record, bool, error) {
 	if p.Type == TypeVersion {
 		return Record{}, false, nil
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	pq, ok := t.pending[p.ID]
 	if !ok {
 		return Record{}, false, nil
@@ -170,6 +184,8 @@ func status(p Reply) (uint32, string) {
 // without closing them), with StatusText "not closed", and forgets
 // everything.
 func (t *Tracker) Close() []Record {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var out []Record
 	for _, h := range t.handles {
 		rec := h.rec
