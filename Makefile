@@ -34,6 +34,8 @@ bench: deps
 	$(GO) test -run '^$$' -bench '^Benchmark(RoundTrip|ConnectNonTarget|Approval.*)$$' -benchtime 2000x -count 3 ./tests/
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./store/
 	$(GO) test -run '^$$' -bench Pgbench -benchtime 1x -timeout 30m -v ./tests/ | grep -E '^(Benchmark|    pg|ok|FAIL)' 
+	$(GO) test -run '^$$' -bench '^BenchmarkHTTP$$' -benchtime 1x -timeout 10m ./tests/ | grep -E '^(Benchmark|ok|FAIL)'
+	$(GO) test -run '^$$' -bench '^Benchmark(Proxy|Mint)$$' -benchtime 4000x ./l7/http/
 
 # Short fuzzing of every parser of untrusted bytes (seeds live in testdata/fuzz).
 fuzz: deps

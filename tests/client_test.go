@@ -72,7 +72,7 @@ func clientMain() int {
 		res = bigRow(args[0])
 	case "udpsend", "udpconn", "unixconn", "unixsend", "bindsend", "pgcancel", "uring": // client_attack_test.go
 		res = attackClient(mode, args)
-	case "http-get", "http-ws": // http_client_test.go
+	case "http-get", "http-ws", "http-first": // http_client_test.go
 		res = httpClient(mode, args)
 	case "flood", "probe", "bigquery", "pgcap": // client_budget_test.go
 		res = budgetClient(mode, args)

@@ -21,6 +21,7 @@ type httpResult struct {
 	Body   string `json:"body"`
 	Echo   string `json:"echo"`
 	Err    string `json:"err"`
+	NS     int64  `json:"ns"`
 }
 
 // httpClient runs the Go client modes of the HTTP tests, as an agent in a
@@ -29,6 +30,7 @@ type httpResult struct {
 //
 //	http-get URL      GET, over HTTP/2 when offered
 //	http-ws URL MSG   a WebSocket text frame echoed back
+//	http-first URL    time one request on a fresh connection
 func httpClient(mode string, args []string) httpResult {
 	switch mode {
 	case "http-get":
@@ -42,6 +44,18 @@ func httpClient(mode string, args []string) httpResult {
 		return httpResult{Status: resp.StatusCode, Proto: resp.Proto, Body: string(b)}
 	case "http-ws":
 		return wsEcho(args[0], args[1])
+	case "http-first":
+		// One request on a fresh connection: TLS handshake (and, through
+		// loopgate, the leaf mint for a name not seen yet) and a GET.
+		c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true}}
+		start := time.Now()
+		resp, err := c.Get(args[0])
+		if err != nil {
+			return httpResult{Err: err.Error()}
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return httpResult{Status: resp.StatusCode, Body: string(b), NS: time.Since(start).Nanoseconds()}
 	}
 	return httpResult{Err: "unknown mode " + mode}
 }

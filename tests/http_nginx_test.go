@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,9 +29,10 @@ type nginx struct {
 	dir            string
 }
 
-// startNginx starts nginx and fcgiwrap for name (a host name resolving to
-// 127.0.0.1), stopped when t ends. Under CI=true a missing binary fails t.
-func startNginx(t testing.TB, name string) *nginx {
+// startNginx starts nginx and fcgiwrap for names (host names resolving to
+// 127.0.0.1, all in its certificate), stopped when t ends. Under CI=true a
+// missing binary fails t.
+func startNginx(t testing.TB, names ...string) *nginx {
 	t.Helper()
 	for _, bin := range []string{"nginx", "fcgiwrap", "git"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -43,7 +45,7 @@ func startNginx(t testing.TB, name string) *nginx {
 	os.Chmod(dir, 0o755)
 	n := &nginx{Port: lgtest.FreePort(t), PassPort: lgtest.FreePort(t), CA: lgtest.NewCA(t, "nginx test CA"), dir: dir,
 		GitToken: "ghs_" + strconv.FormatInt(time.Now().UnixNano(), 36), Repos: filepath.Join(dir, "repos")}
-	crt, key := n.CA.Issue(t, name, "127.0.0.1")
+	crt, key := n.CA.Issue(t, append(names, "127.0.0.1")...)
 	write := func(p string, b []byte, mode os.FileMode) string {
 		p = filepath.Join(dir, p)
 		if err := os.WriteFile(p, b, mode); err != nil {
@@ -116,7 +118,7 @@ http {
     location / { default_type text/plain; return 200 "spliced\n"; }
   }
 }
-`, dir, n.Port, name, crtFile, keyFile, auth, sock, n.Repos, n.PassPort), 0o644)
+`, dir, n.Port, strings.Join(names, " "), crtFile, keyFile, auth, sock, n.Repos, n.PassPort), 0o644)
 	cmd := exec.Command("nginx", "-c", conf, "-p", dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

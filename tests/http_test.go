@@ -253,7 +253,8 @@ print(json.dumps({"status": r.status_code, "body": r.json(), "retry_after": r.he
 			t.Fatalf("retry: %+v", retry)
 		}
 		s.waitEvent(t, "approved POST recorded with its approval", func(e exportedEvent) bool {
-			return e.Kind == "command" && e.Decision == "allow" && e.ApprovalID == id && strings.HasPrefix(e.Text, "POST /repos/x/merges")
+			return e.Kind == "command" && e.Decision == "allow" && e.ApprovalID == id &&
+				strings.HasPrefix(e.Text, "POST /repos/x/merges\n\nContent-Type: application/json\n\n{\"sha\":\"abc\"}")
 		})
 	})
 

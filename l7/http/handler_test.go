@@ -38,7 +38,7 @@ type testCA struct {
 	pem  []byte
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t testing.TB) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
@@ -52,7 +52,7 @@ func newTestCA(t *testing.T) *testCA {
 	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
-func (ca *testCA) leaf(t *testing.T, hosts ...string) tls.Certificate {
+func (ca *testCA) leaf(t testing.TB, hosts ...string) tls.Certificate {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: hosts[0]},
@@ -89,7 +89,8 @@ func (f fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Ad
 
 // rig is a handler between a test client and a TLS upstream.
 type rig struct {
-	t        *testing.T
+	t        testing.TB
+	upCA     *testCA
 	h        *Handler
 	srv      *l7.Server
 	rec      *l7test.Recorder
@@ -104,10 +105,12 @@ type rig struct {
 
 const rigSecret = "s3cret-token-value"
 
-func newRig(t *testing.T, rules string) *rig {
+func newRig(t *testing.T, rules string) *rig { return newRigTB(t, rules) }
+
+func newRigTB(t testing.TB, rules string) *rig {
 	t.Helper()
 	up := newTestCA(t)
-	r := &rig{t: t, rec: l7test.NewRecorder(), lgCA: newTestCA(t), seen: make(chan stdhttp.Header, 16)}
+	r := &rig{t: t, upCA: up, rec: l7test.NewRecorder(), lgCA: newTestCA(t), seen: make(chan stdhttp.Header, 16)}
 	mux := stdhttp.NewServeMux()
 	mux.HandleFunc("/", func(w stdhttp.ResponseWriter, q *stdhttp.Request) {
 		select {

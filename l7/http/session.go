@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	stdhttp "net/http"
@@ -154,6 +155,7 @@ func (se *session) ServeHTTP(w stdhttp.ResponseWriter, r *stdhttp.Request) {
 		sum := sha256.Sum256(body)
 		params = "sha256:" + hex.EncodeToString(sum[:])
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		text += approvalBody(body, r.Header.Get("Content-Type"), m)
 	}
 
 	cmd := &l7.Command{Text: text, Params: params, Classes: []string{class}, Decision: d}
@@ -234,4 +236,24 @@ func writeJSON(w stdhttp.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
+}
+
+// maxApprovalExcerpt is how much of a held request's body approvers see.
+const maxApprovalExcerpt = 4 << 10
+
+// approvalBody is what approvers see of a held request's body: its type
+// and a masked excerpt. It is part of the command text, so it is the same
+// for the agent's retry of the same request.
+func approvalBody(body []byte, ct string, m *mask.Masker) string {
+	if len(body) == 0 {
+		return ""
+	}
+	x := &excerpt{}
+	x.add(body[:min(len(body), maxApprovalExcerpt)])
+	x.n = int64(len(body))
+	out := "\n\nContent-Type: " + ct + "\n\n" + bodyRecord(x, ct, m)
+	if len(body) > maxApprovalExcerpt {
+		out += fmt.Sprintf("\n[%d bytes in all; sha256 bound]", len(body))
+	}
+	return out
 }
