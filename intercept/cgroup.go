@@ -93,8 +93,15 @@ func CgroupID(dir string) (uint64, error) {
 // with the directory: nothing to keep in step with the cgroup tree, and a
 // directory someone else makes later under the same name is not marked.
 // cgroup2 (kernfs) keeps trusted.* attributes; setting one needs
-// CAP_SYS_ADMIN, so a workload cannot mark its own cgroups.
-const createdXattr = "trusted.loopgate.created"
+// CAP_SYS_ADMIN, so a workload cannot mark its own cgroups. A daemon
+// without CAP_SYS_ADMIN (the systemd unit's capability set) marks with
+// userXattr instead (kernel 5.7+): setting it needs write permission on
+// the directory, which is root's and not writable by others, so a
+// workload cannot set that one either.
+const (
+	createdXattr = "trusted.loopgate.created"
+	userXattr    = "user.loopgate.created"
+)
 
 // EnsureCgroup creates the cgroup rel (relative to mount) and its parents,
 // owned by root and not writable by others, marks each directory it
@@ -116,7 +123,9 @@ func EnsureCgroup(mount, rel string) (string, uint64, error) {
 		if err != nil {
 			return "", 0, fmt.Errorf("create cgroup %q: %w", dir, err)
 		}
-		unix.Setxattr(p, createdXattr, []byte("1"), 0)
+		if unix.Setxattr(p, createdXattr, []byte("1"), 0) != nil {
+			unix.Setxattr(p, userXattr, []byte("1"), 0)
+		}
 	}
 	id, err := CgroupID(dir)
 	return dir, id, err
@@ -124,8 +133,12 @@ func EnsureCgroup(mount, rel string) (string, uint64, error) {
 
 // createdByLoopgate reports whether EnsureCgroup created the cgroup at dir.
 func createdByLoopgate(dir string) bool {
-	_, err := unix.Getxattr(dir, createdXattr, nil)
-	return err == nil
+	for _, name := range []string{createdXattr, userXattr} {
+		if _, err := unix.Getxattr(dir, name, nil); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // CgroupPathOf finds the cgroup with the given id below each of roots

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/loopgate/loopgate/intercept"
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
@@ -52,5 +54,29 @@ func TestTeardownRemovesWhatItCreated(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(mount, base, d)); !os.IsNotExist(err) {
 			t.Errorf("%s/%s still there (%v)", base, d, err)
 		}
+	}
+}
+
+// TestTeardownKnowsTheUserMark: a daemon without CAP_SYS_ADMIN (the
+// systemd unit's capability set) cannot set the trusted.* mark and marks
+// the cgroups it creates with user.loopgate.created instead; teardown
+// removes those too.
+func TestTeardownKnowsTheUserMark(t *testing.T) {
+	lgtest.RequireRoot(t)
+	mount := lgtest.Cgroup2Mount(t)
+	base := lgtest.CgroupName(t)
+	dir := filepath.Join(mount, base, "w")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(dir, "user.loopgate.created", []byte("1"), 0); err != nil {
+		t.Fatalf("cgroup2 takes no user.* attribute here: %v", err)
+	}
+	removed, err := intercept.Teardown(lgtest.PinDir(t), []string{base + "/w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(removed, []string{base + "/w"}) {
+		t.Errorf("removed %q, want the user-marked cgroup", removed)
 	}
 }
