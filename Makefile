@@ -43,6 +43,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 30s ./policy/sqlclass/
 	$(GO) test -run '^$$' -fuzz FuzzShellClassify -fuzztime 30s ./policy/shellclass/
 	$(GO) test -run '^$$' -fuzz FuzzSFTPFrames -fuzztime 30s ./l7/ssh/sftpwire/
+	$(GO) test -run '^$$' -fuzz FuzzSCPStream -fuzztime 30s ./l7/ssh/sftpwire/
 	$(GO) test -run '^$$' -fuzz FuzzCastWriter -fuzztime 30s ./l7/ssh/cast/
 	$(GO) test -run '^$$' -fuzz FuzzCastReader -fuzztime 30s ./l7/ssh/cast/
 	$(GO) test -run '^$$' -fuzz FuzzStreamMask -fuzztime 30s ./policy/mask/

@@ -13,6 +13,10 @@
 // bytes read and written through each handle, and yields one Record per
 // operation when its reply (or, for files, its CLOSE) arrives.
 //
+// Legacy scp (scp -O) is not SFTP: SCPSource follows the source side of
+// its stream (the files sent) and SCPAcks the sink's answers, for the
+// records of an exec of scp -t or scp -f (see scp.go).
+//
 // Why not github.com/pkg/sftp: its RequestServer in front of an
 // sftp.Client would terminate SFTP and re-implement every operation's
 // semantics; its packet codec for v1 is internal. Parsing passively keeps
