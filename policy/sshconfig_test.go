@@ -18,9 +18,13 @@ func TestSSHTargetValid(t *testing.T) {
 		want func(*Target) bool
 	}{
 		{"user CA with default ttl", "    credentials: {user: deploy, ssh_ca: true}\n    known_hosts: /etc/loopgate/kh\n",
-			func(t *Target) bool { return t.Credentials.SSH.CA && t.Credentials.SSH.TTL == DefaultSSHCertTTL && t.SSH.KnownHosts == "/etc/loopgate/kh" }},
+			func(t *Target) bool {
+				return t.Credentials.SSH.CA && t.Credentials.SSH.TTL == DefaultSSHCertTTL && t.SSH.KnownHosts == "/etc/loopgate/kh"
+			}},
 		{"user CA with ttl", "    credentials: {user: deploy, ssh_ca: true, ttl: 2m}\n    host_ca: /etc/loopgate/host_ca.pub\n",
-			func(t *Target) bool { return t.Credentials.SSH.TTL == 2*time.Minute && t.SSH.HostCA == "/etc/loopgate/host_ca.pub" }},
+			func(t *Target) bool {
+				return t.Credentials.SSH.TTL == 2*time.Minute && t.SSH.HostCA == "/etc/loopgate/host_ca.pub"
+			}},
 		{"key file", "    credentials: {user: deploy, key_file: /etc/loopgate/id_ed25519}\n    known_hosts: /etc/loopgate/kh\n",
 			func(t *Target) bool {
 				return t.Credentials.SSH.KeyFile == "/etc/loopgate/id_ed25519" && t.Credentials.HTTP.KeyFile == ""
