@@ -36,6 +36,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench Pgbench -benchtime 1x -timeout 30m -v ./tests/ | grep -E '^(Benchmark|    pg|ok|FAIL)' 
 	$(GO) test -run '^$$' -bench '^BenchmarkHTTP$$' -benchtime 1x -timeout 10m ./tests/ | grep -E '^(Benchmark|ok|FAIL)'
 	$(GO) test -run '^$$' -bench '^Benchmark(Proxy|Mint)$$' -benchtime 4000x ./l7/http/
+	$(GO) test -run '^$$' -bench '^BenchmarkSSH(Transfer|Login|Concurrent)$$' -benchtime 3x -timeout 20m ./tests/ | grep -E '^(Benchmark|ok|FAIL)'
 
 # Short fuzzing of every parser of untrusted bytes (seeds live in testdata/fuzz).
 fuzz: deps

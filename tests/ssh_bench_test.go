@@ -1,9 +1,14 @@
 package tests
 
 import (
+	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/tests/lgtest"
 )
 
 // BenchmarkSSHTransfer pipes 256 MiB through ssh to sshd, direct and
@@ -30,4 +35,92 @@ func BenchmarkSSHTransfer(b *testing.B) {
 	b.ReportMetric(float64(size)*float64(b.N)/direct.Seconds()/(1<<20), "direct-MiB/s")
 	b.ReportMetric(float64(size)*float64(b.N)/proxied.Seconds()/(1<<20), "loopgate-MiB/s")
 	b.ReportMetric(direct.Seconds()/proxied.Seconds(), "ratio")
+}
+
+// BenchmarkSSHLogin times `ssh host true` direct and through loopgate,
+// alternating, and reports what loopgate adds to a login.
+func BenchmarkSSHLogin(b *testing.B) {
+	s := newSSHSetup(b)
+	var direct, proxied time.Duration
+	for range b.N {
+		start := time.Now()
+		if _, stderr, code := s.direct(b, nil, append(append([]string{"ssh"}, s.directArgs(b)...), "-p", s.port, "lgtest-ssh@127.0.0.1", "true")...); code != 0 {
+			b.Fatalf("direct: %d %s", code, stderr)
+		}
+		direct += time.Since(start)
+		// loopgate run's own start is timed apart and taken out.
+		start = time.Now()
+		if _, stderr, code := s.run(b, "admin", nil, "true"); code != 0 {
+			b.Fatalf("run: %d %s", code, stderr)
+		}
+		runOnly := time.Since(start)
+		start = time.Now()
+		if _, stderr, code := s.ssh(b, "admin", nil, nil, "true"); code != 0 {
+			b.Fatalf("proxied: %d %s", code, stderr)
+		}
+		proxied += time.Since(start) - runOnly
+	}
+	b.ReportMetric(float64(direct.Milliseconds())/float64(b.N), "direct-ms/login")
+	b.ReportMetric(float64(proxied.Milliseconds())/float64(b.N), "loopgate-ms/login")
+	b.ReportMetric(float64((proxied-direct).Milliseconds())/float64(b.N), "added-ms/login")
+}
+
+// BenchmarkSSHConcurrent holds 100 exec sessions open at once through
+// loopgate and reports the daemon's resident memory before and at the
+// peak.
+func BenchmarkSSHConcurrent(b *testing.B) {
+	s := newSSHSetup(b)
+	const n = 100
+	before := rss(b, s.daemon.PID())
+	peak := before
+	for range b.N {
+		script := fmt.Sprintf(`for i in $(seq %d); do ssh %s -p %s deploy@127.0.0.1 'sleep 4; echo ok' > /dev/null & done; wait`,
+			n, shellQuote(s.sshArgs()), s.port)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if _, stderr, code := s.run(b, "admin", nil, "sh", "-c", script); code != 0 {
+				b.Errorf("concurrent: %d %s", code, stderr)
+			}
+		}()
+		tick := time.NewTicker(100 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case <-done:
+				break wait
+			case <-tick.C:
+				peak = max(peak, rss(b, s.daemon.PID()))
+			}
+		}
+		tick.Stop()
+	}
+	sessions := lgtest.Sessions(b, s.cfg, "--workload", "admin")
+	ok := 0
+	for _, ss := range sessions {
+		if ss.Outcome == "closed" {
+			ok++
+		}
+	}
+	if ok < n*b.N {
+		b.Errorf("%d of %d sessions closed cleanly", ok, n*b.N)
+	}
+	b.ReportMetric(float64(before)/(1<<20), "rss-before-MiB")
+	b.ReportMetric(float64(peak)/(1<<20), "rss-peak-MiB")
+	b.ReportMetric(float64(peak-before)/float64(n)/(1<<10), "KiB/session")
+}
+
+// rss is a process's resident set size in bytes.
+func rss(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
