@@ -30,8 +30,10 @@ import (
 //
 // The pages are complete without script: times in UTC with "ago" computed
 // by the server. The one script, app.js, shows times in the browser's zone,
-// keeps "ago" current, applies the session filter on change and reloads
-// the approvals page when a request arrives or changes. What the pages show
+// keeps "ago" current, applies the session filter on change, reloads
+// the approvals page when a request arrives or changes, and plays a
+// terminal's .cast in the session view (a small VT100 subset drawn into a
+// <pre>; without script the .cast is a download). What the pages show
 // is computed in webview.go; they read bounded windows of the store
 // (store.LatestSessions, store.SessionEventWindow), never a whole session
 // or table.

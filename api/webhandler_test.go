@@ -96,6 +96,8 @@ func TestWebPagesOverStore(t *testing.T) {
 		{"ssh exec", "/ui/sessions/s-ssh", 200, []string{`<th>Result</th>`, `<code>ls -l /srv</code>`, `<td class="result">exit 0</td>`,
 			`<td class="bytes num">1.2 KiB</td>`, `<td class="dur num">40 ms</td>`, `<span class="kind">pty_resize</span> <code>100x30</code>`,
 			`<span class="kind">cast</span> <code>cast 1</code> <a class="cast" href="/ui/sessions/s-ssh/cast?name=cast&#43;1" download>`,
+			// The player's button, shown by app.js: without script, the link.
+			`<button type="button" class="play" data-src="/ui/sessions/s-ssh/cast?name=cast&#43;1" hidden>play</button>`,
 			`<code>cast 2</code>`,
 			"after 2 s"}, []string{`<th>Rows</th>`, `<th>Error</th>`}},
 		{"http requests", "/ui/sessions/s-http", 200, []string{`<th>Status</th>`, `<td class="result">200</td>`, `<td class="bytes num">2.0 MiB</td>`,

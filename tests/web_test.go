@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -394,7 +395,10 @@ func checkLocalTimes(t *testing.T, ctx context.Context, zone *time.Location) {
 
 // TestWebSessionViewSSH: the session view shows a real ssh exec through
 // loopgate on one line (the command, its exit status, bytes and duration)
-// and a real terminal as one line linking its .cast file.
+// and a real terminal as one line linking its .cast file, which the page's
+// player plays (paused, resumed faster) to the screen the terminal showed:
+// a resize, a clear, and lines drawn with CR, BS, erase, cursor moves and
+// colour.
 func TestWebSessionViewSSH(t *testing.T) {
 	if _, err := exec.LookPath("chromium"); err != nil {
 		lgtest.Unavailable(t, "chromium not installed (apt-get install chromium)")
@@ -431,10 +435,31 @@ func TestWebSessionViewSSH(t *testing.T) {
 	defer ptmx.Close()
 	var screen lockedBuffer
 	go io.Copy(&screen, ptmx)
-	// The mark is computed by the shell: the echo of the typed line never
-	// matches it.
-	ptmx.WriteString("echo M$((3+4))K\r")
-	lgtest.Eventually(t, 20*time.Second, "M7K on the terminal", func() bool { return strings.Contains(screen.String(), "M7K") })
+	// Each line waits for what it prints, as the terminal shows it (raw
+	// bytes, which the echo of the typed line never matches), and the
+	// next prompt, so that no line is typed (and echoed) ahead.
+	for _, c := range []struct{ line, shows string }{
+		{"echo OLD$((0+1))", "OLD1\r\n$ "},
+		{"resize", "30 100"},
+		{`printf '\033[H\033[2J'`, "\x1b[H\x1b[2J$ "},
+		{`printf 'AAAA\rBB\nxyz\b\bQ\ngone\033[2K\rkept\n'`, "\x1b[2K\rkept\r\n$ "},
+		{`printf 'ab\033[3Ccd\none\ntwo\033[1A\033[2Dxx\n\n\033[31mRED\033[0m\n'`, "\x1b[31mRED\x1b[0m\r\n$ "},
+		{"echo M$((3+4))K", "M7K\r\n$ "},
+	} {
+		if c.line != "resize" {
+			ptmx.WriteString(c.line + "\r")
+			lgtest.Eventually(t, 20*time.Second, c.shows+" on the terminal", func() bool { return strings.Contains(screen.String(), c.shows) })
+			continue
+		}
+		if err := pty.Setsize(ptmx, &pty.Winsize{Cols: 100, Rows: 30}); err != nil {
+			t.Fatal(err)
+		}
+		lgtest.Eventually(t, 20*time.Second, "the new size upstream", func() bool {
+			ptmx.WriteString("stty size\r")
+			time.Sleep(200 * time.Millisecond)
+			return strings.Contains(screen.String(), c.shows)
+		})
+	}
 	ptmx.WriteString("exit\r")
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("ssh -tt: %v\n%s", err, screen.String())
@@ -442,7 +467,7 @@ func TestWebSessionViewSSH(t *testing.T) {
 	base := "http://127.0.0.1:" + apiPort
 	_, tctx := approverBrowser(t, base, is.Token(t, lgtest.Claims{Subject: "alice", Audience: "loopgate-api"}))
 	var line webRow
-	var castURL string
+	var castURL, castSession string
 	// The exec's result is written within the store's linger.
 	lgtest.Eventually(t, 15*time.Second, "the exec on one line with its exit status, and the terminal's cast", func() bool {
 		if err := chromedp.Do(tctx, chromedp.Navigate(base+"/ui/?target=box"), chromedp.WaitVisible(chromedp.CSS("#filter"))); err != nil {
@@ -458,7 +483,7 @@ func TestWebSessionViewSSH(t *testing.T) {
 				}
 			}
 			if href, err := chromedp.Run(tctx, chromedp.Evaluate[string](`(document.querySelector('#commands a.cast') || {}).href || ''`)); err == nil && href != "" {
-				castURL = href
+				castURL, castSession = href, x.ID
 			}
 		}
 		return line.Text != "" && castURL != ""
@@ -477,5 +502,86 @@ func TestWebSessionViewSSH(t *testing.T) {
 	if dir := os.Getenv("LG_SCREENSHOTS"); dir != "" {
 		shot, _ := chromedp.Run(tctx, chromedp.Screenshot(chromedp.CSS("body")))
 		os.WriteFile(filepath.Join(dir, "session-ssh.png"), shot, 0o644)
+	}
+	t.Run("player", func(t *testing.T) { playCast(t, tctx, base+"/ui/sessions/"+castSession) })
+}
+
+// player is the page's cast player as the page shows it.
+type player struct {
+	State, Status, Text, Cols, Rows string
+	Red                             []string // text in red
+}
+
+// playCast plays the session view's terminal: paused as soon as it
+// starts, then resumed at 8× to its end, where it shows the terminal's
+// last screen (TestWebSessionViewSSH's lines).
+func playCast(t *testing.T, ctx context.Context, view string) {
+	read := func() player {
+		t.Helper()
+		p, err := chromedp.Run(ctx, chromedp.Evaluate[player](`(function () {
+			var r = document.querySelector('#commands tr.player');
+			if (!r) { return {}; }
+			var pre = r.querySelector('pre.term');
+			return {State: r.dataset.state, Status: r.querySelector('.status').textContent, Text: pre.textContent,
+				Cols: pre.dataset.cols || '', Rows: pre.dataset.rows || '',
+				Red: Array.from(pre.querySelectorAll('span.f1')).map(function (s) { return s.textContent; })};
+		})()`))
+		if err != nil {
+			t.Fatalf("player: %v", err)
+		}
+		return p
+	}
+	wait := func(what string, states ...string) player {
+		t.Helper()
+		var p player
+		lgtest.Eventually(t, 60*time.Second, what, func() bool {
+			p = read()
+			return slices.Contains(states, p.State) || p.State == "error"
+		})
+		if p.State == "error" {
+			t.Fatalf("player: %s", p.Status)
+		}
+		return p
+	}
+	err := chromedp.Do(ctx, chromedp.Navigate(view), chromedp.WaitVisible(chromedp.CSS("#commands a.cast")),
+		chromedp.Click(chromedp.CSS("#commands button.play")), chromedp.Click(chromedp.CSS("#commands tr.player button.pause")))
+	if err != nil {
+		t.Fatalf("play: %v", err)
+	}
+	// Pausing is quicker than the recording, unless the browser stalls
+	// for seconds between the clicks.
+	if p := wait("the player paused", "paused", "ended"); p.State == "paused" {
+		if !strings.HasPrefix(p.Status, "paused at ") || strings.Contains(p.Text, "M7K") {
+			t.Errorf("paused player says %q and shows %q", p.Status, p.Text)
+		}
+		err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS("#commands tr.player select.speed"), "8"),
+			chromedp.Click(chromedp.CSS("#commands tr.player button.pause")))
+		if err != nil {
+			t.Fatalf("resume: %v", err)
+		}
+	} else {
+		t.Logf("the recording ended before the pause")
+	}
+	p := wait("the recording played to its end", "ended")
+	// The screen is the terminal's last: resized to 100x30 and cleared,
+	// then each printf's lines as the shell drew them.
+	lines := strings.Split(p.Text, "\n")
+	if p.Cols != "100" || p.Rows != "30" || len(lines) != 30 || len(lines[0]) != 100 {
+		t.Errorf("screen %sx%s of %d lines (the first %d long), want 100x30", p.Cols, p.Rows, len(lines), len(lines[0]))
+	}
+	at := -1
+	for _, want := range []string{"BBAA", "xQz", "kept", "ab   cd", "oxx", "two", "RED", "M7K"} {
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.TrimRight(l, " ") == want })
+		if i <= at {
+			t.Errorf("line %q at %d, after line %d:\n%s", want, i, at, p.Text)
+		}
+		at = max(at, i)
+	}
+	if strings.Contains(p.Text, "OLD1") || strings.Contains(p.Text, "30 100") || !slices.Contains(p.Red, "RED") {
+		t.Errorf("screen not cleared, or RED not red (%q):\n%s", p.Red, p.Text)
+	}
+	if dir := os.Getenv("LG_SCREENSHOTS"); dir != "" {
+		shot, _ := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS("#commands")))
+		os.WriteFile(filepath.Join(dir, "session-ssh-player.png"), shot, 0o644)
 	}
 }
