@@ -63,9 +63,8 @@ func (s *DB) Verify(ctx context.Context, pub ed25519.PublicKey) (VerifyReport, e
 	return s.VerifyWith(ctx, pub, VerifyOptions{})
 }
 
-// VerifyWith is Verify with options. It streams the events: memory does not
-// grow with their number (the signed checkpoints, one per checkpointEvery
-// events, are held).
+// VerifyWith is Verify with options. It streams the events and checkpoints:
+// memory does not grow with their number.
 func (s *DB) VerifyWith(ctx context.Context, pub ed25519.PublicKey, opts VerifyOptions) (VerifyReport, error) {
 	var rep VerifyReport
 	if pub == nil {
@@ -102,13 +101,14 @@ func (s *DB) VerifyWith(ctx context.Context, pub ed25519.PublicKey, opts VerifyO
 		}
 		prevSig, last, rep.PrunedThrough = mark.CheckpointSig, mark.EventSeq, mark.EventSeq
 	}
-	cps, err := s.checkpoints(ctx, last)
+	// The checkpoints are streamed twice: their own chain first, then
+	// beside the events, each compared with the event it signs.
+	cps, err := s.openCheckpoints(ctx, last)
 	if err != nil {
 		return rep, err
 	}
-	rep.Checkpoints = len(cps)
-	bySeq := map[int64]*Checkpoint{}
-	for _, cp := range cps {
+	var newest *Checkpoint
+	for cp := cps.next(); cp != nil; cp = cps.next() {
 		switch {
 		case cp.PrevSig != prevSig:
 			rep.Problem = &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d does not follow the previous one (deleted or reordered checkpoint)", cp.ID)}
@@ -118,15 +118,25 @@ func (s *DB) VerifyWith(ctx context.Context, pub ed25519.PublicKey, opts VerifyO
 			rep.Problem = &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d: bad signature", cp.ID)}
 		}
 		if rep.Problem != nil {
+			cps.close()
 			return rep, nil
 		}
 		prevSig = cp.Sig
-		bySeq[cp.EventSeq] = cp
+		rep.Checkpoints++
+		newest = cp
 	}
-	if p := s.checkFile(cps, mark); p != nil {
+	if err := cps.close(); err != nil {
+		return rep, err
+	}
+	if p, err := s.checkFile(ctx, rep.Checkpoints, last, mark); err != nil || p != nil {
 		rep.Problem = p
-		return rep, nil
+		return rep, err
 	}
+	if cps, err = s.openCheckpoints(ctx, last); err != nil {
+		return rep, err
+	}
+	defer cps.close()
+	signed := cps.next()
 
 	var total int64
 	if opts.Progress != nil {
@@ -160,8 +170,13 @@ func (s *DB) VerifyWith(ctx context.Context, pub ed25519.PublicKey, opts VerifyO
 		case !bytes.Equal(storedPrev, prev):
 			rep.Problem = &Problem{Kind: "reordered", Seq: seq, Detail: fmt.Sprintf("does not follow event %d (moved, or events between were removed)", seq-1)}
 		}
-		if cp, ok := bySeq[seq]; ok && rep.Problem == nil && cp.Hash != hHex {
-			rep.Problem = &Problem{Kind: "checkpoint", Seq: seq, Detail: fmt.Sprintf("checkpoint %d signed a different hash for this event", cp.ID)}
+		for signed != nil && signed.EventSeq < seq {
+			signed = cps.next()
+		}
+		for ; signed != nil && signed.EventSeq == seq; signed = cps.next() {
+			if rep.Problem == nil && signed.Hash != hHex {
+				rep.Problem = &Problem{Kind: "checkpoint", Seq: seq, Detail: fmt.Sprintf("checkpoint %d signed a different hash for this event", signed.ID)}
+			}
 		}
 		if rep.Problem != nil {
 			return rep, nil
@@ -181,8 +196,11 @@ func (s *DB) VerifyWith(ctx context.Context, pub ed25519.PublicKey, opts VerifyO
 	if err := rows.Err(); err != nil {
 		return rep, fmt.Errorf("read events: %w", err)
 	}
-	if n := len(cps); n > 0 && cps[n-1].EventSeq > last {
-		rep.Problem = &Problem{Kind: "checkpoint", Seq: last + 1, Detail: fmt.Sprintf("checkpoint %d covers event %d but the log ends at %d: the tail was deleted", cps[n-1].ID, cps[n-1].EventSeq, last)}
+	if err := cps.close(); err != nil {
+		return rep, err
+	}
+	if newest != nil && newest.EventSeq > last {
+		rep.Problem = &Problem{Kind: "checkpoint", Seq: last + 1, Detail: fmt.Sprintf("checkpoint %d covers event %d but the log ends at %d: the tail was deleted", newest.ID, newest.EventSeq, last)}
 		return rep, nil
 	}
 	// Every session row must have been recorded by an event.
@@ -223,56 +241,86 @@ func (s *DB) checkSessionRow(ctx context.Context, seq int64, c canonicalEvent) *
 	return nil
 }
 
-// checkpoints returns the checkpoints past event after, oldest first.
-func (s *DB) checkpoints(ctx context.Context, after int64) ([]*Checkpoint, error) {
+// cpCursor streams checkpoints in id order.
+type cpCursor struct {
+	rows *sql.Rows
+	err  error
+}
+
+// openCheckpoints streams the checkpoints past event after, oldest first.
+func (s *DB) openCheckpoints(ctx context.Context, after int64) (*cpCursor, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, event_seq, hash, time, prev_sig, sig FROM checkpoints
 		WHERE event_seq > ? ORDER BY id`, after)
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoints: %w", err)
 	}
-	defer rows.Close()
-	var out []*Checkpoint
-	for rows.Next() {
-		cp := &Checkpoint{}
-		if err := rows.Scan(&cp.ID, &cp.EventSeq, &cp.Hash, &cp.Time, &cp.PrevSig, &cp.Sig); err != nil {
-			return nil, err
-		}
-		out = append(out, cp)
-	}
-	return out, rows.Err()
+	return &cpCursor{rows: rows}, nil
 }
 
-// checkFile compares the checkpoint file beside the database with the table
-// (or, for a checkpoint since pruned, with the prune mark).
-func (s *DB) checkFile(cps []*Checkpoint, mark *PruneMark) *Problem {
-	b, err := os.ReadFile(s.path + ".checkpoint")
-	if errors.Is(err, fs.ErrNotExist) {
-		if len(cps) > 0 || mark != nil && mark.CheckpointID > 0 {
-			return &Problem{Kind: "checkpoint", Detail: "checkpoint file " + s.path + ".checkpoint is missing"}
-		}
+// next returns the next checkpoint, a new value each time; nil at the end
+// or on an error, which close returns.
+func (c *cpCursor) next() *Checkpoint {
+	if c.err != nil || !c.rows.Next() {
 		return nil
 	}
+	cp := &Checkpoint{}
+	if c.err = c.rows.Scan(&cp.ID, &cp.EventSeq, &cp.Hash, &cp.Time, &cp.PrevSig, &cp.Sig); c.err != nil {
+		return nil
+	}
+	return cp
+}
+
+// close ends the stream and returns the first error met. It is idempotent.
+func (c *cpCursor) close() error {
+	c.rows.Close()
+	if c.err == nil {
+		c.err = c.rows.Err()
+	}
+	if c.err != nil && !errors.Is(c.err, errClosed) {
+		return fmt.Errorf("read checkpoints: %w", c.err)
+	}
+	c.err = errClosed
+	return nil
+}
+
+var errClosed = errors.New("closed")
+
+// checkFile compares the checkpoint file beside the database with the table,
+// which holds n checkpoints past event after (or, for a checkpoint since
+// pruned, with the prune mark).
+func (s *DB) checkFile(ctx context.Context, n int, after int64, mark *PruneMark) (*Problem, error) {
+	b, err := os.ReadFile(s.path + ".checkpoint")
+	if errors.Is(err, fs.ErrNotExist) {
+		if n > 0 || mark != nil && mark.CheckpointID > 0 {
+			return &Problem{Kind: "checkpoint", Detail: "checkpoint file " + s.path + ".checkpoint is missing"}, nil
+		}
+		return nil, nil
+	}
 	if err != nil {
-		return &Problem{Kind: "checkpoint", Detail: err.Error()}
+		return &Problem{Kind: "checkpoint", Detail: err.Error()}, nil
 	}
 	var f Checkpoint
 	if err := json.Unmarshal(b, &f); err != nil {
-		return &Problem{Kind: "checkpoint", Detail: "checkpoint file unreadable: " + err.Error()}
+		return &Problem{Kind: "checkpoint", Detail: "checkpoint file unreadable: " + err.Error()}, nil
 	}
-	for _, cp := range cps {
-		if cp.ID == f.ID {
-			if *cp != f {
-				return &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d differs from the checkpoint file", cp.ID)}
-			}
-			return nil
+	var cp Checkpoint
+	err = s.db.QueryRowContext(ctx, `SELECT id, event_seq, hash, time, prev_sig, sig FROM checkpoints
+		WHERE id = ? AND event_seq > ?`, f.ID, after).Scan(&cp.ID, &cp.EventSeq, &cp.Hash, &cp.Time, &cp.PrevSig, &cp.Sig)
+	switch {
+	case err == nil:
+		if cp != f {
+			return &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d differs from the checkpoint file", cp.ID)}, nil
 		}
+		return nil, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil, fmt.Errorf("read checkpoints: %w", err)
 	}
 	if mark != nil && f.ID <= mark.CheckpointID && f.EventSeq <= mark.EventSeq {
 		// Pruned since: the mark signed the last checkpoint removed.
 		if f.ID == mark.CheckpointID && f.Sig != mark.CheckpointSig {
-			return &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d differs from the one the prune mark signed", f.ID)}
+			return &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d differs from the one the prune mark signed", f.ID)}, nil
 		}
-		return nil
+		return nil, nil
 	}
-	return &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d (event %d) from the checkpoint file is not in the store: checkpoints and events were deleted", f.ID, f.EventSeq)}
+	return &Problem{Kind: "checkpoint", Detail: fmt.Sprintf("checkpoint %d (event %d) from the checkpoint file is not in the store: checkpoints and events were deleted", f.ID, f.EventSeq)}, nil
 }
