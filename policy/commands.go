@@ -43,8 +43,10 @@ type LineCommand struct {
 	// Classes are the command's own classes.
 	Classes []string
 	// Plain is true when an allow pattern may decide the command: every
-	// word is literal, it redirects output to no file, and it is not
-	// unknown. A pattern never lifts what the parse cannot see through.
+	// word is literal, it redirects output to no file, sets no variable,
+	// and is not unknown unless only because its program is opaque (an
+	// interpreter reading stdin, xargs): a pattern may name such a
+	// program, but never lifts a computed word or a rebinding.
 	Plain bool
 	// Script is true when the command only runs a literal script (sh -c,
 	// eval) whose commands follow it, and has no class of its own.

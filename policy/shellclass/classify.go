@@ -93,6 +93,14 @@ type Command struct {
 	// why, one sentence per class, in the same order.
 	Classes []string
 	Reasons []string
+	// Opaque is true when the command is unknown only because its
+	// program does what the parse cannot see (an interpreter reading its
+	// program from stdin, xargs, find -exec, awk system()), not because
+	// of a computed word, an assignment or a rebinding: an allow pattern
+	// that names it may lift it (see Result.Line).
+	Opaque bool
+
+	hard bool // unknown for a reason no pattern lifts
 }
 
 // Result is the parse and classification of a command line.
@@ -134,7 +142,9 @@ func Classify(cmd string) Result {
 		r.Err = c.err
 	}
 	set := map[string]bool{}
-	for _, cm := range r.Commands {
+	for i := range r.Commands {
+		cm := &r.Commands[i]
+		cm.Opaque = cm.Opaque && !cm.hard
 		for _, cl := range cm.Classes {
 			set[cl] = true
 		}
@@ -154,9 +164,18 @@ func Classify(cmd string) Result {
 }
 
 type classifier struct {
-	res   *Result
-	funcs map[string]bool // names of functions the line defines
-	err   error           // first limit hit or parse error
+	res        *Result
+	funcs      map[string]bool // names of functions the line defines
+	err        error           // first limit hit or parse error
+	opaqueNext bool            // the next Unknown is an opaque program's
+}
+
+// opaque adds Unknown to command i for a program that does what the
+// parse cannot see.
+func (c *classifier) opaque(i int, reason string, args ...any) {
+	c.opaqueNext = true
+	c.class(i, Unknown, reason, args...)
+	c.opaqueNext = false
 }
 
 // ctx is where a statement runs.
@@ -219,6 +238,13 @@ func (c *classifier) class(i int, cl, reason string, args ...any) {
 		return
 	}
 	cm := &c.res.Commands[i]
+	if cl == Unknown {
+		if c.opaqueNext {
+			cm.Opaque = true
+		} else {
+			cm.hard = true
+		}
+	}
 	if len(args) > 0 {
 		reason = fmt.Sprintf(reason, args...)
 	}

@@ -9,7 +9,11 @@ import (
 )
 
 // Line returns the line as policy's command patterns see it (see
-// policy.Config.DecideCommand).
+// policy.Config.DecideCommand). A command is Plain (an allow pattern may
+// decide it) when every word is literal, it redirects output to no file,
+// sets no variable, and is not unknown or only Opaque: so
+// allow: ["python3"] lets Ansible's pipelined python3 read its module
+// from stdin, but no pattern lifts $(...), PATH=... or a function.
 func (r Result) Line() policy.CommandLine {
 	l := policy.CommandLine{Classes: r.Classes}
 	for _, cm := range r.Commands {
@@ -17,8 +21,9 @@ func (r Result) Line() policy.CommandLine {
 			Argv:    cm.Argv,
 			Exec:    cm.Exec,
 			Classes: cm.Classes,
-			Plain:   cm.Literal && len(cm.Redirs) == 0 && !slices.Contains(cm.Classes, Unknown),
-			Script:  cm.Script,
+			Plain: cm.Literal && len(cm.Redirs) == 0 && len(cm.Assigns) == 0 &&
+				(cm.Opaque || !slices.Contains(cm.Classes, Unknown)),
+			Script: cm.Script,
 		})
 	}
 	return l

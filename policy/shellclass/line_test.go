@@ -25,7 +25,7 @@ rules:
     allow: [read]
     approvers: [alice]
     commands:
-      allow: ["systemctl reload nginx", "find /var/log *"]
+      allow: ["systemctl reload nginx", "find /var/log *", "python3", "sleep 0"]
       approve: ["systemctl restart *"]
       deny: ["rm -rf *"]
 `
@@ -64,6 +64,15 @@ func TestDecideLine(t *testing.T) {
 		{"sh -c 'systemctl reload nginx'", policy.Allow, "systemctl reload nginx"},
 		{"find /var/log -name x -exec rm {} ;", policy.Deny, ""},
 		{"ls 'unterminated", policy.Deny, ""},
+		// Ansible with pipelining: python3 reads its module from stdin.
+		{"/bin/sh -c '/usr/bin/python3 && sleep 0'", policy.Allow, "python3"},
+		{"python3", policy.Allow, "python3"},
+		{"PATH=/tmp python3", policy.Deny, ""},
+		{"python3 > /etc/x", policy.Deny, ""},
+		{"echo x | python3", policy.Allow, ""},
+		{"$(echo python3)", policy.Deny, ""},
+		{"find /var/log -name '*.gz' -exec gzip -d {} +", policy.Deny, ""},
+		{"find /var/log -name '*.gz' -exec cat {} +", policy.Allow, "find /var/log *"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.cmd, func(t *testing.T) {

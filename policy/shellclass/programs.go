@@ -16,7 +16,11 @@ func (c *classifier) program(i int, name string, args []word, x ctx) {
 	case name == "find":
 		c.find(i, args, x)
 	case runners[name] != "":
-		c.class(i, Unknown, "%s %s", name, runners[name])
+		if slices.Contains(rebinders, name) {
+			c.class(i, Unknown, "%s %s", name, runners[name])
+		} else {
+			c.opaque(i, "%s %s", name, runners[name])
+		}
 	case slices.Contains(privileged, name):
 		c.class(i, Privilege, "%s changes users, groups or capabilities", name)
 		c.class(i, Write, "%s changes the system", name)
@@ -38,7 +42,11 @@ func (c *classifier) program(i int, name string, args []word, x ctx) {
 		if check != nil {
 			cl, reason = check(name, args)
 		}
-		c.class(i, cl, "%s", reason)
+		if cl == Unknown && !slices.Contains(rebinders, name) {
+			c.opaque(i, "%s", reason) // computed arguments make Literal false
+		} else {
+			c.class(i, cl, "%s", reason)
+		}
 		if cl == Write {
 			c.sensitiveArgs(i, args)
 		}
@@ -106,7 +114,7 @@ func (c *classifier) shell(i int, name string, args []word, x ctx) {
 		}
 		c.script1(i, name+" -c", a.operands[0], x)
 	case a.has("-s") || len(a.operands) == 0 || (a.operands[0].lit && a.operands[0].val == "-"):
-		c.class(i, Unknown, "%s reads its script from %s", name, feeder(x))
+		c.opaque(i, "%s reads its script from %s", name, feeder(x))
 	default:
 		c.class(i, Write, "%s runs the script %s", name, a.operands[0].val)
 	}
@@ -171,7 +179,7 @@ func (c *classifier) interp(i int, name string, in *interp, args []word, x ctx) 
 		return
 	}
 	if len(a.operands) == 0 || a.operands[0].val == "-" {
-		c.class(i, Unknown, "%s reads its program from %s", name, feeder(x))
+		c.opaque(i, "%s reads its program from %s", name, feeder(x))
 		return
 	}
 	c.class(i, Write, "%s runs the script %s", name, a.operands[0].val)
@@ -199,7 +207,7 @@ func (c *classifier) find(i int, args []word, x ctx) {
 			for k < len(args) && !(args[k].lit && (args[k].val == ";" || args[k].val == "+")) {
 				k++
 			}
-			c.class(i, Unknown, "find %s runs a command for each file it finds", w.val)
+			c.opaque(i, "find %s runs a command for each file it finds", w.val)
 			inner := args[j+1 : k]
 			if len(inner) > 0 {
 				child := c.add(Command{Text: strings.Join(vals(inner), " "), Argv: normalise(inner),
@@ -237,7 +245,7 @@ func (c *classifier) scp(i int, args []word) {
 	case a.dynamic:
 		c.class(i, Unknown, "scp's options are computed at run time")
 	case a.has("-S"):
-		c.class(i, Unknown, "scp -S runs another program")
+		c.opaque(i, "scp -S runs another program")
 	case a.has("-t"):
 		c.class(i, FileWrite, "scp -t receives files into %s", strings.Join(vals(a.operands), " "))
 		c.sensitiveArgs(i, a.operands)
@@ -310,6 +318,11 @@ var runners = map[string]string{
 	"man":           "runs a pager that can run commands",
 	"env-update":    "rewrites the environment",
 }
+
+// rebinders change what later commands of the line mean; no pattern
+// lifts them.
+var rebinders = []string{"source", ".", "trap", "alias", "enable", "fc", "shopt", "hash", "printf", "read",
+	"mapfile", "readarray", "getopts"}
 
 // privileged change who may do what.
 var privileged = []string{"visudo", "sudoedit", "usermod", "useradd", "userdel", "adduser", "deluser", "groupadd",

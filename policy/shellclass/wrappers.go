@@ -161,7 +161,7 @@ func sudo(c *classifier, i int, name string, args []word, x ctx) []word {
 		c.class(i, Read, "sudo -l lists what may be run")
 		return nil
 	case len(ws) == 0 && a.has("-i", "--login", "-s", "--shell"):
-		c.class(i, Unknown, "opens a shell as %s that reads the session's input", user)
+		c.opaque(i, "opens a shell as %s that reads the session's input", user)
 		return nil
 	}
 	return c.inner(i, ws, Privilege, "sudo without a command")
@@ -175,7 +175,7 @@ func doas(c *classifier, i int, name string, args []word, x ctx) []word {
 		return nil
 	}
 	if a.has("-s") {
-		c.class(i, Unknown, "doas -s opens a shell that reads the session's input")
+		c.opaque(i, "doas -s opens a shell that reads the session's input")
 		return nil
 	}
 	return c.inner(i, a.operands, Privilege, "doas without a command")
@@ -189,7 +189,7 @@ func pkexec(c *classifier, i int, name string, args []word, x ctx) []word {
 		return nil
 	}
 	if len(a.operands) == 0 {
-		c.class(i, Unknown, "pkexec without a command opens a shell")
+		c.opaque(i, "pkexec without a command opens a shell")
 		return nil
 	}
 	return a.operands
@@ -223,7 +223,7 @@ func su(c *classifier, i int, name string, args []word, x ctx) []word {
 	}
 	script, ok := a.get("-c", "--command", "--session-command")
 	if !ok {
-		c.class(i, Unknown, "%s opens a shell that reads the session's input", name)
+		c.opaque(i, "%s opens a shell that reads the session's input", name)
 		return nil
 	}
 	c.script1(i, name+" -c", script, x)
@@ -247,7 +247,7 @@ func env(c *classifier, i int, name string, args []word, x ctx) []word {
 		return nil
 	}
 	if a.has("-S", "--split-string") {
-		c.class(i, Unknown, "env -S splits a string into a command")
+		c.opaque(i, "env -S splits a string into a command")
 		return nil
 	}
 	ws := c.envAssigns(i, a.operands)
