@@ -55,6 +55,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./store/
 	$(GO) test -run '^$$' -fuzz FuzzJSON -fuzztime 30s ./policy/mask/
 	$(GO) test -run '^$$' -fuzz FuzzNormalizePath -fuzztime 30s ./l7/http/
+	$(GO) test -run '^$$' -fuzz FuzzFrames -fuzztime 30s ./l7/http/
 
 demo: build
 	@bash scripts/demo.sh

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/loopgate/loopgate/store/event"
@@ -57,9 +58,9 @@ func (f *frameRecorder) Close() error {
 		dropped := f.dropped
 		f.mu.Unlock()
 		f.ex.se.s.RecordAsync(event.Event{Kind: event.KindResult, Text: f.ex.text,
-			Tag: "upgrade closed", Bytes: f.up.total + f.down.total,
+			Tag: "upgrade closed", Bytes: f.up.total.Load() + f.down.total.Load(),
 			Params: fmt.Sprintf(`{"frames_agent_to_target":%d,"frames_target_to_agent":%d,"frames_not_recorded":%d,"bytes_agent_to_target":%d,"bytes_target_to_agent":%d}`,
-				f.up.frames, f.down.frames, dropped, f.up.total, f.down.total)})
+				f.up.frames.Load(), f.down.frames.Load(), dropped, f.up.total.Load(), f.down.total.Load())})
 	})
 	return f.ReadWriteCloser.Close()
 }
@@ -114,12 +115,14 @@ type frameParser struct {
 	pos    uint64 // payload offset (for unmasking)
 	buf    []byte // payload excerpt, unmasked
 	bad    bool   // not WebSocket framing: stop parsing
-	frames int64
-	total  int64
+	// frames and total are read by Close while the other direction may
+	// still be copying.
+	frames atomic.Int64
+	total  atomic.Int64
 }
 
 func (p *frameParser) feed(b []byte) {
-	p.total += int64(len(b))
+	p.total.Add(int64(len(b)))
 	for len(b) > 0 && !p.bad {
 		if p.left == 0 && p.need == 0 {
 			p.need, p.nhdr = 2, 0
@@ -201,7 +204,7 @@ func (p *frameParser) header() bool {
 }
 
 func (p *frameParser) done() {
-	p.frames++
+	p.frames.Add(1)
 	p.emit(p.dir, p.op, p.fin, p.length, p.buf)
 	p.buf = p.buf[:0]
 	p.need = 0
