@@ -460,7 +460,7 @@ func TestRunRefusesUnenforcedWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, stderr, code := lgtest.Run(t, cfg, "w", nil, nil, "echo", "ran")
-	if code == 0 || strings.Contains(out, "ran") || !strings.Contains(stderr, "not enforced") {
+	if code != 3 || strings.Contains(out, "ran") || !strings.Contains(stderr, "not enforced") {
 		t.Errorf("code %d out %q stderr %q", code, out, stderr)
 	}
 }
