@@ -164,7 +164,9 @@ func (c *Config) DecideCommand(s *Subject, l CommandLine) Decision {
 	}
 	var best *verdict
 	consider := func(v verdict) {
-		if best == nil || strictness(v.action) > strictness(best.action) {
+		// The strictest wins; among equals, a pattern's verdict says more.
+		if best == nil || strictness(v.action) > strictness(best.action) ||
+			(v.action == best.action && best.pattern == "" && v.pattern != "") {
 			best = &v
 		}
 	}

@@ -69,7 +69,7 @@ func TestDecideLine(t *testing.T) {
 		{"python3", policy.Allow, "python3"},
 		{"PATH=/tmp python3", policy.Deny, ""},
 		{"python3 > /etc/x", policy.Deny, ""},
-		{"echo x | python3", policy.Allow, ""},
+		{"echo x | python3", policy.Allow, "python3"},
 		{"$(echo python3)", policy.Deny, ""},
 		{"find /var/log -name '*.gz' -exec gzip -d {} +", policy.Deny, ""},
 		{"find /var/log -name '*.gz' -exec cat {} +", policy.Allow, "find /var/log *"},
