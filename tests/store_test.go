@@ -45,6 +45,7 @@ func TestStoreBackupAndPrune(t *testing.T) {
 		exec 3<>/dev/tcp/127.0.0.2/%d || exit 9
 		read -r peer <&3; echo "hi $i" >&3; read -r line <&3; exec 3<&-
 		[ "$line" = "hi $i" ] || exit 8
+		sleep 0.2
 	done`, s.echo4.Addr().Port)
 	agent := exec.Command(lgtest.Binary(t), "run", "--config", s.cfg, "--workload", "open", "--", "bash", "-c", script)
 	var agentErr bytes.Buffer
@@ -53,6 +54,8 @@ func TestStoreBackupAndPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer agent.Process.Kill()
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- agent.Wait() }()
 	var before int
 	lgtest.Eventually(t, 30*time.Second, "10 sessions recorded", func() bool {
 		before = len(s.sessions(t))
@@ -66,7 +69,12 @@ func TestStoreBackupAndPrune(t *testing.T) {
 		t.Fatalf("store backup: exit %d\n%s", code, out)
 	}
 	t.Logf("backup: %s", strings.TrimSpace(out))
-	if err := agent.Wait(); err != nil {
+	select {
+	case <-agentDone:
+		t.Error("the agent finished before the backup did: nothing ran while it copied")
+	default:
+	}
+	if err := <-agentDone; err != nil {
 		t.Fatalf("agent: %v\n%s", err, agentErr.String())
 	}
 	out, code = lg(t, "audit", "verify", "--db", copyPath, "--key", key)
