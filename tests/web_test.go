@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -504,84 +503,4 @@ func TestWebSessionViewSSH(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "session-ssh.png"), shot, 0o644)
 	}
 	t.Run("player", func(t *testing.T) { playCast(t, tctx, base+"/ui/sessions/"+castSession) })
-}
-
-// player is the page's cast player as the page shows it.
-type player struct {
-	State, Status, Text, Cols, Rows string
-	Red                             []string // text in red
-}
-
-// playCast plays the session view's terminal: paused as soon as it
-// starts, then resumed at 8× to its end, where it shows the terminal's
-// last screen (TestWebSessionViewSSH's lines).
-func playCast(t *testing.T, ctx context.Context, view string) {
-	read := func() player {
-		t.Helper()
-		p, err := chromedp.Run(ctx, chromedp.Evaluate[player](`(function () {
-			var r = document.querySelector('#commands tr.player');
-			if (!r) { return {}; }
-			var pre = r.querySelector('pre.term');
-			return {State: r.dataset.state, Status: r.querySelector('.status').textContent, Text: pre.textContent,
-				Cols: pre.dataset.cols || '', Rows: pre.dataset.rows || '',
-				Red: Array.from(pre.querySelectorAll('span.f1')).map(function (s) { return s.textContent; })};
-		})()`))
-		if err != nil {
-			t.Fatalf("player: %v", err)
-		}
-		return p
-	}
-	wait := func(what string, states ...string) player {
-		t.Helper()
-		var p player
-		lgtest.Eventually(t, 60*time.Second, what, func() bool {
-			p = read()
-			return slices.Contains(states, p.State) || p.State == "error"
-		})
-		if p.State == "error" {
-			t.Fatalf("player: %s", p.Status)
-		}
-		return p
-	}
-	err := chromedp.Do(ctx, chromedp.Navigate(view), chromedp.WaitVisible(chromedp.CSS("#commands a.cast")),
-		chromedp.Click(chromedp.CSS("#commands button.play")), chromedp.Click(chromedp.CSS("#commands tr.player button.pause")))
-	if err != nil {
-		t.Fatalf("play: %v", err)
-	}
-	// Pausing is quicker than the recording, unless the browser stalls
-	// for seconds between the clicks.
-	if p := wait("the player paused", "paused", "ended"); p.State == "paused" {
-		if !strings.HasPrefix(p.Status, "paused at ") || strings.Contains(p.Text, "M7K") {
-			t.Errorf("paused player says %q and shows %q", p.Status, p.Text)
-		}
-		err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS("#commands tr.player select.speed"), "8"),
-			chromedp.Click(chromedp.CSS("#commands tr.player button.pause")))
-		if err != nil {
-			t.Fatalf("resume: %v", err)
-		}
-	} else {
-		t.Logf("the recording ended before the pause")
-	}
-	p := wait("the recording played to its end", "ended")
-	// The screen is the terminal's last: resized to 100x30 and cleared,
-	// then each printf's lines as the shell drew them.
-	lines := strings.Split(p.Text, "\n")
-	if p.Cols != "100" || p.Rows != "30" || len(lines) != 30 || len(lines[0]) != 100 {
-		t.Errorf("screen %sx%s of %d lines (the first %d long), want 100x30", p.Cols, p.Rows, len(lines), len(lines[0]))
-	}
-	at := -1
-	for _, want := range []string{"BBAA", "xQz", "kept", "ab   cd", "oxx", "two", "RED", "M7K"} {
-		i := slices.IndexFunc(lines, func(l string) bool { return strings.TrimRight(l, " ") == want })
-		if i <= at {
-			t.Errorf("line %q at %d, after line %d:\n%s", want, i, at, p.Text)
-		}
-		at = max(at, i)
-	}
-	if strings.Contains(p.Text, "OLD1") || strings.Contains(p.Text, "30 100") || !slices.Contains(p.Red, "RED") {
-		t.Errorf("screen not cleared, or RED not red (%q):\n%s", p.Red, p.Text)
-	}
-	if dir := os.Getenv("LG_SCREENSHOTS"); dir != "" {
-		shot, _ := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS("#commands")))
-		os.WriteFile(filepath.Join(dir, "session-ssh-player.png"), shot, 0o644)
-	}
 }

@@ -279,7 +279,9 @@
       if (i === evs.length) { state('ended'); pause.disabled = skip.disabled = true; return; }
       if (paused) { state('paused', 'paused at ' + mmss(clock) + ' of ' + mmss(total)); return; }
       state('playing', 'playing ' + mmss(clock) + ' of ' + mmss(total));
-      timer = setTimeout(step, (evs[i].at - clock) * 1000 / rate);
+      // At most about 60 draws a second: output that streams fast is
+      // drawn in batches.
+      timer = setTimeout(step, Math.max(16, (evs[i].at - clock) * 1000 / rate));
     }
     pause.addEventListener('click', function () {
       tick();
