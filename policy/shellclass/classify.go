@@ -100,6 +100,12 @@ type Command struct {
 	// that names it may lift it (see Result.Line).
 	Opaque bool
 
+	// Pager is true for a program that pages its output through less
+	// when run on a terminal (systemctl, journalctl and the other systemd
+	// tools without --no-pager): on a pty, less can run a shell (!sh), so
+	// an exec with a pty should not be taken for read.
+	Pager bool
+
 	hard bool // unknown for a reason no pattern lifts
 }
 
@@ -115,6 +121,17 @@ type Result struct {
 	Classes []string
 	// Err is the parse error or limit that made the line Unknown.
 	Err error
+}
+
+// Pager reports whether any command pages its output on a terminal (see
+// Command.Pager).
+func (r Result) Pager() bool {
+	for _, cm := range r.Commands {
+		if cm.Pager {
+			return true
+		}
+	}
+	return false
 }
 
 // Has reports whether the line has class c.

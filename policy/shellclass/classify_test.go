@@ -220,6 +220,21 @@ func TestClassifyLimits(t *testing.T) {
 	}
 }
 
+func TestPager(t *testing.T) {
+	t.Parallel()
+	for cmd, want := range map[string]bool{
+		"systemctl status nginx":                true,
+		"journalctl -u x | tail":                true,
+		"systemctl --no-pager status nginx":     false,
+		"sudo journalctl --no-pager -n 10 -u x": false,
+		"ls -l":                                 false,
+	} {
+		if got := Classify(cmd).Pager(); got != want {
+			t.Errorf("Classify(%q).Pager() = %v, want %v", cmd, got, want)
+		}
+	}
+}
+
 func TestExplain(t *testing.T) {
 	t.Parallel()
 	out := Classify("ls && sudo -u root rm -rf /tmp/x > /tmp/log").Explain()

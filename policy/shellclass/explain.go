@@ -39,6 +39,9 @@ func (r Result) Explain() string {
 		if cm.Script && len(cm.Classes) == 0 {
 			fmt.Fprintf(&b, "%s   runs the script below\n", ind)
 		}
+		if cm.Pager {
+			fmt.Fprintf(&b, "%s   pages through less on a terminal (less can run commands)\n", ind)
+		}
 		for j, cl := range cm.Classes {
 			fmt.Fprintf(&b, "%s   %s: %s\n", ind, cl, cm.Reasons[j])
 		}

@@ -42,6 +42,9 @@ func (c *classifier) program(i int, name string, args []word, x ctx) {
 		if check != nil {
 			cl, reason = check(name, args)
 		}
+		if slices.Contains(pagers, name) && !slices.ContainsFunc(args, func(w word) bool { return w.val == "--no-pager" }) {
+			c.res.Commands[i].Pager = true
+		}
 		if cl == Unknown && !slices.Contains(rebinders, name) {
 			c.opaque(i, "%s", reason) // computed arguments make Literal false
 		} else {
@@ -318,6 +321,10 @@ var runners = map[string]string{
 	"man":           "runs a pager that can run commands",
 	"env-update":    "rewrites the environment",
 }
+
+// pagers page their output through less on a terminal.
+var pagers = []string{"systemctl", "journalctl", "loginctl", "timedatectl", "hostnamectl", "localectl",
+	"networkctl", "resolvectl", "busctl", "coredumpctl"}
 
 // rebinders change what later commands of the line mean; no pattern
 // lifts them.
