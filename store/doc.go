@@ -13,6 +13,12 @@
 // It also keeps the table columns value detectors learned (learned.go),
 // each learning and each operator's confirm or drop a chained event.
 //
+// Care of the file (backup.go, prune.go, retention.go): Backup copies the
+// store beside its writer through SQLite's online backup API, carrying the
+// record log into the copy; Prune removes the oldest events and sessions
+// under a prune mark signed with the checkpoint key, which Verify checks
+// and continues the chain from; Retainer runs Prune on a schedule.
+//
 // The event vocabulary lives in the leaf package store/event so protocol
 // handlers can record without importing this package or cgo.
 package store
