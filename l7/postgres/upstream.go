@@ -173,6 +173,14 @@ func dialHijack(ctx context.Context, cfg *pgconn.Config, addr string) (*pgconn.H
 		}
 		return nil, fmt.Errorf("connect upstream %s: %w", addr, err)
 	}
+	// A login write slower than 15 ms starts pgconn's background reader,
+	// which can still be reading the socket when the login ends: it would
+	// take the answer to the agent's first statement, and the agent would
+	// wait forever. SyncConn stops it (pgconn asks for it before Hijack).
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(ctx)
+		return nil, fmt.Errorf("sync upstream: %w", err)
+	}
 	hj, err := pc.Hijack()
 	if err != nil {
 		pc.Close(ctx)
