@@ -14,6 +14,8 @@ import (
 
 	_ "github.com/mattn/go-sqlite3" // tampering with the store file, as an attacker would
 
+	"github.com/loopgate/loopgate/store"
+	"github.com/loopgate/loopgate/store/event"
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
 
@@ -145,4 +147,52 @@ func (s *setup) storePath(t *testing.T) string {
 	}
 	t.Fatal("no store: in the config")
 	return ""
+}
+
+// TestRetentionPrunesOldSessions starts a daemon with retention: on a store
+// holding sessions that ended two days ago and newer ones: the daemon prunes
+// the old at start, and the store verifies.
+func TestRetentionPrunesOldSessions(t *testing.T) {
+	lgtest.RequireRoot(t)
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "loopgate.db")
+	ctx := lgtest.Context(t, time.Minute)
+	db, err := store.Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.EnableCheckpoints(ctx, filepath.Join(dir, "audit.key")); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for i, at := range []time.Time{now.Add(-50 * time.Hour), now.Add(-49 * time.Hour), now.Add(-time.Minute), now.Add(-time.Second)} {
+		id := fmt.Sprintf("old%d", i)
+		if err := db.OpenSession(ctx, event.Session{ID: id, Workload: "w", Target: "t", Started: at}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.CloseSession(ctx, id, event.End{Ended: at.Add(time.Millisecond), Outcome: event.OutcomeClosed}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := lgtest.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:%d
+store: %s
+bpffs: %s
+daemon_cgroup: %s
+api: {socket: %s}
+retention: {keep: 24h}
+`, lgtest.FreePort(t), dbPath, lgtest.PinDir(t), lgtest.CgroupName(t)+"-daemon", filepath.Join(lgtest.SharedDir(t), "api.sock")))
+	d := lgtest.StartDaemon(t, cfg)
+	lgtest.Eventually(t, 20*time.Second, "the daemon's retention prune", func() bool {
+		return strings.Contains(d.Log(), `msg="retention: store pruned"`)
+	})
+	if !strings.Contains(d.Log(), "through_event=4 events=4 sessions=2") {
+		t.Errorf("daemon log:\n%s", d.Log())
+	}
+	out, code := lg(t, "audit", "verify", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "OK: 4 events, 2 sessions") || !strings.Contains(out, "pruned: from event 5 on") {
+		t.Errorf("audit verify after retention: exit %d\n%s", code, out)
+	}
 }
