@@ -34,6 +34,13 @@ type sshSetup struct {
 // newSSHSetup starts sshd (with extra config lines) and the daemon.
 func newSSHSetup(t testing.TB, sshdExtra ...string) *sshSetup {
 	t.Helper()
+	return newSSHSetupEdit(t, nil, sshdExtra...)
+}
+
+// newSSHSetupEdit is newSSHSetup with the daemon's config text passed
+// through edit (with the workloads' cgroup parent) before it is written.
+func newSSHSetupEdit(t testing.TB, edit func(cfg, cgroup string) string, sshdExtra ...string) *sshSetup {
+	t.Helper()
 	lgtest.RequireRoot(t)
 	dir := t.TempDir()
 	// The daemon keeps its CAs beside the store; make them first so sshd
@@ -54,7 +61,7 @@ func newSSHSetup(t testing.TB, sshdExtra ...string) *sshSetup {
 	os.WriteFile(s.knownHosts, []byte(hostCA.KnownHostsLine(l7ssh.KnownHostsPatterns([]string{sshd.Addr()}))+"\n"), 0o644)
 	s.socket = filepath.Join(s.shared, "api.sock")
 	cg := lgtest.CgroupName(t)
-	s.cfg = lgtest.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:%d
+	text := fmt.Sprintf(`listen: 127.0.0.1:%d
 store: %s
 bpffs: %s
 daemon_cgroup: %s-daemon
@@ -98,7 +105,11 @@ rules:
     targets: [box]
     allow: [read, write, privilege, shell, file-read, file-write, forward, unknown]
 `, lgtest.FreePort(t), filepath.Join(dir, "loopgate.db"), lgtest.PinDir(t), cg, s.socket, apiGroup,
-		sshd.Addr(), lgtest.SSHUser, targetKH, cg, cg, cg, cg))
+		sshd.Addr(), lgtest.SSHUser, targetKH, cg, cg, cg, cg)
+	if edit != nil {
+		text = edit(text, cg)
+	}
+	s.cfg = lgtest.WriteConfig(t, text)
 	s.userCA = userCA
 	s.daemon = lgtest.StartDaemon(t, s.cfg)
 	return s

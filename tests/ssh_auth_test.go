@@ -1,0 +1,90 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loopgate/loopgate/tests/lgtest"
+)
+
+// TestSSHToken: a workload with token: logs in with its OIDC token as the
+// SSH password (SSH_ASKPASS); a wrong token is refused and recorded.
+func TestSSHToken(t *testing.T) {
+	is := lgtest.StartIssuer(t)
+	s := newSSHSetupEdit(t, func(cfg, cg string) string {
+		cfg = strings.Replace(cfg, "workloads:\n", fmt.Sprintf(`oidc:
+  - {issuer: "%s", audience: loopgate}
+workloads:
+  - name: signed
+    cgroup: %s/signed
+    token: {issuer: "%s", subject: "repo:acme"}
+`, is.URL, cg, is.URL), 1)
+		return strings.Replace(cfg, "  - id: reader-box\n    workloads: [reader]", "  - id: reader-box\n    workloads: [reader, signed]", 1)
+	})
+	askpass := func(token string) []string {
+		tok := filepath.Join(s.shared, fmt.Sprintf("token-%d", len(token)))
+		os.WriteFile(tok, []byte(token), 0o644)
+		script := tok + ".sh"
+		os.WriteFile(script, []byte("#!/bin/sh\ncat "+tok+"\n"), 0o755)
+		return []string{"SSH_ASKPASS=" + script, "SSH_ASKPASS_REQUIRE=force"}
+	}
+	ssh := func(env []string) (string, string, int) {
+		args := append([]string{"env"}, env...)
+		args = append(append(args, "ssh", "-o", "BatchMode=no", "-o", "PreferredAuthentications=password",
+			"-o", "NumberOfPasswordPrompts=1"), s.sshArgs()...)
+		return s.run(t, "signed", nil, append(args, "-p", s.port, "deploy@127.0.0.1", "echo", "signed-in")...)
+	}
+	good := is.Token(t, lgtest.Claims{Subject: "repo:acme", Audience: "loopgate"})
+	if out, stderr, code := ssh(askpass(good)); code != 0 || out != "signed-in\n" {
+		t.Errorf("good token: code %d out %q err %q", code, out, stderr)
+	}
+	bad := is.Token(t, lgtest.Claims{Subject: "repo:other", Audience: "loopgate"})
+	if _, stderr, code := ssh(askpass(bad)); code != 255 || !strings.Contains(stderr, "Permission denied") {
+		t.Errorf("wrong subject: code %d err %q", code, stderr)
+	}
+	lgtest.Eventually(t, 10*time.Second, "the refusal recorded", func() bool {
+		for _, ss := range lgtest.Sessions(t, s.cfg, "--workload", "signed") {
+			if ss.Outcome == "denied" && strings.Contains(ss.Error, "OIDC token refused") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestSSHTargetHostKey: a target whose host key is not the pinned one is
+// never logged in to; the agent is told, and the session records why.
+func TestSSHTargetHostKey(t *testing.T) {
+	s := newSSHSetupEdit(t, func(cfg, _ string) string {
+		i := strings.Index(cfg, "    known_hosts: ")
+		j := i + strings.Index(cfg[i:], "\n")
+		kh := strings.TrimPrefix(cfg[i:j], "    known_hosts: ")
+		// Another key for the same address.
+		os.WriteFile(kh, []byte(strings.Split(string(must(os.ReadFile(kh))), " ")[0]+
+			" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMNJrUmX2ZRx0sIKZr2fjQ4Kx1kqK2lrZ3f1u9kXvH2w\n"), 0o600)
+		return cfg
+	})
+	_, stderr, code := s.run(t, "admin", nil, append(append([]string{"ssh", "-o", "LogLevel=INFO"}, s.sshArgs()...), "-p", s.port, "deploy@127.0.0.1", "true")...)
+	if code != 255 || !strings.Contains(stderr, "loopgate: cannot reach the target") {
+		t.Errorf("code %d stderr %q", code, stderr)
+	}
+	if strings.Contains(s.sshd.Log(), "Accepted") {
+		t.Errorf("logged in to an unverified target:\n%s", s.sshd.Log())
+	}
+	out, err := exec.Command(lgtest.Binary(t), "sessions", "export", "--config", s.cfg, "--workload", "admin").Output()
+	if err != nil || !strings.Contains(string(out), "not trusted") {
+		t.Errorf("record: %v %s", err, out)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
