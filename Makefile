@@ -53,9 +53,10 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzStartup -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzCopyRow -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./store/
-	$(GO) test -run '^$$' -fuzz FuzzJSON -fuzztime 30s ./policy/mask/
-	$(GO) test -run '^$$' -fuzz FuzzNormalizePath -fuzztime 30s ./l7/http/
-	$(GO) test -run '^$$' -fuzz FuzzFrames -fuzztime 30s ./l7/http/
+	$(GO) test -run '^$$' -fuzz '^FuzzJSON$$' -fuzztime 30s ./policy/mask/
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizePath$$' -fuzztime 30s ./l7/http/
+	$(GO) test -run '^$$' -fuzz '^FuzzFrames$$' -fuzztime 30s ./l7/http/
+	$(GO) test -run '^$$' -fuzz '^FuzzSSE$$' -fuzztime 30s ./l7/http/
 
 demo: build
 	@bash scripts/demo.sh

@@ -19,7 +19,8 @@
 //     approved, the agent's retry of the same request (method, path, query
 //     and body hash) passes;
 //   - strips the agent's credentials and injects the target's (creds.go),
-//     refusing a request that brings a credential of its own;
+//     refusing a request that brings a credential of its own, and scrubs
+//     the credential from responses that echo it (scrub.go);
 //   - relays with httputil.ReverseProxy (upstream.go) to the address the
 //     agent dialled, TLS verified against the system roots or the target's
 //     ca_file, keeping connections per target; streaming bodies flow
