@@ -68,6 +68,8 @@ func clientMain() int {
 		res = rawScenario(args[0])
 	case "pgcompat": // pgcompat DSN ADDR, or pgcompat ADDR pipeline: pgcompat_test.go
 		res = compatScenario(args[0], args[1])
+	case "pgchurn": // pgchurn DSN PAR ROUNDS: pgchurn_test.go
+		res = churnClient(args)
 	case "bigrow": // bigrow DSN: a 64 MB value in and out
 		res = bigRow(args[0])
 	case "udpsend", "udpconn", "unixconn", "unixsend", "bindsend", "pgcancel", "uring": // client_attack_test.go
