@@ -72,6 +72,21 @@ func (ca *testCA) leaf(t testing.TB, hosts ...string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
+// leafPEM is a client certificate and key, PEM.
+func (ca *testCA) leafPEM(t testing.TB, name string) (crt, key []byte) {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalECPrivateKey(k)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
+}
+
 func (ca *testCA) pool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.cert)
@@ -107,7 +122,9 @@ const rigSecret = "s3cret-token-value"
 
 func newRig(t *testing.T, rules string) *rig { return newRigTB(t, rules) }
 
-func newRigTB(t testing.TB, rules string) *rig {
+// newRigTB builds a rig; with mtls, the upstream requires a client
+// certificate, which the target's credentials name.
+func newRigTB(t testing.TB, rules string, mtls ...bool) *rig {
 	t.Helper()
 	up := newTestCA(t)
 	r := &rig{t: t, upCA: up, rec: l7test.NewRecorder(), lgCA: newTestCA(t), seen: make(chan stdhttp.Header, 16)}
@@ -123,6 +140,10 @@ func newRigTB(t testing.TB, rules string) *rig {
 	mux.HandleFunc("/users", func(w stdhttp.ResponseWriter, q *stdhttp.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"items":[{"name":"ada","email":"ada@example.com"},{"name":"bob","email":"bob@example.com"}]}`)
+	})
+	mux.HandleFunc("/long", func(w stdhttp.ResponseWriter, q *stdhttp.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `"`+strings.Repeat("a", 256<<10)+` ada@example.com"`)
 	})
 	mux.HandleFunc("/events", func(w stdhttp.ResponseWriter, q *stdhttp.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -152,6 +173,18 @@ func newRigTB(t testing.TB, rules string) *rig {
 	})
 	r.upstream = httptest.NewUnstartedServer(mux)
 	r.upstream.TLS = &tls.Config{Certificates: []tls.Certificate{up.leaf(t, "api.test", "127.0.0.1")}}
+	clientCreds := ""
+	if len(mtls) > 0 && mtls[0] {
+		clientCA := newTestCA(t)
+		r.upstream.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+		r.upstream.TLS.ClientCAs = clientCA.pool()
+		crt, key := clientCA.leafPEM(t, "loopgate")
+		dir := t.TempDir()
+		cf, kf := filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
+		os.WriteFile(cf, crt, 0o600)
+		os.WriteFile(kf, key, 0o600)
+		clientCreds = ", cert_file: " + cf + ", key_file: " + kf
+	}
 	r.upstream.EnableHTTP2 = true
 	r.upstream.StartTLS()
 	t.Cleanup(r.upstream.Close)
@@ -162,7 +195,7 @@ func newRigTB(t testing.TB, rules string) *rig {
 	secretFile := filepath.Join(dir, "secret")
 	os.WriteFile(secretFile, []byte(rigSecret+"\n"), 0o600)
 	cfg := l7test.Config(t, fmt.Sprintf(`targets:
-  - {name: api, protocol: http, address: "127.0.0.1:%s", tls: {ca_file: %s}, credentials: {password_file: %s}, placeholders: [API_KEY]}
+  - {name: api, protocol: http, address: "127.0.0.1:%s", tls: {ca_file: %s}, credentials: {password_file: %s%s}, placeholders: [API_KEY]}
 workloads:
   - {name: w, cgroup: w}
 approvers:
@@ -171,7 +204,7 @@ masks:
   - {name: emails, paths: ["$.items[*].email"]}
   - {name: detect, detect: email}
 rules:
-%s`, r.port, caFile, secretFile, rules))
+%s`, r.port, caFile, secretFile, clientCreds, rules))
 	r.srv = l7test.Server(t, cfg, r.rec)
 	r.srv.Broker = &policy.Broker{Policy: func() *policy.Config { return cfg }, Timeout: 10 * time.Second}
 	m, err := NewMinter(r.lgCA.cert, r.lgCA.key, "")
@@ -414,4 +447,32 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestClientCertificate: a target's credentials may be a client
+// certificate, which the daemon presents upstream (mTLS).
+func TestClientCertificate(t *testing.T) {
+	r := newRigTB(t, baseRule, true)
+	if resp, body := r.do("GET", "/hello", ""); resp.StatusCode != 200 || !strings.HasPrefix(body, "path=/hello") {
+		t.Errorf("%d %q", resp.StatusCode, body)
+	}
+}
+
+// TestMaskFailsClosed: a JSON body that cannot be masked within the cap is
+// never passed: 502, recorded.
+func TestMaskFailsClosed(t *testing.T) {
+	r := newRig(t, baseRule)
+	r.h.MaxJSONToken = 4096
+	resp, body := r.do("GET", "/long", "")
+	if resp.StatusCode != stdhttp.StatusBadGateway || strings.Contains(body, "@example.com") || !strings.Contains(body, "could not be masked") {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	eventually(t, 5*time.Second, "failure recorded", func() bool {
+		for _, e := range r.events() {
+			if e.Kind == event.KindResult && strings.Contains(e.Error, "masking failed") && strings.HasPrefix(e.Tag, "502") {
+				return true
+			}
+		}
+		return false
+	})
 }
