@@ -55,6 +55,28 @@ type exchange struct {
 	reqBody *excerpt
 }
 
+// route turns a request into the command policy decides: its text (what
+// approvers see and the record keeps) and its class. The generic route
+// works by method and path; a kind: kubernetes route (RequestInfo, exec
+// argv, risky subresources whatever the verb) is another route and reuses
+// everything else of the handler.
+type route interface {
+	command(r *stdhttp.Request, clean, query string) (text, class string)
+}
+
+// genericRoute is the route of every http target today.
+type genericRoute struct{}
+
+func (genericRoute) command(r *stdhttp.Request, clean, query string) (string, string) {
+	text := r.Method + " " + clean
+	if query != "" {
+		text += "?" + query
+	}
+	return text, classify(r)
+}
+
+var _ route = genericRoute{}
+
 // classify sorts a request into its class: read (GET, HEAD, OPTIONS
 // without a body), write (POST, PUT, PATCH), delete, and unknown for the
 // rest (CONNECT, TRACE, made-up methods, a body on a read).
@@ -119,16 +141,12 @@ func (se *session) ServeHTTP(w stdhttp.ResponseWriter, r *stdhttp.Request) {
 		return
 	}
 
-	class := classify(r)
+	text, class := genericRoute{}.command(r, clean, query)
 	d := s.Check(class)
 	d = s.Policy().DecideRequest(d, r.Method, clean)
 	m, err := mask.New(s.Policy(), d.Masks, se.h.MaskKey)
 	if err != nil {
 		d = policy.Decision{Action: policy.Deny, RuleID: d.RuleID, Reason: "masks: " + err.Error()}
-	}
-	text := r.Method + " " + clean
-	if query != "" {
-		text += "?" + query
 	}
 	if !m.Empty() {
 		text = m.String(text)
