@@ -3,9 +3,14 @@ package tests
 import (
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/loopgate/loopgate/tests/lgtest"
 )
@@ -66,4 +71,82 @@ func short(s string) string {
 		return fmt.Sprintf("%s...(%d bytes)", s[:200], len(s))
 	}
 	return s
+}
+
+// TestSSHRevoke: a reload that no longer allows what a live session holds
+// open (a forward) cuts it off.
+func TestSSHRevoke(t *testing.T) {
+	s := newSSHSetup(t)
+	echo := lgtest.StartEcho(t, "127.0.0.1:0")
+	dst := net.JoinHostPort("127.0.0.1", strconv.Itoa(echo.Addr().Port))
+	args := append(append([]string{"run", "--config", s.cfg, "--workload", "admin", "--user", "nobody", "--", "ssh"}, s.sshArgs()...),
+		"-W", dst, "-p", s.port, "deploy@127.0.0.1")
+	cmd := exec.Command(lgtest.Binary(t), args...)
+	stdin, _ := cmd.StdinPipe()
+	var out lockedBuffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	stdin.Write([]byte("ping\n"))
+	lgtest.Eventually(t, 20*time.Second, "the echo through the forward", func() bool { return strings.Contains(out.String(), "ping") })
+
+	cfg, _ := os.ReadFile(s.cfg)
+	edited := strings.Replace(string(cfg), "allow: [read, write, privilege, shell, file-read, file-write, forward, unknown]",
+		"allow: [read, write, privilege, shell, file-read, file-write, unknown]", 1)
+	if edited == string(cfg) {
+		t.Fatal("config edit did not apply")
+	}
+	os.WriteFile(s.cfg, []byte(edited), 0o600)
+	s.daemon.Signal(syscall.SIGHUP)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the forward outlived the reload that revoked it")
+	}
+	lgtest.Eventually(t, 10*time.Second, "the session recorded revoked", func() bool {
+		for _, ss := range lgtest.Sessions(t, s.cfg, "--workload", "admin") {
+			if ss.Outcome == "revoked" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestSSHControlMaster: multiplexed sessions over one connection
+// (ControlMaster, as Ansible uses) each get their own decision and exit
+// status.
+func TestSSHControlMaster(t *testing.T) {
+	s := newSSHSetup(t)
+	dir := filepath.Join(s.shared, "cm")
+	os.Mkdir(dir, 0o777)
+	os.Chmod(dir, 0o777)
+	cm := []string{"-o", "ControlMaster=auto", "-o", "ControlPath=" + dir + "/%C", "-o", "ControlPersist=30"}
+	for i, tc := range []struct {
+		command string
+		out     string
+		code    int
+	}{{"echo one", "one\n", 0}, {"exit 5", "", 5}, {"echo three; exit 3", "three\n", 3}} {
+		out, stderr, code := s.ssh(t, "agent", nil, cm, tc.command)
+		if out != tc.out || code != tc.code {
+			t.Errorf("%d %q: code %d out %q err %q", i, tc.command, code, out, stderr)
+		}
+	}
+	if _, stderr, code := s.ssh(t, "reader", nil, nil, "touch /tmp/x"); code != 126 {
+		t.Errorf("reader: %d %s", code, stderr)
+	}
+	s.ssh(t, "agent", nil, append(cm, "-O", "exit"))
+	var agent int
+	for _, ss := range lgtest.Sessions(t, s.cfg, "--workload", "agent") {
+		if ss.Outcome != "refused" {
+			agent++
+		}
+	}
+	if agent != 1 {
+		t.Errorf("%d agent sessions, want the one master connection", agent)
+	}
 }

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -119,7 +120,7 @@ rules:
 // the @cert-authority line only, no keys, no prompts.
 func (s *sshSetup) sshArgs(extra ...string) []string {
 	args := []string{"-F", "none", "-o", "UserKnownHostsFile=" + s.knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
-		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20"}
+		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=" + cmp.Or(os.Getenv("LG_SSH_LOGLEVEL"), "ERROR"), "-o", "ConnectTimeout=20"}
 	return append(args, extra...)
 }
 

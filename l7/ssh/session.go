@@ -27,7 +27,7 @@ type channel struct {
 	s        *l7.Session
 	down, up ssh.Channel
 
-	gate     chan struct{} // closed: stdin may flow
+	gate     chan struct{} // closed: stdin may flow (the program's reply is relayed)
 	gateOnce sync.Once
 	done     chan struct{} // closed: the agent's requests ended
 	pumps    sync.WaitGroup
@@ -46,7 +46,33 @@ type channel struct {
 
 	mu   sync.Mutex
 	exit string // "exit 7", "signal TERM"; "" unknown
+	// outDone and exitSent say the target's output has ended and its exit
+	// has been forwarded: the agent's EOF waits for both (or the close).
+	outDone, exitSent bool
+	eofOnce           sync.Once
 }
+
+// eofReady notes that the output ended (exit false) or the exit status
+// went out (exit true), and sends the agent EOF once both have. x/crypto
+// hands the target's EOF and its exit-status to different goroutines;
+// an EOF overtaking the exit status lets the agent close first (it has
+// sent its own EOF), and the exit status is lost (OpenSSH's
+// ControlMaster then exits 255).
+func (c *channel) eofReady(exit bool) {
+	c.mu.Lock()
+	if exit {
+		c.exitSent = true
+	} else {
+		c.outDone = true
+	}
+	both := c.exitSent && c.outDone
+	c.mu.Unlock()
+	if both {
+		c.sendEOF()
+	}
+}
+
+func (c *channel) sendEOF() { c.eofOnce.Do(func() { c.down.CloseWrite() }) }
 
 // ptyReq is RFC 4254 §6.2's pty-req payload.
 type ptyReq struct {
@@ -202,8 +228,12 @@ func (c *channel) program(ctx context.Context, r *ssh.Request) {
 	c.startOutput()
 	ok, err := c.up.SendRequest(r.Type, r.WantReply, r.Payload)
 	r.Reply(ok && err == nil, nil)
-	c.gateOnce.Do(func() { close(c.gate) })
+	c.open()
 }
+
+// open lets stdin flow and the target's requests through, once the
+// program's reply is relayed.
+func (c *channel) open() { c.gateOnce.Do(func() { close(c.gate) }) }
 
 // deny answers a refused program the legible way: success, the reason on
 // stderr, exit status 126, and the channel closed.
@@ -235,7 +265,21 @@ func (c *channel) newline() string {
 func (c *channel) startOutput() {
 	var outs sync.WaitGroup
 	c.pumps.Add(1)
+	// Nothing the program writes reaches the agent before the reply to
+	// its exec (OpenSSH's ControlMaster loses the session's exit status
+	// when data and EOF overtake that reply).
+	wait := func() bool {
+		select {
+		case <-c.gate:
+			return true
+		case <-c.done:
+			return false
+		}
+	}
 	outs.Go(func() {
+		if !wait() {
+			return
+		}
 		if c.sftp != nil {
 			n, err := c.sftp.replies(c.up)
 			c.out.Add(n)
@@ -250,13 +294,16 @@ func (c *channel) startOutput() {
 		c.out.Add(n)
 	})
 	outs.Go(func() {
+		if !wait() {
+			return
+		}
 		n, _ := c.copyOut(c.down.Stderr(), c.up.Stderr())
 		c.errOut.Add(n)
 	})
 	go func() {
 		defer c.pumps.Done()
 		outs.Wait()
-		c.down.CloseWrite()
+		c.eofReady(false)
 	}()
 }
 
@@ -294,10 +341,18 @@ func (c *channel) stdin(ctx context.Context) {
 // made up.
 func (c *channel) upstreamRequests(reqs <-chan *ssh.Request) {
 	for r := range reqs {
-		switch r.Type {
-		case "keepalive@openssh.com":
+		if r.Type == "keepalive@openssh.com" {
 			r.Reply(false, nil)
 			continue
+		}
+		// Nothing of the program (its exit status) reaches the agent
+		// before the reply to its exec: a fast program's exit-status
+		// arrives while that reply is still on its way.
+		select {
+		case <-c.gate:
+		case <-c.done:
+		}
+		switch r.Type {
 		case "exit-status":
 			var e exitStatus
 			if ssh.Unmarshal(r.Payload, &e) == nil {
@@ -311,8 +366,12 @@ func (c *channel) upstreamRequests(reqs <-chan *ssh.Request) {
 		}
 		ok, err := c.down.SendRequest(r.Type, r.WantReply, r.Payload)
 		r.Reply(ok && err == nil, nil)
+		if r.Type == "exit-status" || r.Type == "exit-signal" {
+			c.eofReady(true)
+		}
 	}
 	c.pumps.Wait()
+	c.sendEOF()
 	c.down.Close()
 	c.finish()
 }
