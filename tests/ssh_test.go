@@ -235,6 +235,29 @@ func TestSSHExec(t *testing.T) {
 			t.Errorf("user-ca: %v %q", err, out)
 		}
 	})
+	t.Run("recorded: argv, parse, decision, exit status, bytes", func(t *testing.T) {
+		out, err := exec.Command(lgtest.Binary(t), "sessions", "export", "--config", s.cfg, "--workload", "agent").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var decided, result, login bool
+		for _, line := range strings.Split(string(out), "\n") {
+			var e struct{ Kind, Text, Params, Decision, Tag, Error string }
+			json.Unmarshal([]byte(line), &e)
+			switch {
+			case e.Kind == "command" && e.Text == "exit 7" && e.Decision == "allow" && strings.Contains(e.Params, `"argv":["exit","7"]`):
+				decided = true
+			case e.Kind == "result" && e.Text == "exit 7" && e.Tag == "exit 7":
+				result = true
+			case e.Kind == "note" && e.Text == "ssh login" && strings.Contains(e.Params, `"user":"deploy"`) &&
+				strings.Contains(e.Params, `"cert_key_id":"loopgate:`) && strings.Contains(e.Params, `"target_host_key":"SHA256:`):
+				login = true
+			}
+		}
+		if !decided || !result || !login {
+			t.Errorf("decision %v, result %v, login %v in:\n%s", decided, result, login, out)
+		}
+	})
 	t.Run("certificate in sshd's log", func(t *testing.T) {
 		if !strings.Contains(s.sshd.Log(), `Accepted certificate ID "loopgate:`) || !strings.Contains(s.sshd.Log(), ":agent\" (serial") {
 			t.Errorf("sshd log lacks the certificate:\n%s", s.sshd.Log())

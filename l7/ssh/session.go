@@ -111,9 +111,9 @@ func (b *bridge) session(ctx context.Context, nc ssh.NewChannel) {
 	var wg sync.WaitGroup
 	// The agent's extended data is drained so its window never pins
 	// (go#80333); clients do not send any.
-	wg.Go(func() { io.Copy(io.Discard, down.Stderr()) })
-	wg.Go(func() { c.stdin(ctx) })
-	wg.Go(func() { c.upstreamRequests(upReqs) })
+	wg.Go(b.safe(func() { io.Copy(io.Discard, down.Stderr()) }))
+	wg.Go(b.safe(func() { c.stdin(ctx) }))
+	wg.Go(b.safe(func() { c.upstreamRequests(upReqs) }))
 	c.agentRequests(ctx, downReqs)
 	close(c.done)
 	up.Close()
@@ -276,7 +276,7 @@ func (c *channel) startOutput() {
 			return false
 		}
 	}
-	outs.Go(func() {
+	outs.Go(c.b.safe(func() {
 		if !wait() {
 			return
 		}
@@ -292,19 +292,19 @@ func (c *channel) startOutput() {
 		}
 		n, _ := c.copyOut(c.down, c.up)
 		c.out.Add(n)
-	})
-	outs.Go(func() {
+	}))
+	outs.Go(c.b.safe(func() {
 		if !wait() {
 			return
 		}
 		n, _ := c.copyOut(c.down.Stderr(), c.up.Stderr())
 		c.errOut.Add(n)
-	})
-	go func() {
+	}))
+	go c.b.safe(func() {
 		defer c.pumps.Done()
 		outs.Wait()
 		c.eofReady(false)
-	}()
+	})()
 }
 
 // stdin copies the agent's input upstream once the gate opens, then

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -176,7 +177,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 
 	b := &bridge{h: h, s: s, up: up, agent: sconn}
 	var wg sync.WaitGroup
-	wg.Go(func() { b.globalRequests(reqs) })
+	wg.Go(b.safe(func() { b.globalRequests(reqs) }))
 	if up != nil {
 		// The target hung up: end the agent's connection too.
 		wg.Go(func() { up.client.Wait(); sconn.Close() })
@@ -186,12 +187,19 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 			nc.Reject(ssh.Prohibited, "loopgate: "+refusal)
 			continue
 		}
+		if n := b.open.Add(1); n > maxChannels {
+			b.open.Add(-1)
+			nc.Reject(ssh.ResourceShortage, fmt.Sprintf("loopgate: more than %d channels open", maxChannels))
+			continue
+		}
+		done := func() { b.open.Add(-1) }
 		switch nc.ChannelType() {
 		case "session":
-			wg.Go(func() { b.session(ctx, nc) })
+			wg.Go(b.safe(func() { defer done(); b.session(ctx, nc) }))
 		case "direct-tcpip":
-			wg.Go(func() { b.directTCPIP(ctx, nc) })
+			wg.Go(b.safe(func() { defer done(); b.directTCPIP(ctx, nc) }))
 		default:
+			done()
 			// x11, auth-agent@openssh.com, direct-streamlocal@openssh.com:
 			// no rule names them.
 			s.RecordAsync(event.Event{Kind: event.KindDecision, Text: "channel " + nc.ChannelType(), Decision: string(policy.Deny),
@@ -205,6 +213,9 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	}
 	b.closeAll()
 	wg.Wait()
+	if p := b.panicked.Load(); p != nil {
+		return result(), fmt.Errorf("internal error: %v", *p)
+	}
 	if ctx.Err() != nil {
 		return result(), context.Cause(ctx)
 	}
@@ -235,9 +246,32 @@ type bridge struct {
 	up    *upstream
 	agent *ssh.ServerConn
 
+	open     atomic.Int32 // channels being served
+	panicked atomic.Pointer[any]
+
 	mu    sync.Mutex
 	chans []ssh.Channel
 	casts int // casts started, to name them
+}
+
+// maxChannels bounds the channels one agent connection has open at once
+// (OpenSSH's sshd allows 10 sessions a connection by default).
+const maxChannels = 64
+
+// safe wraps a goroutine of the session: a panic is logged with its
+// stack and ends this agent's connection, never the daemon (l7.Server's
+// recover sees only the session's own goroutine).
+func (b *bridge) safe(fn func()) func() {
+	return func() {
+		defer func() {
+			if p := recover(); p != nil {
+				b.s.Log.Error("ssh session goroutine panicked", "panic", p, "stack", string(debug.Stack()))
+				b.panicked.CompareAndSwap(nil, &p)
+				b.agent.Close()
+			}
+		}()
+		fn()
+	}
 }
 
 // track remembers an open channel pair so closeAll can end it.
