@@ -50,6 +50,9 @@ type exchange struct {
 	escaped string // normalised path, as sent upstream
 	masker  *mask.Masker
 	text    string
+	// h2: the agent speaks HTTP/2, and so does the upstream leg; an
+	// HTTP/1.1 agent gets HTTP/1.1 upstream (see upstreams).
+	h2      bool
 	upErr   error
 	maskErr error
 	reqBody *excerpt
@@ -211,7 +214,7 @@ func (se *session) ServeHTTP(w stdhttp.ResponseWriter, r *stdhttp.Request) {
 		return
 	}
 
-	ex := &exchange{se: se, target: t, clean: clean, escaped: escaped, masker: m, text: text}
+	ex := &exchange{se: se, target: t, clean: clean, escaped: escaped, masker: m, text: text, h2: r.ProtoMajor == 2}
 	ex.dial = orig.String()
 	if se.tls {
 		ex.scheme = "https"
