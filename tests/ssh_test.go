@@ -30,7 +30,11 @@ type sshSetup struct {
 	knownHosts string // the agent's: @cert-authority
 	shared     string // readable by nobody
 	userCA     *l7ssh.CA
+	cgroup     string // the workloads' cgroup parent
 }
+
+// workloadCgroup is workload w's cgroup, relative to the cgroup2 mount.
+func (s *sshSetup) workloadCgroup(w string) string { return s.cgroup + "/" + w }
 
 // newSSHSetup starts sshd (with extra config lines) and the daemon.
 func newSSHSetup(t testing.TB, sshdExtra ...string) *sshSetup {
@@ -62,6 +66,7 @@ func newSSHSetupEdit(t testing.TB, edit func(cfg, cgroup string) string, sshdExt
 	os.WriteFile(s.knownHosts, []byte(hostCA.KnownHostsLine(l7ssh.KnownHostsPatterns([]string{sshd.Addr()}))+"\n"), 0o644)
 	s.socket = filepath.Join(s.shared, "api.sock")
 	cg := lgtest.CgroupName(t)
+	s.cgroup = cg
 	text := fmt.Sprintf(`listen: 127.0.0.1:%d
 store: %s
 bpffs: %s
@@ -323,6 +328,14 @@ func TestSSHPolicy(t *testing.T) {
 			}
 		})
 	}
+	t.Run("shell denied", func(t *testing.T) {
+		// No pty: with -tt, ssh ends at the pty-req the certificate
+		// refuses (no permit-pty where shells are denied).
+		_, stderr, code := s.ssh(t, "reader", []byte("id\n"), nil)
+		if code != 126 || !strings.Contains(stderr, "loopgate: shell denied by rule reader-box") {
+			t.Errorf("code %d stderr %q", code, stderr)
+		}
+	})
 	t.Run("command patterns before classes", func(t *testing.T) {
 		if _, stderr, code := s.ssh(t, "careful", nil, nil, "mkdir -p /tmp/lg-pattern"); code != 0 {
 			t.Errorf("allowed by pattern: code %d stderr %q", code, stderr)
