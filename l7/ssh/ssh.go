@@ -111,7 +111,8 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 	var method string
 	var tokenErr error
 	sc := &ssh.ServerConfig{ServerVersion: "SSH-2.0-loopgate", MaxAuthTries: 3}
-	sc.Ciphers = agentCiphers
+	agentConn, ciphers := peekVersion(client)
+	sc.Ciphers = ciphers
 	if w, ok := cfg.WorkloadByName(sub.Workload); ok && w.Token != nil {
 		// The workload's OIDC token is its password; nothing else logs in.
 		sc.PasswordCallback = func(_ ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
@@ -134,7 +135,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		sc.PasswordCallback = func(ssh.ConnMetadata, []byte) (*ssh.Permissions, error) { method = "password"; return nil, nil }
 	}
 	sc.AddHostKey(hostSigner)
-	sconn, chans, reqs, err := ssh.NewServerConn(client, sc)
+	sconn, chans, reqs, err := ssh.NewServerConn(agentConn, sc)
 	if err != nil {
 		if tokenErr != nil {
 			msg := "loopgate: OIDC token refused: " + tokenErr.Error()
@@ -303,9 +304,3 @@ func (b *bridge) globalRequests(reqs <-chan *ssh.Request) {
 		r.Reply(false, nil)
 	}
 }
-
-// agentCiphers are the ciphers offered to agents. chacha20-poly1305 is
-// left out: x/crypto runs it in generic Go on amd64, where it took most of
-// the daemon's CPU in a bulk transfer, while AES runs in hardware. OpenSSH
-// clients, which put chacha20 first, then choose AES.
-var agentCiphers = []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherAES128CTR, ssh.CipherAES192CTR, ssh.CipherAES256CTR}
