@@ -34,6 +34,9 @@ func TestSSHFiles(t *testing.T) {
 	os.Chmod(local, 0o777)
 	payload := make([]byte, 3<<20)
 	rand.Read(payload)
+	// The agent's rule masks addresses in output; a file moved over an
+	// exec's stdout must still arrive whole.
+	copy(payload[1<<20:], "mail ada@example.com today\n")
 	src := filepath.Join(local, "payload")
 	os.WriteFile(src, payload, 0o644)
 	remote := s.sshd.UserDir
@@ -66,6 +69,25 @@ func TestSSHFiles(t *testing.T) {
 		}
 		if _, err := os.Stat(remote + "/denied-legacy"); err == nil {
 			t.Error("the denied upload landed")
+		}
+	})
+	t.Run("scp -O download by the agent, not masked", func(t *testing.T) {
+		if stderr, code := scp("agent", "-O", "deploy@127.0.0.1:"+remote+"/up-legacy", local+"/down-agent"); code != 0 {
+			t.Fatalf("code %d: %s", code, stderr)
+		}
+		if got, _ := os.ReadFile(local + "/down-agent"); !bytes.Equal(got, payload) {
+			t.Errorf("downloaded %d bytes, differ", len(got))
+		}
+	})
+	t.Run("scp -O recorded file by file", func(t *testing.T) {
+		out, err := exec.Command(lgtest.Binary(t), "sessions", "export", "--config", s.cfg).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{`"text":"scp upload ` + remote + `/up-legacy (payload)"`, `"text":"scp download ` + remote + `/up-legacy"`} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("record lacks %s", want)
+			}
 		}
 	})
 	t.Run("rsync over ssh", func(t *testing.T) {

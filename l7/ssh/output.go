@@ -20,27 +20,33 @@ type castRecorder interface {
 // rest of a value split across packets before it is written anyway.
 const maskIdle = 50 * time.Millisecond
 
-// sink writes masked output to the agent and the cast.
+// sink writes masked output to the agent, the cast and an observer (a
+// legacy scp watch).
 type sink struct {
-	dst  io.Writer
-	cast castRecorder
+	dst     io.Writer
+	cast    castRecorder
+	observe io.Writer
 }
 
 func (s sink) Write(p []byte) (int, error) {
 	if s.cast != nil {
 		s.cast.Output(p)
 	}
+	if s.observe != nil {
+		s.observe.Write(p)
+	}
 	return s.dst.Write(p)
 }
 
 // copyOut copies one of the target's output streams to the agent through
-// the rule's value detectors as a stream: a value split across packets is
-// still masked. What the masker holds back is written after maskIdle
-// without more output, and at the end.
-func (c *channel) copyOut(dst io.Writer, src io.Reader) (int64, error) {
-	out := sink{dst: dst, cast: c.cast}
+// the rule's value detectors as a stream (unless masked is false: a file
+// transfer's protocol): a value split across packets is still masked.
+// What the masker holds back is written after maskIdle without more
+// output, and at the end.
+func (c *channel) copyOut(dst io.Writer, src io.Reader, masked bool, observe io.Writer) (int64, error) {
+	out := sink{dst: dst, cast: c.cast, observe: observe}
 	var m *mask.Masker
-	if len(c.masks) > 0 {
+	if masked && len(c.masks) > 0 {
 		if mm, err := mask.New(c.s.Policy(), c.masks, c.b.h.MaskKey); err != nil {
 			c.s.Log.Error("masks not loaded; output withheld", "err", err)
 			return 0, err // fail closed: unmasked output never flows

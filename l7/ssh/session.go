@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,14 +34,19 @@ type channel struct {
 	pumps    sync.WaitGroup
 
 	// Set by the request goroutine before the gate opens; read after.
-	kind    string // exec, shell, subsystem
-	text    string
-	pty     *ptyReq
-	masks   []string
-	cast    castRecorder
-	sftp    *sftpFilter // the sftp subsystem's, once allowed
-	denied  bool
-	started time.Time
+	kind  string // exec, shell, subsystem
+	text  string
+	pty   *ptyReq
+	masks []string
+	cast  castRecorder
+	sftp  *sftpFilter // the sftp subsystem's, once allowed
+	// transfer: the program moves files over stdin/stdout (scp -t/-f,
+	// rsync --server): its stdout is not masked, which would corrupt it.
+	transfer bool
+	// scpIn and scpOut follow a legacy scp exec for the record.
+	scpIn, scpOut *scpWatch
+	denied        bool
+	started       time.Time
 
 	in, out, errOut atomic.Int64
 
@@ -190,6 +196,8 @@ func (c *channel) program(ctx context.Context, r *ssh.Request) {
 		}
 		pr := classify(p.Command)
 		cmd.Text, cmd.Params, cmd.Classes = p.Command, pr.JSON(), pr.Classes
+		c.transfer = slices.Contains(pr.Classes, ClassFileRead) || slices.Contains(pr.Classes, ClassFileWrite)
+		c.scpIn, c.scpOut = scpWatches(c.s, pr)
 		// Command patterns first (deny wins), then classes.
 		cmd.Decision = c.s.Policy().DecideCommand(c.s.Subject, pr.res.Line())
 	case "shell":
@@ -290,14 +298,18 @@ func (c *channel) startOutput() {
 			}
 			return
 		}
-		n, _ := c.copyOut(c.down, c.up)
+		var obs io.Writer
+		if c.scpOut != nil {
+			obs = c.scpOut
+		}
+		n, _ := c.copyOut(c.down, c.up, !c.transfer, obs)
 		c.out.Add(n)
 	}))
 	outs.Go(c.b.safe(func() {
 		if !wait() {
 			return
 		}
-		n, _ := c.copyOut(c.down.Stderr(), c.up.Stderr())
+		n, _ := c.copyOut(c.down.Stderr(), c.up.Stderr(), true, nil)
 		c.errOut.Add(n)
 	}))
 	go c.b.safe(func() {
@@ -330,7 +342,11 @@ func (c *channel) stdin(ctx context.Context) {
 		c.up.CloseWrite()
 		return
 	}
-	n, _ := io.Copy(c.up, c.down)
+	var dst io.Writer = c.up
+	if c.scpIn != nil {
+		dst = io.MultiWriter(c.up, c.scpIn)
+	}
+	n, _ := io.Copy(dst, c.down)
 	c.in.Add(n)
 	c.up.CloseWrite()
 }
