@@ -63,6 +63,15 @@ func TestSSHBridge(t *testing.T) {
 		if code == 0 || !strings.Contains(stderr, "loopgate: forward denied by rule reader-box") {
 			t.Errorf("denied forward: code %d err %q", code, stderr)
 		}
+		out2, err := exec.Command(lgtest.Binary(t), "sessions", "export", "--config", s.cfg).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{`"text":"direct-tcpip ` + dst + `","params":"{\"host\":\"127.0.0.1\"`, `"decision":"deny","rule_id":"reader-box"`} {
+			if !strings.Contains(string(out2), want) {
+				t.Errorf("record lacks %s", want)
+			}
+		}
 	})
 }
 

@@ -86,6 +86,7 @@ workloads:
   - {name: reader, cgroup: %s/reader}
   - {name: careful, cgroup: %s/careful}
   - {name: admin, cgroup: %s/admin}
+  - {name: stranger, cgroup: %s/stranger}
 masks:
   - {name: email, detect: email, mode: redact}
 rules:
@@ -111,7 +112,7 @@ rules:
     targets: [box]
     allow: [read, write, privilege, shell, file-read, file-write, forward, unknown]
 `, lgtest.FreePort(t), filepath.Join(dir, "loopgate.db"), lgtest.PinDir(t), cg, s.socket, apiGroup,
-		sshd.Addr(), lgtest.SSHUser, targetKH, cg, cg, cg, cg)
+		sshd.Addr(), lgtest.SSHUser, targetKH, cg, cg, cg, cg, cg)
 	if edit != nil {
 		text = edit(text, cg)
 	}
@@ -328,6 +329,14 @@ func TestSSHPolicy(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a workload no rule names", func(t *testing.T) {
+		// LogLevel=INFO (ssh's default) shows why a channel was refused.
+		args := append(append([]string{"ssh", "-o", "LogLevel=INFO"}, s.sshArgs()...), "-p", s.port, "deploy@127.0.0.1", "true")
+		_, stderr, code := s.run(t, "stranger", nil, args...)
+		if code != 255 || !strings.Contains(stderr, "loopgate: no rule lets workload stranger use target box") {
+			t.Errorf("code %d stderr %q", code, stderr)
+		}
+	})
 	t.Run("shell denied", func(t *testing.T) {
 		// No pty: with -tt, ssh ends at the pty-req the certificate
 		// refuses (no permit-pty where shells are denied).
