@@ -63,6 +63,12 @@ func TestSSHBridge(t *testing.T) {
 		if code == 0 || !strings.Contains(stderr, "loopgate: forward denied by rule reader-box") {
 			t.Errorf("denied forward: code %d err %q", code, stderr)
 		}
+		// careful's rule denies the class but a command pattern allows
+		// the destination.
+		out, stderr, code = s.run(t, "careful", []byte("pong\n"), append(append([]string{"ssh"}, s.sshArgs()...), "-W", dst, "-p", s.port, "deploy@127.0.0.1")...)
+		if code != 0 || !strings.Contains(out, "pong\n") {
+			t.Errorf("forward allowed by pattern: code %d out %q err %q", code, out, stderr)
+		}
 		out2, err := exec.Command(lgtest.Binary(t), "sessions", "export", "--config", s.cfg).Output()
 		if err != nil {
 			t.Fatal(err)

@@ -106,7 +106,7 @@ rules:
     allow: [read]
     approve: [write]
     approvers: [root]
-    commands: {allow: ["mkdir -p /tmp/lg-*"], deny: ["ls /root*"]}
+    commands: {allow: ["mkdir -p /tmp/lg-*", "direct-tcpip 127.0.0.1:*"], deny: ["ls /root*"]}
   - id: admin-box
     workloads: [admin]
     targets: [box]

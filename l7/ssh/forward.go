@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +38,9 @@ func (b *bridge) directTCPIP(ctx context.Context, nc ssh.NewChannel) {
 	dst := net.JoinHostPort(p.Host, strconv.Itoa(int(p.Port)))
 	cmd := &l7.Command{Text: "direct-tcpip " + dst, Classes: []string{ClassForward}, Hold: true,
 		Params: fmt.Sprintf(`{"host":%q,"port":%d}`, p.Host, p.Port)}
+	// A rule's command patterns may name destinations: "direct-tcpip
+	// db1:5432" (or a glob) decides before the class.
+	cmd.Decision = b.s.Policy().DecideCommand(b.s.Subject, forwardLine(dst))
 	if err := b.s.Authorize(ctx, cmd); err != nil || cmd.Decision.Action != policy.Allow {
 		reason := cmd.Decision.Reason
 		if err != nil {
@@ -71,4 +76,30 @@ func (b *bridge) directTCPIP(ctx context.Context, nc ssh.NewChannel) {
 	reqs.Wait()
 	b.s.RecordAsync(event.Event{Kind: event.KindResult, Text: cmd.Text, Duration: time.Since(start), Bytes: in.Load() + out.Load(),
 		Params: fmt.Sprintf(`{"bytes_up":%d,"bytes_down":%d}`, in.Load(), out.Load())})
+}
+
+// forwardLine is a forward as command patterns see it: the command
+// "direct-tcpip HOST:PORT" of class forward.
+func forwardLine(dst string) policy.CommandLine {
+	argv := []string{"direct-tcpip", dst}
+	return policy.CommandLine{Classes: []string{ClassForward}, Commands: []policy.LineCommand{
+		{Argv: argv, Exec: argv, Classes: []string{ClassForward}, Plain: true}}}
+}
+
+// forwardPatterns reports whether the rule deciding s names forwards in
+// allow or approve command patterns.
+func forwardPatterns(s *l7.Session) bool {
+	cfg := s.Policy()
+	d := s.Check(ClassForward)
+	for _, r := range cfg.Rules {
+		if r.ID != d.RuleID || r.Commands == nil {
+			continue
+		}
+		for _, p := range append(slices.Clone(r.Commands.Allow), r.Commands.Approve...) {
+			if strings.HasPrefix(p, "direct-tcpip") {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -234,7 +234,7 @@ func (h *Handler) extensions(s *l7.Session) []string {
 	if s.Check(ClassShell).Action != policy.Deny {
 		ext = append(ext, "permit-pty")
 	}
-	if s.Check(ClassForward).Action != policy.Deny {
+	if s.Check(ClassForward).Action != policy.Deny || forwardPatterns(s) {
 		ext = append(ext, "permit-port-forwarding")
 	}
 	return ext
