@@ -257,6 +257,15 @@ func TestSSHExec(t *testing.T) {
 				result = true
 			case e.Kind == "note" && e.Text == "ssh login" && strings.Contains(e.Params, `"user":"deploy"`) &&
 				strings.Contains(e.Params, `"cert_key_id":"loopgate:`) && strings.Contains(e.Params, `"target_host_key":"SHA256:`):
+				// The certificate is short-lived: ttl 2m in the config.
+				var l struct {
+					Until string `json:"cert_valid_before"`
+				}
+				json.Unmarshal([]byte(e.Params), &l)
+				until, err := time.Parse(time.RFC3339, l.Until)
+				if err != nil || until.Before(time.Now().Add(-time.Minute)) || until.After(time.Now().Add(2*time.Minute+5*time.Second)) {
+					t.Errorf("certificate valid before %q (%v)", l.Until, err)
+				}
 				login = true
 			}
 		}
