@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -33,6 +34,10 @@ type Handler struct {
 	DialTimeout time.Duration
 	// LoginTimeout bounds the agent's handshake; 0 means 30 seconds.
 	LoginTimeout time.Duration
+	// KeepAlive is how often the target is asked whether it is alive
+	// (keepalive@openssh.com); no answer within as long again ends the
+	// session. 0 means 30 seconds.
+	KeepAlive time.Duration
 
 	once    sync.Once
 	initErr error
@@ -178,10 +183,12 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 
 	b := &bridge{h: h, s: s, up: up, agent: sconn}
 	var wg sync.WaitGroup
+	stopKA := make(chan struct{})
 	wg.Go(b.safe(func() { b.globalRequests(reqs) }))
 	if up != nil {
 		// The target hung up: end the agent's connection too.
 		wg.Go(func() { up.client.Wait(); sconn.Close() })
+		wg.Go(b.safe(func() { b.keepalive(stopKA, cmp.Or(h.KeepAlive, 30*time.Second)) }))
 	}
 	for nc := range chans {
 		if refusal != "" {
@@ -209,6 +216,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		}
 	}
 	// The agent hung up.
+	close(stopKA)
 	if up != nil {
 		up.client.Close()
 	}
@@ -287,6 +295,37 @@ func (b *bridge) closeAll() {
 	defer b.mu.Unlock()
 	for _, c := range b.chans {
 		c.Close()
+	}
+}
+
+// keepalive asks the target every period whether it is alive, and ends
+// the session when it does not answer within another period: a target
+// that vanished without a FIN must not hold the agent forever.
+func (b *bridge) keepalive(stop <-chan struct{}, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		answered := make(chan struct{})
+		go func() {
+			b.up.client.SendRequest("keepalive@openssh.com", true, nil) // any reply will do
+			close(answered)
+		}()
+		select {
+		case <-answered:
+		case <-stop:
+			return
+		case <-time.After(period):
+			b.s.Log.Warn("target did not answer a keepalive; ending the session")
+			b.s.RecordAsync(event.Event{Kind: event.KindNote, Text: "target keepalive", Error: "no answer within " + period.String()})
+			b.up.client.Close()
+			b.agent.Close()
+			return
+		}
 	}
 }
 
