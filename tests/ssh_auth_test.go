@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,4 +88,49 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestSSHStaticCredentials logs in upstream with a key_file and with a
+// password_file instead of a minted certificate.
+func TestSSHStaticCredentials(t *testing.T) {
+	dir := lgtest.SharedDir(t) // sshd reads authorized_keys as the user
+	key := filepath.Join(dir, "id_ed25519")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, out)
+	}
+	pub := must(os.ReadFile(key + ".pub"))
+	ak := filepath.Join(dir, "authorized_keys")
+	os.WriteFile(ak, pub, 0o644)
+	t.Run("key_file", func(t *testing.T) {
+		s := newSSHSetupEdit(t, func(cfg, _ string) string {
+			return strings.Replace(cfg, "ssh_ca: true, ttl: 2m}", "key_file: "+key+"}", 1)
+		}, "AuthorizedKeysFile "+ak)
+		if out, stderr, code := s.ssh(t, "agent", nil, nil, "echo", "keyed"); code != 0 || out != "keyed\n" {
+			t.Errorf("code %d out %q err %q", code, out, stderr)
+		}
+		if !strings.Contains(s.sshd.Log(), "Accepted publickey for "+lgtest.SSHUser) {
+			t.Errorf("sshd log:\n%s", s.sshd.Log())
+		}
+	})
+	t.Run("password_file", func(t *testing.T) {
+		pw := filepath.Join(dir, "password")
+		secret := "pw-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		os.WriteFile(pw, []byte(secret+"\n"), 0o600)
+		s := newSSHSetupEdit(t, func(cfg, _ string) string {
+			return strings.Replace(cfg, "ssh_ca: true, ttl: 2m}", "password_file: "+pw+"}", 1)
+		}, "PasswordAuthentication yes")
+		// After StartSSHD, which leaves the account without a password.
+		cmd := exec.Command("chpasswd")
+		cmd.Stdin = strings.NewReader(lgtest.SSHUser + ":" + secret + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			lgtest.Unavailable(t, "chpasswd: %v %s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("usermod", "-p", "*", lgtest.SSHUser).Run() })
+		if out, stderr, code := s.ssh(t, "agent", nil, nil, "echo", "passworded"); code != 0 || out != "passworded\n" {
+			t.Errorf("code %d out %q err %q", code, out, stderr)
+		}
+		if !strings.Contains(s.sshd.Log(), "Accepted password for "+lgtest.SSHUser) {
+			t.Errorf("sshd log:\n%s", s.sshd.Log())
+		}
+	})
 }

@@ -76,7 +76,8 @@ func EnsureSSHUser(t testing.TB) (int, int) {
 
 // StartSSHD starts Debian's sshd on a free loopback port with its own host
 // key, trusting the user CA public key userCA (TrustedUserCAKeys), with
-// extra config lines added, and stops it when t ends.
+// extra config lines (which override the defaults), and stops it when t
+// ends.
 func StartSSHD(t testing.TB, userCA string, extra ...string) *SSHD {
 	t.Helper()
 	RequireRoot(t)
@@ -106,7 +107,10 @@ func StartSSHD(t testing.TB, userCA string, extra ...string) *SSHD {
 	s.HostKeyPub = strings.TrimSpace(string(pub))
 	caFile := filepath.Join(dir, "user_ca.pub")
 	os.WriteFile(caFile, []byte(userCA+"\n"), 0o644)
-	cfg := fmt.Sprintf(`ListenAddress 127.0.0.1:%d
+	// extra comes first: sshd keeps the first value of a keyword, so
+	// callers override the defaults below.
+	cfg := fmt.Sprintf(`%s
+ListenAddress 127.0.0.1:%d
 HostKey %s
 PidFile %s/sshd.pid
 StrictModes no
@@ -120,8 +124,7 @@ Subsystem sftp internal-sftp
 LogLevel VERBOSE
 MaxStartups 200
 MaxSessions 200
-%s
-`, s.Port, hostKey, dir, caFile, strings.Join(extra, "\n"))
+`, strings.Join(extra, "\n"), s.Port, hostKey, dir, caFile)
 	cfgFile := filepath.Join(dir, "sshd_config")
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
 	if out, err := exec.Command(bin, "-t", "-f", cfgFile).CombinedOutput(); err != nil {
