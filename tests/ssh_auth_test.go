@@ -134,3 +134,26 @@ func TestSSHStaticCredentials(t *testing.T) {
 		}
 	})
 }
+
+// TestSSHTargetHostCA verifies the target by a host certificate from the
+// CA in host_ca: instead of a pinned key.
+func TestSSHTargetHostCA(t *testing.T) {
+	dir := lgtest.SharedDir(t)
+	ca, hostKey := filepath.Join(dir, "target_ca"), filepath.Join(dir, "host_ed25519")
+	for _, k := range []string{ca, hostKey} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v %s", err, out)
+		}
+	}
+	if out, err := exec.Command("ssh-keygen", "-q", "-s", ca, "-h", "-I", "box", "-n", "127.0.0.1", "-V", "-5m:+1h", hostKey+".pub").CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen -s: %v %s", err, out)
+	}
+	s := newSSHSetupEdit(t, func(cfg, _ string) string {
+		i := strings.Index(cfg, "    known_hosts: ")
+		j := i + strings.Index(cfg[i:], "\n")
+		return cfg[:i] + "    host_ca: " + ca + ".pub" + cfg[j:]
+	}, "HostKey "+hostKey, "HostCertificate "+hostKey+"-cert.pub")
+	if out, stderr, code := s.ssh(t, "agent", nil, nil, "echo", "certified"); code != 0 || out != "certified\n" {
+		t.Errorf("code %d out %q err %q\n%s", code, out, stderr, s.sshd.Log())
+	}
+}
