@@ -107,11 +107,23 @@ func BenchmarkSSHConcurrent(b *testing.B) {
 		}
 		tick.Stop()
 	}
-	sessions := lgtest.Sessions(b, s.cfg, "--workload", "admin")
+	// Session ends are written with the store's next commit.
+	var sessions []lgtest.Session
+	lgtest.Eventually(b, 20*time.Second, "every session's end recorded", func() bool {
+		sessions = lgtest.Sessions(b, s.cfg, "--workload", "admin")
+		for _, ss := range sessions {
+			if ss.Outcome == "open" {
+				return false
+			}
+		}
+		return true
+	})
 	ok := 0
 	for _, ss := range sessions {
 		if ss.Outcome == "closed" {
 			ok++
+		} else {
+			b.Logf("session %s: %s %s", ss.ID, ss.Outcome, ss.Error)
 		}
 	}
 	if ok < n*b.N {
