@@ -165,3 +165,46 @@ func TestSSHControlMaster(t *testing.T) {
 		t.Errorf("%d agent sessions, want the one master connection", agent)
 	}
 }
+
+// TestSSHApprovalAbandoned: a multiplexed session whose client goes away
+// while its exec waits for approval (the connection stays, held by the
+// ControlMaster) abandons the request; the command never runs.
+func TestSSHApprovalAbandoned(t *testing.T) {
+	s := newSSHSetup(t)
+	dir := filepath.Join(s.shared, "cm")
+	os.Mkdir(dir, 0o777)
+	os.Chmod(dir, 0o777)
+	cm := []string{"-o", "ControlMaster=auto", "-o", "ControlPath=" + dir + "/%C", "-o", "ControlPersist=30"}
+	if _, stderr, code := s.ssh(t, "careful", nil, cm, "true"); code != 0 {
+		t.Fatalf("master: %d %s", code, stderr)
+	}
+	defer s.ssh(t, "careful", nil, append(cm, "-O", "exit"))
+	file := filepath.Join(s.sshd.UserDir, "abandoned")
+	args := append(append([]string{"run", "--config", s.cfg, "--workload", "careful", "--user", "nobody", "--", "ssh"}, s.sshArgs(cm...)...),
+		"-p", s.port, "deploy@127.0.0.1", "touch "+file)
+	cmd := exec.Command(lgtest.Binary(t), args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pending := func() []string {
+		out, _ := s.cliAs(t, 0, "approvals", "list", "--json")
+		var ids []string
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, `"state":"pending"`) {
+				ids = append(ids, line)
+			}
+		}
+		return ids
+	}
+	lgtest.Eventually(t, 20*time.Second, "the exec waiting for approval", func() bool { return len(pending()) == 1 })
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	// Well before the approval timeout (20s): abandoned, not expired.
+	lgtest.Eventually(t, 10*time.Second, "the request abandoned", func() bool {
+		out, _ := s.cliAs(t, 0, "approvals", "list", "--json", "--state", "abandoned")
+		return strings.Contains(out, `"state":"abandoned"`)
+	})
+	if _, err := os.Stat(file); err == nil {
+		t.Error("the command ran for a client that left")
+	}
+}

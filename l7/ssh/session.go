@@ -129,7 +129,32 @@ func (b *bridge) session(ctx context.Context, nc ssh.NewChannel) {
 // agentRequests handles the agent's channel requests strictly in order:
 // each is forwarded, and its reply relayed, before the next is read.
 func (c *channel) agentRequests(ctx context.Context, reqs <-chan *ssh.Request) {
-	for r := range reqs {
+	// A reader notices the agent closing the channel while a request
+	// waits (for approvers): the wait then ends, and the program never
+	// runs for nobody. Requests keep their order through queue.
+	queue := make(chan *ssh.Request, 16)
+	gone := make(chan struct{})
+	var reader sync.WaitGroup
+	reader.Go(func() {
+		defer close(queue)
+		for r := range reqs {
+			queue <- r
+		}
+		close(gone)
+	})
+	defer reader.Wait()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := make(chan struct{})
+	defer close(stop)
+	reader.Go(func() {
+		select {
+		case <-gone:
+			cancel(l7.ErrClientGone)
+		case <-stop:
+		}
+	})
+	for r := range queue {
 		switch r.Type {
 		case "exec", "shell", "subsystem":
 			if c.kind != "" || c.denied {
