@@ -370,7 +370,7 @@ func TestSSHPolicy(t *testing.T) {
 		}
 		done := make(chan res, 1)
 		go func() {
-			_, stderr, code := s.ssh(t, "careful", []byte("queued stdin\n"), nil, "touch "+file)
+			_, stderr, code := s.ssh(t, "careful", []byte("queued stdin\n"), nil, "cat > "+file)
 			done <- res{stderr, code}
 		}()
 		var id string
@@ -379,7 +379,7 @@ func TestSSHPolicy(t *testing.T) {
 			for _, line := range strings.Split(out, "\n") {
 				var a approvalJSON
 				if json.Unmarshal([]byte(line), &a) == nil && a.State == "pending" {
-					if a.Command != "touch "+file || a.Class != "write" || a.Rule != "careful-box" {
+					if a.Command != "cat > "+file || a.Class != "write" || a.Rule != "careful-box" {
 						t.Errorf("request %+v", a)
 					}
 					id = a.ID
@@ -398,8 +398,9 @@ func TestSSHPolicy(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stderr, "loopgate: waiting for approval "+id) {
 			t.Errorf("code %d stderr %q", r.code, r.stderr)
 		}
-		if _, err := os.Stat(file); err != nil {
-			t.Errorf("approved command did not run: %v", err)
+		// The stdin sent before the exec was answered waited for it.
+		if got, err := os.ReadFile(file); err != nil || string(got) != "queued stdin\n" {
+			t.Errorf("approved command wrote %q, %v", got, err)
 		}
 	})
 }
