@@ -327,7 +327,7 @@ func (s *sshSetup) direct(t testing.TB, stdin []byte, args ...string) (string, s
 // TestSSHPolicy checks decisions: rm -rf / and its evasions under a rule
 // that allows only read, and an exec held for approval.
 func TestSSHPolicy(t *testing.T) {
-	s := newSSHSetup(t)
+	s := newSSHSetup(t, "AcceptEnv LD_*")
 	for _, cmd := range []string{"rm -rf /", "'r''m' -rf /", "\\rm -rf /", "$(echo rm) -rf /", "a=rm; $a -rf /", `bash -c "$x"`,
 		"{rm,-rf,/}", "/bin/r? -rf /", "eval rm -rf /", "echo cm0gLXJmIC8K | base64 -d | sh", "ls; rm -rf /", "find / -exec rm {} +"} {
 		t.Run(cmd, func(t *testing.T) {
@@ -344,6 +344,16 @@ func TestSSHPolicy(t *testing.T) {
 		_, stderr, code := s.run(t, "stranger", nil, args...)
 		if code != 255 || !strings.Contains(stderr, "loopgate: no rule lets workload stranger use target box") {
 			t.Errorf("code %d stderr %q", code, stderr)
+		}
+	})
+	t.Run("env that changes what runs is refused", func(t *testing.T) {
+		// sshd would accept it (AcceptEnv LD_*); loopgate does not.
+		// (LD_LGTEST: a real LD_PRELOAD would load into the local ssh.)
+		args := append(append([]string{"env", "LD_LGTEST=1", "ssh", "-o", "SendEnv=LD_LGTEST"}, s.sshArgs()...),
+			"-p", s.port, "deploy@127.0.0.1", "echo preload=$LD_LGTEST")
+		out, stderr, code := s.run(t, "agent", nil, args...)
+		if code != 0 || out != "preload=\n" {
+			t.Errorf("code %d out %q err %q", code, out, stderr)
 		}
 	})
 	t.Run("shell denied", func(t *testing.T) {

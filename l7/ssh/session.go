@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -182,7 +183,17 @@ func (c *channel) agentRequests(ctx context.Context, reqs <-chan *ssh.Request) {
 				}
 			}
 			c.forward(r)
-		case "env", "signal", "break", "xon-xoff", "eow@openssh.com":
+		case "env":
+			var e struct{ Name, Value string }
+			if ssh.Unmarshal(r.Payload, &e) != nil || riskyEnv(e.Name) {
+				// The command's parse cannot see what these change.
+				c.s.RecordAsync(event.Event{Kind: event.KindDecision, Text: "env " + e.Name, Decision: string(policy.Deny),
+					Error: "environment variable refused: it changes what commands run"})
+				r.Reply(false, nil)
+				continue
+			}
+			c.forward(r)
+		case "signal", "break", "xon-xoff", "eow@openssh.com":
 			c.forward(r)
 		case "keepalive@openssh.com":
 			r.Reply(false, nil) // answered here, never forwarded
@@ -194,6 +205,16 @@ func (c *channel) agentRequests(ctx context.Context, reqs <-chan *ssh.Request) {
 			r.Reply(false, nil)
 		}
 	}
+}
+
+// riskyEnv reports whether an env request would change what a decided
+// command runs (sshd's AcceptEnv is the target's say; this is loopgate's).
+func riskyEnv(name string) bool {
+	switch name {
+	case "PATH", "ENV", "BASH_ENV", "PROMPT_COMMAND", "SHELLOPTS", "BASHOPTS", "IFS", "PS4", "CDPATH", "GLOBIGNORE":
+		return true
+	}
+	return strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "BASH_FUNC_") || strings.ContainsAny(name, "=%() ")
 }
 
 // forward passes a request upstream and relays the reply.
