@@ -51,6 +51,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzAgentStream -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzLoopAgentStream -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzStartup -fuzztime 30s ./l7/postgres/
+	$(GO) test -run '^$$' -fuzz FuzzOptions -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzCopyRow -fuzztime 30s ./l7/postgres/
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzJSON$$' -fuzztime 30s ./policy/mask/

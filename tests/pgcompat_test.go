@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,8 @@ type compatResult struct {
 	Unknown    string `json:"unknown"`    // pgx with DOESNOTEXIST=foo
 	UnknownPQ  string `json:"unknown_pq"` // lib/pq with DOESNOTEXIST=foo
 	Role       string `json:"role"`       // role=postgres
+	Options    string `json:"options"`    // options=-c statement_timeout=2345 (PGOPTIONS)
+	OptRole    string `json:"opt_role"`   // options=-c role=postgres
 	Proto32    string `json:"proto32"`    // pgx with max_protocol_version=3.2
 	Negotiate  string `json:"negotiate"`  // the NegotiateProtocolVersion for a raw 3.2 startup with an option
 	PID        string `json:"pid"`        // pgx's PID() against pg_backend_pid() and pg_stat_activity
@@ -83,6 +86,18 @@ func compatScenario(dsn, addr string) (r compatResult) {
 	}
 	_, err = pgx.Connect(ctx, dsn+"&role=postgres")
 	r.Role = errText(err)
+	if co, err := pgx.Connect(ctx, dsn+"&options="+strings.ReplaceAll(url.PathEscape("-c statement_timeout=2345 --lock-timeout=5432"), "=", "%3D")); err != nil {
+		r.Options = err.Error()
+	} else {
+		var b, d string
+		r.Options = errText(co.QueryRow(ctx, "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')").Scan(&b, &d))
+		if b != "" {
+			r.Options = b + " " + d
+		}
+		co.Close(ctx)
+	}
+	_, err = pgx.Connect(ctx, dsn+"&options="+strings.ReplaceAll(url.PathEscape("-c role=postgres"), "=", "%3D"))
+	r.OptRole = errText(err)
 
 	c32, err := pgx.Connect(ctx, dsn+"&max_protocol_version=3.2")
 	r.Proto32 = errText(err)
@@ -218,6 +233,12 @@ func TestPostgresCompat(t *testing.T) {
 	}
 	if !strings.Contains(r.Role, "FATAL") || !strings.Contains(r.Role, "change the role") {
 		t.Errorf("role=postgres: %q, want FATAL", r.Role)
+	}
+	if r.Options != "2345ms 5432ms" {
+		t.Errorf("options=-c statement_timeout=2345 --lock-timeout=5432: session has %q", r.Options)
+	}
+	if !strings.Contains(r.OptRole, "FATAL") || !strings.Contains(r.OptRole, "change the role") {
+		t.Errorf("options=-c role=postgres: %q, want FATAL", r.OptRole)
 	}
 	if r.Proto32 != "ok" {
 		t.Errorf("max_protocol_version=3.2: %s", r.Proto32)

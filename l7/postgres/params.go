@@ -2,7 +2,7 @@ package postgres
 
 // Startup parameters: PostgreSQL applies every one other than user,
 // database, options and replication as a setting, as if the session had
-// begun with SET. loopgate forwards each of them to the target, or refuses
+// begun with SET, and the -c settings in options too (expandOptions). loopgate forwards each of them to the target, or refuses
 // the session with a FATAL that names it; none is dropped silently (a
 // client that asked for default_transaction_read_only=on must not get a
 // writable session). The server itself refuses a name it does not know
@@ -71,6 +71,8 @@ func runtimeParams(agent map[string]string) (map[string]string, error) {
 			}
 			return nil, refuse("replication connections are not allowed")
 		case "options":
+			// Its -c settings were expanded into parameters of their own
+			// (expandOptions); anything left here is not a setting.
 			if strings.TrimSpace(v) == "" {
 				continue
 			}
@@ -116,4 +118,95 @@ func (h *Handler) decideParams(cfg *policy.Config, sub *policy.Subject, agent ma
 		return &startupRefused{code: codeInsufficientPrivilege, msg: msg}
 	}
 	return nil
+}
+
+// expandOptions turns the settings in the startup parameter "options"
+// (libpq's PGOPTIONS: "-c name=value", "-cname=value" or "--name=value",
+// split on spaces, a backslash keeping the next character, as the server's
+// pg_split_opts does) into parameters of their own, so each is forwarded
+// or refused, and decided, as if the agent had sent it alone. Any other
+// switch (the server's command-line options: -B, -D, -o, ...) refuses the
+// session, as does a setting also given as a parameter with another value.
+// With no "options", params is returned as it is.
+func expandOptions(params map[string]string) (map[string]string, error) {
+	var raw string
+	var key string
+	for k, v := range params {
+		if strings.EqualFold(k, "options") {
+			raw, key = v, k
+		}
+	}
+	if key == "" {
+		return params, nil
+	}
+	refuse := func(format string, args ...any) error {
+		return &startupRefused{code: codeFeatureNotSupported, msg: "loopgate: options: " + fmt.Sprintf(format, args...)}
+	}
+	words := splitOptions(raw)
+	out := make(map[string]string, len(params)+len(words))
+	for k, v := range params {
+		if k != key {
+			out[k] = v
+		}
+	}
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		var setting string
+		switch {
+		case w == "-c":
+			if i+1 == len(words) {
+				return nil, refuse("-c without a setting")
+			}
+			i++
+			setting = words[i]
+		case strings.HasPrefix(w, "-c"):
+			setting = w[2:]
+		case strings.HasPrefix(w, "--") && len(w) > 2:
+			setting = w[2:]
+		default:
+			return nil, refuse("%q is not allowed; only -c name=value settings are", w)
+		}
+		name, value, ok := strings.Cut(setting, "=")
+		if !ok || name == "" {
+			return nil, refuse("%q is not a name=value setting", setting)
+		}
+		// The server reads dashes in a name as underscores.
+		name = strings.ToLower(strings.ReplaceAll(name, "-", "_"))
+		for k, v := range out {
+			if strings.EqualFold(k, name) && v != value {
+				return nil, refuse("%s is set twice, with different values", name)
+			}
+		}
+		out[name] = value
+	}
+	return out, nil
+}
+
+// splitOptions splits options as pg_split_opts does: on spaces, a
+// backslash taking the next character as it is.
+func splitOptions(s string) []string {
+	var words []string
+	var w strings.Builder
+	in := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			if in {
+				words = append(words, w.String())
+				w.Reset()
+				in = false
+			}
+			continue
+		case c == '\\' && i+1 < len(s):
+			i++
+			c = s[i]
+		}
+		w.WriteByte(c)
+		in = true
+	}
+	if in {
+		words = append(words, w.String())
+	}
+	return words
 }

@@ -75,3 +75,70 @@ func TestStartupParamsReachServer(t *testing.T) {
 		t.Errorf("role=postgres: got %+v, want FATAL", ferr)
 	}
 }
+
+// TestExpandOptions: the settings in "options" become parameters of their
+// own, split as the server splits them; anything else refuses.
+func TestExpandOptions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		options string
+		want    map[string]string
+		refuse  string
+	}{
+		{"-c statement_timeout=1234", map[string]string{"statement_timeout": "1234"}, ""},
+		{"-cstatement_timeout=1234 --lock-timeout=2", map[string]string{"statement_timeout": "1234", "lock_timeout": "2"}, ""},
+		{`-c search_path=a\ b  -c application_name=x\\y`, map[string]string{"search_path": "a b", "application_name": `x\y`}, ""},
+		{"  ", map[string]string{}, ""},
+		{"-c role=postgres", map[string]string{"role": "postgres"}, ""}, // refused later, as a parameter
+		{"-c", nil, "-c without a setting"},
+		{"-c statement_timeout", nil, "not a name=value setting"},
+		{"-B 100", nil, `"-B" is not allowed`},
+		{"-o x", nil, `"-o" is not allowed`},
+		{"-c lock_timeout=1", nil, "set twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.options, func(t *testing.T) {
+			got, err := expandOptions(map[string]string{"user": "u", "options": tt.options, "lock_timeout": "2"})
+			var sr *startupRefused
+			switch {
+			case tt.refuse == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.refuse != "":
+				if !errors.As(err, &sr) || !strings.Contains(sr.msg, tt.refuse) {
+					t.Fatalf("got %v, %v; want a refusal saying %q", got, err, tt.refuse)
+				}
+				return
+			}
+			want := map[string]string{"user": "u", "lock_timeout": "2"}
+			for k, v := range tt.want {
+				want[k] = v
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("parameters (-want +got):\n%s", diff)
+			}
+			// Expanded, they go through the same gate as any parameter.
+			if _, err := runtimeParams(got); (err != nil) != (tt.want["role"] != "") {
+				t.Errorf("runtimeParams: %v", err)
+			}
+		})
+	}
+}
+
+// FuzzOptions: expanding any options string either refuses or yields
+// settings with a name, never options again.
+func FuzzOptions(f *testing.F) {
+	for _, s := range []string{"-c a=b", `--x-y=z\ w`, "-c", "-cx=", `\`, "-B 1", "-c a=1 -c a=2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out, err := expandOptions(map[string]string{"options": s})
+		if err != nil {
+			return
+		}
+		for k := range out {
+			if k == "" || strings.EqualFold(k, "options") {
+				t.Fatalf("expanded %q into %q", s, k)
+			}
+		}
+	})
+}

@@ -271,8 +271,14 @@ func (h *Handler) admit(ctx context.Context, s *l7.Session, a *agentConn, cfg *p
 	if ad.Action != policy.Allow {
 		return ad, a.refuse(codeInvalidAuthorization, "loopgate: "+ad.Reason, &l7.DeniedError{Decision: ad})
 	}
-	// Startup parameters are settings: decided as the SET they amount to.
-	if err := h.decideParams(cfg, s.Subject, st.params); err != nil {
+	// Startup parameters are settings (those in "options" too): decided as
+	// the SET they amount to.
+	params, err := expandOptions(st.params)
+	if err == nil {
+		st.params = params
+		err = h.decideParams(cfg, s.Subject, st.params)
+	}
+	if err != nil {
 		var sr *startupRefused
 		errors.As(err, &sr)
 		c := &l7.Command{Kind: event.KindDecision, Text: "startup parameters", Decision: policy.Decision{Action: policy.Deny, RuleID: ad.RuleID, Reason: sr.msg}}
