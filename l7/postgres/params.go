@@ -126,7 +126,8 @@ func (h *Handler) decideParams(cfg *policy.Config, sub *policy.Subject, agent ma
 // pg_split_opts does) into parameters of their own, so each is forwarded
 // or refused, and decided, as if the agent had sent it alone. Any other
 // switch (the server's command-line options: -B, -D, -o, ...) refuses the
-// session, as does a setting also given as a parameter with another value.
+// session. As in the server, a parameter sent on its own wins over the
+// same setting in options.
 // With no "options", params is returned as it is.
 func expandOptions(params map[string]string) (map[string]string, error) {
 	var raw string
@@ -172,12 +173,16 @@ func expandOptions(params map[string]string) (map[string]string, error) {
 		}
 		// The server reads dashes in a name as underscores.
 		name = strings.ToLower(strings.ReplaceAll(name, "-", "_"))
-		for k, v := range out {
-			if strings.EqualFold(k, name) && v != value {
-				return nil, refuse("%s is set twice, with different values", name)
-			}
+		direct := false
+		for k := range params {
+			direct = direct || k != key && strings.EqualFold(k, name)
 		}
-		out[name] = value
+		if !direct {
+			// The server applies options first, then the parameters:
+			// a parameter of the same name wins, and a later -c an
+			// earlier one.
+			out[name] = value
+		}
 	}
 	return out, nil
 }

@@ -94,7 +94,7 @@ func TestExpandOptions(t *testing.T) {
 		{"-c statement_timeout", nil, "not a name=value setting"},
 		{"-B 100", nil, `"-B" is not allowed`},
 		{"-o x", nil, `"-o" is not allowed`},
-		{"-c lock_timeout=1", nil, "set twice"},
+		{"-c lock_timeout=1 -c a=1 -c a=3", map[string]string{"a": "3"}, ""}, // the parameter wins; the last -c wins
 	}
 	for _, tt := range tests {
 		t.Run(tt.options, func(t *testing.T) {
