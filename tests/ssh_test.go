@@ -87,6 +87,7 @@ workloads:
   - {name: careful, cgroup: %s/careful}
   - {name: admin, cgroup: %s/admin}
   - {name: stranger, cgroup: %s/stranger}
+  - {name: pager, cgroup: %s/pager}
 masks:
   - {name: email, detect: email, mode: redact}
 rules:
@@ -111,8 +112,14 @@ rules:
     workloads: [admin]
     targets: [box]
     allow: [read, write, privilege, shell, file-read, file-write, forward, unknown]
+  - id: pager-box
+    workloads: [pager]
+    targets: [box]
+    allow: [read]
+    approve: [shell]
+    approvers: [root]
 `, lgtest.FreePort(t), filepath.Join(dir, "loopgate.db"), lgtest.PinDir(t), cg, s.socket, apiGroup,
-		sshd.Addr(), lgtest.SSHUser, targetKH, cg, cg, cg, cg, cg)
+		sshd.Addr(), lgtest.SSHUser, targetKH, cg, cg, cg, cg, cg, cg)
 	if edit != nil {
 		text = edit(text, cg)
 	}
@@ -362,6 +369,44 @@ func TestSSHPolicy(t *testing.T) {
 		_, stderr, code := s.ssh(t, "reader", []byte("id\n"), nil)
 		if code != 126 || !strings.Contains(stderr, "loopgate: shell denied by rule reader-box") {
 			t.Errorf("code %d stderr %q", code, stderr)
+		}
+	})
+	t.Run("a pager on a terminal is a shell", func(t *testing.T) {
+		// systemctl on a pty pages through less, whose "!sh" is a
+		// shell: under a rule that allows read but holds shells, it
+		// waits for an approver; without a pty it is a read.
+		if _, stderr, code := s.ssh(t, "pager", nil, nil, "systemctl status --no-legend"); strings.Contains(stderr, "loopgate:") {
+			t.Errorf("without a pty: code %d stderr %q", code, stderr)
+		}
+		type res struct {
+			stderr string
+			code   int
+		}
+		done := make(chan res, 1)
+		go func() {
+			_, stderr, code := s.ssh(t, "pager", nil, []string{"-tt"}, "systemctl status --no-legend")
+			done <- res{stderr, code}
+		}()
+		var id string
+		lgtest.Eventually(t, 20*time.Second, "a pending approval", func() bool {
+			out, _ := s.cliAs(t, 0, "approvals", "list", "--json")
+			for _, line := range strings.Split(out, "\n") {
+				var a approvalJSON
+				if json.Unmarshal([]byte(line), &a) == nil && a.State == "pending" && a.Rule == "pager-box" {
+					if a.Class != "shell" {
+						t.Errorf("request %+v", a)
+					}
+					id = a.ID
+					return true
+				}
+			}
+			return false
+		})
+		if out, code := s.cliAs(t, 0, "approvals", "deny", id, "--reason", "no pagers"); code != 0 {
+			t.Fatalf("deny: %d %s", code, out)
+		}
+		if r := <-done; r.code != 126 || !strings.Contains(r.stderr, "no pagers") {
+			t.Errorf("code %d stderr %q", r.code, r.stderr)
 		}
 	})
 	t.Run("command patterns before classes", func(t *testing.T) {

@@ -246,6 +246,15 @@ func (c *channel) program(ctx context.Context, r *ssh.Request) {
 		c.scpIn, c.scpOut = scpWatches(c.s, pr)
 		// Command patterns first (deny wins), then classes.
 		cmd.Decision = c.s.Policy().DecideCommand(c.s.Subject, pr.res.Line())
+		if c.pty != nil && pr.res.Pager() {
+			// On a terminal, systemctl and friends page through less,
+			// which runs a shell on "!sh": the exec is a shell too.
+			cmd.Classes = append(slices.Clone(cmd.Classes), ClassShell)
+			if d := c.s.Check(ClassShell); stricter(d.Action, cmd.Decision.Action) {
+				d.Reason += " (it pages through less on a terminal, which can run a shell; use --no-pager)"
+				cmd.Decision = d
+			}
+		}
 	case "shell":
 		cmd.Text, cmd.Classes, cmd.Hold = "shell", []string{ClassShell}, true
 		if c.pty != nil {
@@ -476,4 +485,11 @@ func rejectLike(nc ssh.NewChannel, err error) {
 		return
 	}
 	nc.Reject(ssh.ConnectionFailed, "loopgate: target refused the channel")
+}
+
+// stricter reports whether action a is stricter than b (deny, then
+// approve, then allow).
+func stricter(a, b policy.Action) bool {
+	rank := func(x policy.Action) int { return slices.Index([]policy.Action{policy.Allow, policy.Approve, policy.Deny}, x) }
+	return rank(a) > rank(b)
 }
