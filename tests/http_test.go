@@ -202,6 +202,27 @@ func TestHTTP(t *testing.T) {
 		}
 	})
 
+	t.Run("the agent's own credential is refused; Host must be the SNI", func(t *testing.T) {
+		out, _, code := curl(t, "-H", "Authorization: Bearer sk-agent-brought-this-0123456789abcdef",
+			"-o", "/dev/null", "-w", "%{http_code}", s.url(s.api.Port, "/hello"))
+		if code != 0 || out != "403" {
+			t.Errorf("own bearer: code %d status %q, want 403", code, out)
+		}
+		out, _, code = curl(t, "-H", "Authorization: Bearer "+s.apiToken, "-o", "/dev/null", "-w", "%{http_code}", s.url(s.api.Port, "/hello"))
+		if code != 0 || out != "403" {
+			t.Errorf("the real token: code %d status %q, want 403", code, out)
+		}
+		out, _, code = curl(t, "--http1.1", "-H", "Host: other.example", "-o", "/dev/null", "-w", "%{http_code}", s.url(s.api.Port, "/hello"))
+		if code != 0 || out != "421" {
+			t.Errorf("Host other than the SNI: code %d status %q, want 421", code, out)
+		}
+		for _, a := range s.api.Auth() {
+			if strings.Contains(a, "sk-agent-brought-this") {
+				t.Errorf("the agent's own credential reached the server: %q", a)
+			}
+		}
+	})
+
 	t.Run("SNI that does not resolve to the address dialled is refused", func(t *testing.T) {
 		other := lgtest.HostsEntry(t, "127.0.0.7")
 		_, stderr, code := curl(t, "--resolve", other+":"+strconv.Itoa(s.api.Port)+":127.0.0.1", "https://"+other+":"+strconv.Itoa(s.api.Port)+"/hello")
