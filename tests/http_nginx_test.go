@@ -19,9 +19,12 @@ import (
 // nginx is a real nginx (Debian) serving HTTPS with its own CA: /small
 // (the benchmark's small GET), a git repository through git http-backend
 // behind fcgiwrap (/repo.git, Basic auth with x-access-token:GitToken),
-// and a second TLS port (PassPort) for tls: passthrough.
+// a second TLS port (PassPort) for tls: passthrough, and a third
+// (ProxyPort) where nginx itself is a TLS-terminating reverse proxy to the
+// first, injecting a bearer: the peer BenchmarkHTTP measures loopgate
+// against.
 type nginx struct {
-	Port, PassPort int
+	Port, PassPort, ProxyPort int
 	CA             *lgtest.CA
 	CAFile         string
 	GitToken       string
@@ -43,7 +46,7 @@ func startNginx(t testing.TB, names ...string) *nginx {
 	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
-	n := &nginx{Port: lgtest.FreePort(t), PassPort: lgtest.FreePort(t), CA: lgtest.NewCA(t, "nginx test CA"), dir: dir,
+	n := &nginx{Port: lgtest.FreePort(t), PassPort: lgtest.FreePort(t), ProxyPort: lgtest.FreePort(t), CA: lgtest.NewCA(t, "nginx test CA"), dir: dir,
 		GitToken: "ghs_" + strconv.FormatInt(time.Now().UnixNano(), 36), Repos: filepath.Join(dir, "repos")}
 	crt, key := n.CA.Issue(t, append(names, "127.0.0.1")...)
 	write := func(p string, b []byte, mode os.FileMode) string {
@@ -117,15 +120,33 @@ http {
     ssl_certificate_key %[5]s;
     location / { default_type text/plain; return 200 "spliced\n"; }
   }
+  upstream self { server 127.0.0.1:%[2]d; keepalive 128; }
+  server {
+    listen 127.0.0.1:%[10]d ssl;
+    server_name %[3]s;
+    ssl_certificate %[4]s;
+    ssl_certificate_key %[5]s;
+    location / {
+      proxy_pass https://self;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer peer-token";
+      proxy_ssl_server_name on;
+      proxy_ssl_name %[11]s;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate %[12]s;
+      proxy_ssl_session_reuse on;
+    }
+  }
 }
-`, dir, n.Port, strings.Join(names, " "), crtFile, keyFile, auth, sock, n.Repos, n.PassPort), 0o644)
+`, dir, n.Port, strings.Join(names, " "), crtFile, keyFile, auth, sock, n.Repos, n.PassPort, n.ProxyPort, names[0], n.CAFile), 0o644)
 	cmd := exec.Command("nginx", "-c", conf, "-p", dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		lgtest.Unavailable(t, "start nginx: %v", err)
 	}
 	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGQUIT); cmd.Wait() })
-	for _, port := range []int{n.Port, n.PassPort} {
+	for _, port := range []int{n.Port, n.PassPort, n.ProxyPort} {
 		lgtest.Eventually(t, 10*time.Second, "nginx listening", func() bool {
 			c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 			if err == nil {

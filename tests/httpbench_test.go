@@ -84,11 +84,17 @@ rules:
 		ngx.Port, caFile, tok, lgtest.CgroupName(b)))
 	lgtest.StartDaemon(b, cfg)
 	url := func(name string) string { return "https://" + name + ":" + strconv.Itoa(ngx.Port) + "/small" }
-	wrk := func(proxied bool, conns int) wrkResult {
+	// via: "direct", "loopgate", or "nginx" (nginx as a TLS-terminating
+	// reverse proxy to itself, the peer).
+	wrk := func(via string, conns int) wrkResult {
 		threads := min(conns, 2)
-		args := []string{"wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", "5s", "--latency", url(names[0])}
+		target := url(names[0])
+		if via == "nginx" {
+			target = "https://" + names[0] + ":" + strconv.Itoa(ngx.ProxyPort) + "/small"
+		}
+		args := []string{"wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", "5s", "--latency", target}
 		var out string
-		if proxied {
+		if via == "loopgate" {
 			var stderr string
 			var code int
 			out, stderr, code = lgtest.Run(b, cfg, "bench", nil, []string{"--user", "nobody"}, args...)
@@ -114,16 +120,24 @@ rules:
 	b.ResetTimer()
 	for _, conns := range []int{1, 64} {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
-			// Interleaved: direct, proxied, direct, proxied; best of each.
-			var direct, proxied wrkResult
+			// Interleaved: direct, loopgate, the nginx proxy, twice;
+			// best of each.
+			var direct, proxied, peer wrkResult
 			for range 2 {
-				if d := wrk(false, conns); d.RPS > direct.RPS {
+				if d := wrk("direct", conns); d.RPS > direct.RPS {
 					direct = d
 				}
-				if p := wrk(true, conns); p.RPS > proxied.RPS {
+				if p := wrk("loopgate", conns); p.RPS > proxied.RPS {
 					proxied = p
 				}
+				if p := wrk("nginx", conns); p.RPS > peer.RPS {
+					peer = p
+				}
 			}
+			b.ReportMetric(peer.RPS, "nginx-proxy-req/s")
+			b.ReportMetric(peer.RPS/direct.RPS, "nginx-proxy-ratio")
+			b.ReportMetric(proxied.RPS/peer.RPS, "loopgate/nginx-proxy")
+			b.ReportMetric(float64(peer.P50.Microseconds()), "nginx-proxy-p50-µs")
 			b.ReportMetric(direct.RPS, "direct-req/s")
 			b.ReportMetric(proxied.RPS, "proxied-req/s")
 			b.ReportMetric(proxied.RPS/direct.RPS, "ratio")
