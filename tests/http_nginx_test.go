@@ -25,11 +25,11 @@ import (
 // against.
 type nginx struct {
 	Port, PassPort, ProxyPort int
-	CA             *lgtest.CA
-	CAFile         string
-	GitToken       string
-	Repos          string // GIT_PROJECT_ROOT
-	dir            string
+	CA                        *lgtest.CA
+	CAFile                    string
+	GitToken                  string
+	Repos                     string // GIT_PROJECT_ROOT
+	dir                       string
 }
 
 // startNginx starts nginx and fcgiwrap for names (host names resolving to

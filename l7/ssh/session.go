@@ -490,6 +490,8 @@ func rejectLike(nc ssh.NewChannel, err error) {
 // stricter reports whether action a is stricter than b (deny, then
 // approve, then allow).
 func stricter(a, b policy.Action) bool {
-	rank := func(x policy.Action) int { return slices.Index([]policy.Action{policy.Allow, policy.Approve, policy.Deny}, x) }
+	rank := func(x policy.Action) int {
+		return slices.Index([]policy.Action{policy.Allow, policy.Approve, policy.Deny}, x)
+	}
 	return rank(a) > rank(b)
 }
