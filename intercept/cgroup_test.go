@@ -80,3 +80,39 @@ func TestTeardownKnowsTheUserMark(t *testing.T) {
 		t.Errorf("removed %q, want the user-marked cgroup", removed)
 	}
 }
+
+// TestCgroupPathsCache: a cached cgroup path is used while it still names
+// the same cgroup; once the cgroup is gone and another takes its name, the
+// old id no longer finds that path.
+func TestCgroupPathsCache(t *testing.T) {
+	lgtest.RequireRoot(t)
+	mount := lgtest.Cgroup2Mount(t)
+	base := lgtest.CgroupName(t)
+	dir, id, err := intercept.EnsureCgroup(mount, base+"/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(dir); os.Remove(filepath.Join(mount, base)) })
+	roots := []string{filepath.Join(mount, base)}
+	for range 2 { // the second from the cache
+		if got := intercept.LookupCgroupPath(mount, id, roots); got != base+"/a" {
+			t.Fatalf("path %q", got)
+		}
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	_, id2, err := intercept.EnsureCgroup(mount, base+"/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id2 == id {
+		t.Fatal("a new cgroup has the old one's id")
+	}
+	if got := intercept.LookupCgroupPath(mount, id, roots); got != "" {
+		t.Errorf("the removed cgroup's id still names %q", got)
+	}
+	if got := intercept.LookupCgroupPath(mount, id2, roots); got != base+"/a" {
+		t.Errorf("the new cgroup: path %q", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -58,6 +59,7 @@ type Listener struct {
 	netns   uint64
 	mount   string
 	cgroups []string // absolute workload cgroup dirs, for path lookup
+	paths   cgroupPaths
 }
 
 // Listen listens on addr for connections redirected by k's programs.
@@ -155,8 +157,42 @@ func (l *Listener) origin(c *net.TCPConn) (*Origin, error) {
 	if o.ProcessErr != nil {
 		o.Process.Start = bootToWall(rec.StartBoottime)
 	}
-	o.CgroupPath, _ = CgroupPathOf(l.mount, rec.CgroupId, l.cgroups...)
+	o.CgroupPath = l.paths.lookup(l.mount, rec.CgroupId, l.cgroups)
 	return o, nil
+}
+
+// cgroupPaths caches the paths of cgroup ids: walking the workload trees
+// on every accept was an eighth of the daemon's CPU with a connection per
+// transaction. A cached path is checked (one stat) before it is used: a
+// cgroup renamed or removed since is looked up again.
+type cgroupPaths struct {
+	mu sync.Mutex
+	m  map[uint64]string // id -> path relative to the mount
+}
+
+// maxCachedCgroups bounds the cache; it is emptied when full.
+const maxCachedCgroups = 4096
+
+func (c *cgroupPaths) lookup(mount string, id uint64, roots []string) string {
+	c.mu.Lock()
+	rel, ok := c.m[id]
+	c.mu.Unlock()
+	if ok {
+		if cid, err := CgroupID(filepath.Join(mount, rel)); err == nil && cid == id {
+			return rel
+		}
+	}
+	rel, ok = CgroupPathOf(mount, id, roots...)
+	if !ok {
+		return ""
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedCgroups {
+		c.m = map[uint64]string{}
+	}
+	c.m[id] = rel
+	c.mu.Unlock()
+	return rel
 }
 
 func commString(c [16]int8) string {
