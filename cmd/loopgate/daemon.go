@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -63,6 +64,9 @@ func runDaemon(ctx context.Context, c *cli.Command) error {
 		if ap, err := netip.ParseAddrPort(addr); err != nil || !ap.Addr().IsLoopback() {
 			return cli.Exit("LOOPGATE_PPROF must be a loopback ip:port", 2)
 		}
+		// Where sessions wait, too: blocking and lock contention.
+		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+		runtime.SetMutexProfileFraction(10)
 		go http.ListenAndServe(addr, nil)
 		log.Warn("pprof enabled", "addr", addr)
 	}
