@@ -191,7 +191,7 @@ func (d *daemon) run(ctx context.Context, dnsRefresh time.Duration) error {
 		Learned: learned}
 	defer pg.Close() // after srv.Run: every session has ended
 	// http targets: TLS toward agents with loopgate's CA (runtrust.go).
-	hh, err := httpHandler(cfg, maskKey)
+	hh, err := httpHandler(ca, maskKey)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	lghttp "github.com/loopgate/loopgate/l7/http"
+	"github.com/loopgate/loopgate/l7/postgres"
 	"github.com/loopgate/loopgate/policy"
 )
 
@@ -16,9 +17,10 @@ import (
 func caDir(cfg *policy.Config) string { return filepath.Join(filepath.Dir(cfg.Store), "ca") }
 
 // httpHandler is the handler of http targets, terminating TLS with
-// loopgate's CA (which the daemon has created by now).
-func httpHandler(cfg *policy.Config, maskKey []byte) (*lghttp.Handler, error) {
-	m, err := lghttp.LoadMinter(caDir(cfg))
+// loopgate's CA, the one PostgreSQL targets use.
+func httpHandler(ca *postgres.LocalCA, maskKey []byte) (*lghttp.Handler, error) {
+	cert, key := ca.Signer()
+	m, err := lghttp.NewMinter(cert, key, ca.CertFile)
 	if err != nil {
 		return nil, err
 	}

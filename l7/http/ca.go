@@ -7,13 +7,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 )
@@ -49,33 +45,6 @@ type mint struct {
 	done chan struct{}
 	cert *tls.Certificate
 	err  error
-}
-
-// LoadMinter loads the CA from dir (ca.crt, ca.key), which the daemon
-// creates at start.
-func LoadMinter(dir string) (*Minter, error) {
-	crtPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
-	if err != nil {
-		return nil, fmt.Errorf("read loopgate CA: %w", err)
-	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca.key"))
-	if err != nil {
-		return nil, fmt.Errorf("read loopgate CA key: %w", err)
-	}
-	cb, _ := pem.Decode(crtPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return nil, errors.New("loopgate CA files are not PEM")
-	}
-	ca, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse loopgate CA: %w", err)
-	}
-	caKey, err := x509.ParseECPrivateKey(kb.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse loopgate CA key: %w", err)
-	}
-	return NewMinter(ca, caKey, filepath.Join(dir, "ca.crt"))
 }
 
 // NewMinter returns a Minter signing with ca and key.

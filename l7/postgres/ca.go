@@ -92,6 +92,10 @@ func createCA(dir, crtPath, keyPath string) error {
 	return os.WriteFile(crtPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
+// Signer returns the CA's certificate and key, for the other handlers
+// that mint leaves with the same CA (l7/http).
+func (ca *LocalCA) Signer() (*x509.Certificate, *ecdsa.PrivateKey) { return ca.cert, ca.key }
+
 // ServerConfig returns the TLS config for a target: a certificate for its
 // hosts (IPs and names), issued on first use and kept for a day.
 func (ca *LocalCA) ServerConfig(target string, hosts []string) (*tls.Config, error) {
