@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/loopgate/loopgate/l7"
@@ -80,24 +79,6 @@ func (h *Handler) Close() error {
 	return nil
 }
 
-// countConn counts the bytes of a session.
-type countConn struct {
-	net.Conn
-	up, down atomic.Int64
-}
-
-func (c *countConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.up.Add(int64(n))
-	return n, err
-}
-
-func (c *countConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.down.Add(int64(n))
-	return n, err
-}
-
 // peekConn is a conn whose first bytes come from a bufio.Reader that
 // peeked them.
 type peekConn struct {
@@ -111,8 +92,8 @@ func (c *peekConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // spliced for tls: passthrough) or plain HTTP, then every request on it.
 func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.Result, error) {
 	h.init()
-	cc := &countConn{Conn: conn}
-	result := func() l7.Result { return l7.Result{BytesUp: cc.up.Load(), BytesDown: cc.down.Load()} }
+	cc := &l7.CountingConn{Conn: conn}
+	result := cc.Result
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	conn.SetReadDeadline(time.Now().Add(defaultHandshake))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/l7/l7test"
 )
 
@@ -67,7 +68,7 @@ func FuzzAgentStream(f *testing.F) {
 		ar := newAgentReader(bytes.NewReader(data))
 		ar.max = 1 << 20
 		h := &Handler{}
-		r := newRelay(context.Background(), h, s, be, ar, &countingConn{Conn: sinkConn{}}, &countingConn{Conn: sinkConn{}})
+		r := newRelay(context.Background(), h, s, be, ar, &l7.CountingConn{Conn: sinkConn{}}, &l7.CountingConn{Conn: sinkConn{}})
 		done := make(chan error, 1)
 		go func() { done <- r.fromAgent() }()
 		select {

@@ -252,8 +252,8 @@ func (t *loopTransport) pump() sides {
 	}
 	t.ufd, t.up = ufd, nil
 	s := &loopSession{l: l, r: r, done: make(chan struct{})}
-	s.client = &loopFD{s: s, fd: cfd, id: l.ids.Add(1), count: &r.client.written}
-	s.up = &loopFD{s: s, fd: ufd, id: l.ids.Add(1), count: &r.up.written}
+	s.client = &loopFD{s: s, fd: cfd, id: l.ids.Add(1), count: &r.client.Out}
+	s.up = &loopFD{s: s, fd: ufd, id: l.ids.Add(1), count: &r.up.Out}
 	s.agent = &loopDir{s: s, fd: s.client, out: s.up, in: (*inputPool.Get().(*[]byte))[:0]}
 	s.target = &loopDir{s: s, fd: s.up, out: s.client, target: true, in: (*inputPool.Get().(*[]byte))[:0]}
 	s.agent.in = append(s.agent.in, t.buffered...)
@@ -411,9 +411,9 @@ func (d *loopDir) serve() bool {
 
 func (d *loopDir) countRead(n int) {
 	if d.target {
-		d.s.r.up.read.Add(int64(n))
+		d.s.r.up.In.Add(int64(n))
 	} else {
-		d.s.r.client.read.Add(int64(n))
+		d.s.r.client.In.Add(int64(n))
 	}
 }
 

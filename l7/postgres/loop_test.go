@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/l7/l7test"
 	"github.com/loopgate/loopgate/store/event"
 )
@@ -75,7 +76,7 @@ func startRelayWith(t *testing.T, rec *l7test.Recorder, early []byte, onLoop boo
 	ar := newAgentReader(clientSide)
 	ar.max = maxMessageBody
 	r := newRelay(context.Background(), h, s, pgproto3.NewBackend(nil, clientSide), ar,
-		&countingConn{Conn: clientSide}, &countingConn{Conn: upSide})
+		&l7.CountingConn{Conn: clientSide}, &l7.CountingConn{Conn: upSide})
 	lr := &loopRelay{r: r, rec: rec, agent: agent, server: server, done: make(chan error, 1)}
 	if edit != nil {
 		edit(r)
@@ -195,7 +196,7 @@ func TestLoopStreamsAndBacksOff(t *testing.T) {
 	if got := readMsg(t, lr.server); got[0] != 'X' {
 		t.Errorf("server got %q through the returned socket", got[0])
 	}
-	if got, want := lr.r.client.written.Load(), int64(want.Len()); got != want {
+	if got, want := lr.r.client.Out.Load(), int64(want.Len()); got != want {
 		t.Errorf("counted %d bytes to the agent, sent %d", got, want)
 	}
 }

@@ -60,30 +60,12 @@ func (h *Handler) classifier() *sqlclass.Classifier {
 	return &h.defaultCls
 }
 
-// countingConn counts bytes read and written.
-type countingConn struct {
-	net.Conn
-	read, written atomic.Int64
-}
-
-func (c *countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.read.Add(int64(n))
-	return n, err
-}
-
-func (c *countingConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.written.Add(int64(n))
-	return n, err
-}
-
 // Serve runs one PostgreSQL session, in steps: the agent's login (and
 // TLS, or a cancel request), its admission by policy, the server
 // connection, the greeting, the relay, and what becomes of the server
 // connection after.
 func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.Result, error) {
-	a := &agentConn{client: &countingConn{Conn: conn}}
+	a := &agentConn{client: &l7.CountingConn{Conn: conn}}
 	stopLogin := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stopLogin()
 	conn.SetDeadline(time.Now().Add(30 * time.Second)) // login must not linger
@@ -106,7 +88,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 		return a.result(), err
 	}
 	hj, role := server.hj, server.role
-	up := &countingConn{Conn: hj.Conn}
+	up := &l7.CountingConn{Conn: hj.Conn}
 	pooled := false // the pool took the connection
 	defer func() {
 		if !pooled {
@@ -173,7 +155,7 @@ func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.R
 // connection (TLS once the agent asked for it), counted, the writer of
 // loopgate's own messages to it, and the reader that frames its messages.
 type agentConn struct {
-	client *countingConn
+	client *l7.CountingConn
 	be     *pgproto3.Backend
 	ar     *agentReader
 	// before: the reader used before TLS, released with ar.
@@ -181,7 +163,7 @@ type agentConn struct {
 }
 
 func (a *agentConn) result() l7.Result {
-	return l7.Result{BytesUp: a.client.read.Load(), BytesDown: a.client.written.Load()}
+	return l7.Result{BytesUp: a.client.In.Load(), BytesDown: a.client.Out.Load()}
 }
 
 func (a *agentConn) release() {
@@ -225,9 +207,9 @@ func (h *Handler) login(s *l7.Session, a *agentConn) (*startup, error) {
 	if st.tls != nil {
 		// From here on the agent speaks through TLS; count what it says.
 		plain := a.client
-		a.client = &countingConn{Conn: st.tls}
-		a.client.read.Store(plain.read.Load())
-		a.client.written.Store(plain.written.Load())
+		a.client = &l7.CountingConn{Conn: st.tls}
+		a.client.In.Store(plain.In.Load())
+		a.client.Out.Store(plain.Out.Load())
 		a.be = pgproto3.NewBackend(nil, a.client)
 		a.before, a.ar = a.ar, st.reader
 	}
@@ -364,7 +346,7 @@ func greet(be *pgproto3.Backend, hj *pgconn.HijackedConn, secret []byte) (byte, 
 
 // transportFor picks how the session's bytes move: plaintext sessions run
 // on an event loop; TLS needs the goroutines.
-func (h *Handler) transportFor(r *relay, st *startup, a *agentConn, up *countingConn) transport {
+func (h *Handler) transportFor(r *relay, st *startup, a *agentConn, up *l7.CountingConn) transport {
 	if st.tls == nil && loopable(a.client.Conn, up.Conn) {
 		if l := h.loops.pick(); l != nil {
 			// The agent may have sent messages right behind its startup.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/loopgate/loopgate/l7"
 	"github.com/loopgate/loopgate/l7/l7test"
 	"github.com/loopgate/loopgate/policy"
 	"github.com/loopgate/loopgate/policy/sqlclass"
@@ -67,7 +68,7 @@ func TestReadOnlyRule(t *testing.T) {
 func TestVetFailsClosed(t *testing.T) {
 	srv := l7test.Server(t, l7test.Config(t, readOnlyPolicy), l7test.NewRecorder())
 	s := l7test.Session(t, srv, "w", "db", "127.0.0.1:5432")
-	r := newRelay(context.Background(), &Handler{}, s, pgproto3.NewBackend(nil, sinkConn{}), nil, &countingConn{Conn: sinkConn{}}, &countingConn{Conn: sinkConn{}})
+	r := newRelay(context.Background(), &Handler{}, s, pgproto3.NewBackend(nil, sinkConn{}), nil, &l7.CountingConn{Conn: sinkConn{}}, &l7.CountingConn{Conn: sinkConn{}})
 	r.ro = readOnlyState{on: true, rule: "ro", cfg: s.Policy()}
 	saved := procLookup
 	defer func() { procLookup = saved }()
@@ -81,7 +82,7 @@ func TestVetFailsClosed(t *testing.T) {
 	}
 	// A rule that allows whatever the catalog could add does not ask.
 	all := newRelay(context.Background(), &Handler{}, l7test.Session(t, srv, "all", "db", "127.0.0.1:5432"), pgproto3.NewBackend(nil, sinkConn{}), nil,
-		&countingConn{Conn: sinkConn{}}, &countingConn{Conn: sinkConn{}})
+		&l7.CountingConn{Conn: sinkConn{}}, &l7.CountingConn{Conn: sinkConn{}})
 	if d := all.decide(all.vet(c.Classify("SELECT f()", nil))); d.Action != policy.Allow {
 		t.Errorf("allow *: %v %q", d.Action, d.Reason)
 	}
@@ -112,7 +113,7 @@ func TestVetReloadToReadOnly(t *testing.T) {
 	t.Parallel()
 	srv := l7test.Server(t, l7test.Config(t, readOnlyPolicy), l7test.NewRecorder())
 	s := l7test.Session(t, srv, "w", "db", "127.0.0.1:5432")
-	r := newRelay(context.Background(), &Handler{}, s, pgproto3.NewBackend(nil, sinkConn{}), nil, &countingConn{Conn: sinkConn{}}, &countingConn{Conn: sinkConn{}})
+	r := newRelay(context.Background(), &Handler{}, s, pgproto3.NewBackend(nil, sinkConn{}), nil, &l7.CountingConn{Conn: sinkConn{}}, &l7.CountingConn{Conn: sinkConn{}})
 	// Opened writable under an earlier config (nil stands for it).
 	r.ro = readOnlyState{on: false, rule: "ro"}
 	var c sqlclass.Classifier
@@ -121,7 +122,7 @@ func TestVetReloadToReadOnly(t *testing.T) {
 		t.Errorf("after the reload: %v %q", d.Action, d.Reason)
 	}
 	// A statement parsed before the reload, executed after it.
-	r = newRelay(context.Background(), &Handler{}, s, pgproto3.NewBackend(nil, sinkConn{}), nil, &countingConn{Conn: sinkConn{}}, &countingConn{Conn: sinkConn{}})
+	r = newRelay(context.Background(), &Handler{}, s, pgproto3.NewBackend(nil, sinkConn{}), nil, &l7.CountingConn{Conn: sinkConn{}}, &l7.CountingConn{Conn: sinkConn{}})
 	if d := r.decide(vetted{classes: []string{sqlclass.Read}}); d.Action != policy.Deny || !strings.Contains(d.Reason, "reconnect") {
 		t.Errorf("Execute after the reload: %v %q", d.Action, d.Reason)
 	}

@@ -120,8 +120,8 @@ type relay struct {
 	s      *l7.Session
 	be     *pgproto3.Backend // writes errors to the agent
 	in     *agentReader
-	client *countingConn
-	up     *countingConn
+	client *l7.CountingConn
+	up     *l7.CountingConn
 	upw    *bufio.Writer
 
 	batch       []batched
@@ -229,7 +229,7 @@ type prepared struct {
 	parsed  []sqlclass.Statement // read-only: shared with the classifier's cache
 }
 
-func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backend, in *agentReader, client, up *countingConn) *relay {
+func newRelay(ctx context.Context, h *Handler, s *l7.Session, be *pgproto3.Backend, in *agentReader, client, up *l7.CountingConn) *relay {
 	r := &relay{
 		ctx: ctx, h: h, s: s, be: be, in: in, client: client, up: up,
 		upw:             pooledWriter(up),

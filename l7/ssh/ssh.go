@@ -61,24 +61,6 @@ func (h *Handler) init() error {
 	return h.initErr
 }
 
-// countingConn counts bytes read and written.
-type countingConn struct {
-	net.Conn
-	read, written atomic.Int64
-}
-
-func (c *countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.read.Add(int64(n))
-	return n, err
-}
-
-func (c *countingConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.written.Add(int64(n))
-	return n, err
-}
-
 // loginInfo is what the agent asked for at login, for the record.
 type loginInfo struct {
 	User    string `json:"user"`
@@ -94,8 +76,8 @@ type loginInfo struct {
 // certificate for the target, a login upstream with the daemon's
 // credentials, then each channel bridged under policy.
 func (h *Handler) Serve(ctx context.Context, conn net.Conn, s *l7.Session) (l7.Result, error) {
-	client := &countingConn{Conn: conn}
-	result := func() l7.Result { return l7.Result{BytesUp: client.read.Load(), BytesDown: client.written.Load()} }
+	client := &l7.CountingConn{Conn: conn}
+	result := client.Result
 	if err := h.init(); err != nil {
 		return result(), err
 	}
