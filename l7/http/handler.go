@@ -67,7 +67,7 @@ func (h *Handler) init() {
 		}
 		h.names = &nameCache{r: r, m: map[string]nameEntry{}}
 		h.secrets = &secretCache{m: map[string]cachedSecret{}}
-		h.up = &upstreams{dialTimeout: h.DialTimeout, m: map[string]*stdhttp.Transport{}}
+		h.up = &upstreams{dialTimeout: h.DialTimeout, m: map[transportKey]*stdhttp.Transport{}}
 		h.rp = h.reverseProxy()
 	})
 }

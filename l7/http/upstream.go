@@ -31,16 +31,24 @@ import (
 type upstreams struct {
 	dialTimeout time.Duration
 	mu          sync.Mutex
-	m           map[string]*stdhttp.Transport
+	m           map[transportKey]*stdhttp.Transport
 }
 
-func transportKey(t *policy.Target, h2 bool) string {
+// transportKey names a target's transport: what it verifies and presents
+// upstream, and the protocol it speaks (a map key looked up per request,
+// so a struct, not a string built each time).
+type transportKey struct {
+	target, caFile, certFile, keyFile string
+	h2                                bool
+}
+
+func keyOf(t *policy.Target, h2 bool) transportKey {
 	c := t.Credentials.HTTP
-	return fmt.Sprint(t.Name, "\x00", t.TLS.CAFile, "\x00", c.CertFile, "\x00", c.KeyFile, "\x00", h2)
+	return transportKey{t.Name, t.TLS.CAFile, c.CertFile, c.KeyFile, h2}
 }
 
 func (u *upstreams) transport(t *policy.Target, h2 bool) (*stdhttp.Transport, error) {
-	key := transportKey(t, h2)
+	key := keyOf(t, h2)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if tr, ok := u.m[key]; ok {
